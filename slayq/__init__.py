@@ -1,0 +1,54 @@
+"""slayq: durable workflow functions and background jobs on PostgreSQL."""
+
+from slayq import step
+from slayq.client import Client
+from slayq.errors import (
+    DurationError,
+    EventDataError,
+    FunctionDefinitionError,
+    InputError,
+    InvokeError,
+    LeaseLostError,
+    NondeterminismError,
+    NoRetryError,
+    RunNotFoundError,
+    SlayqError,
+    StepDefinitionError,
+    StepOutputError,
+    StoreError,
+    StoreUnavailableError,
+    UnknownEventError,
+)
+from slayq.model import ErrorInfo, RunId, RunInfo, StepRecord
+from slayq.runtime.commands import finish
+from slayq.runtime.functions import Context, EmptyEvent, Function, Match, function
+
+__all__ = [
+    "Client",
+    "Context",
+    "DurationError",
+    "EmptyEvent",
+    "ErrorInfo",
+    "EventDataError",
+    "Function",
+    "FunctionDefinitionError",
+    "InputError",
+    "InvokeError",
+    "LeaseLostError",
+    "Match",
+    "NoRetryError",
+    "NondeterminismError",
+    "RunId",
+    "RunInfo",
+    "RunNotFoundError",
+    "SlayqError",
+    "StepDefinitionError",
+    "StepOutputError",
+    "StepRecord",
+    "StoreError",
+    "StoreUnavailableError",
+    "UnknownEventError",
+    "finish",
+    "function",
+    "step",
+]

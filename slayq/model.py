@@ -1,0 +1,190 @@
+"""The data that flows between the engine, the stores and the transports.
+
+These are plain msgspec Structs: the engine produces them, stores persist them, and the
+HTTP transport sends them as JSON. Values that users give or get back (event data, step
+outputs, results) are JSON-shaped builtins here: dicts, lists, str, int, float, bool, None.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal, NewType
+
+import msgspec
+
+RunId = NewType("RunId", str)
+
+StepKind = Literal["run", "sleep", "wait", "invoke", "send"]
+PendingKind = Literal["sleep", "wait", "invoke"]
+RunStatus = Literal["queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled"]
+FINISHED_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+class ErrorInfo(msgspec.Struct, frozen=True):
+    """An error as it is kept on a run or step: the exception's type, message, traceback."""
+
+    type: str
+    message: str
+    traceback: str = ""
+    step: str | None = None
+
+
+class StepRecord(msgspec.Struct, frozen=True):
+    """A finished step: its memoized output, or the error an invoked run failed with."""
+
+    name: str
+    kind: StepKind
+    output: Any = None
+    error: ErrorInfo | None = None
+    finished_at: datetime | None = None
+
+
+class CancelRule(msgspec.Struct, frozen=True):
+    """An event named ``event`` whose ``data[field]`` equals ``value`` cancels the run."""
+
+    event: str
+    field: str
+    value: Any
+
+
+class ParentLink(msgspec.Struct, frozen=True):
+    """The run and step that invoked a run and wait for its result."""
+
+    run_id: RunId
+    step: str
+
+
+class NewRun(msgspec.Struct, frozen=True):
+    """A run to create, fully resolved by the client (stores know no functions).
+
+    ``delay`` is relative to the store's clock (the database's, in production) so that a
+    drifting application clock never makes a run early or late; ``run_at`` is absolute.
+    """
+
+    id: RunId
+    event: str
+    data: dict[str, Any]
+    queue: str = "general"
+    priority: int = 0
+    max_attempts: int = 26
+    cancel_on: list[CancelRule] = []
+    key: str | None = None
+    delay: timedelta | None = None
+    run_at: datetime | None = None
+    parent: ParentLink | None = None
+
+
+class OutgoingEvent(msgspec.Struct, frozen=True):
+    """An event to ingest: it may start ``run``, wake waiters and cancel runs.
+
+    ``logged`` events are kept in the event log so that a wait registered a moment after
+    the event was sent still sees it (see ``Store.commit``).
+    """
+
+    name: str
+    data: dict[str, Any]
+    run: NewRun | None = None
+    logged: bool = False
+
+
+class PendingStep(msgspec.Struct, frozen=True):
+    """A step the run is suspended on, resolved by the store.
+
+    It resolves when its trigger happens (a matching event, the invoked run finishing)
+    or, at the latest, when it expires: a sleep always resolves by expiring, a wait or an
+    invocation that expires resolves to ``None``. Expiry is ``until`` if given, else the
+    store's now + ``delay``; a pending step without either never expires.
+    """
+
+    name: str
+    kind: PendingKind
+    until: datetime | None = None
+    delay: timedelta | None = None
+    event: str | None = None
+    match_field: str | None = None
+    match_value: Any = None
+    child: NewRun | None = None
+
+
+class Continue(msgspec.Struct, frozen=True, tag="continue"):
+    """New steps finished; the run has more work and should be driven again at once."""
+
+
+class Suspend(msgspec.Struct, frozen=True, tag="suspend"):
+    """The run waits until every pending step has resolved."""
+
+    pending: list[PendingStep]
+
+
+class Completed(msgspec.Struct, frozen=True, tag="completed"):
+    result: Any = None
+
+
+class Failed(msgspec.Struct, frozen=True, tag="failed"):
+    """The attempt failed. ``retry_after`` is None when the run has failed for good."""
+
+    error: ErrorInfo
+    retry_after: timedelta | None = None
+
+
+Outcome = Continue | Suspend | Completed | Failed
+
+
+class Transition(msgspec.Struct, frozen=True):
+    """What one drive of a run produced; a store commits all of it in one transaction."""
+
+    steps: list[StepRecord]
+    outcome: Outcome
+    sent: list[OutgoingEvent] = []
+
+
+class Lease(msgspec.Struct, frozen=True):
+    """A claim on a run. ``token`` fences: it changes with every claim, so a commit from an
+    earlier holder is refused."""
+
+    run_id: RunId
+    token: int
+    expires_at: datetime
+
+
+class Claim(msgspec.Struct, frozen=True):
+    """A run handed to a driver, with everything the engine needs to drive it."""
+
+    lease: Lease
+    event: str
+    data: dict[str, Any]
+    queue: str
+    attempt: int
+    max_attempts: int
+    memo: list[StepRecord]
+
+
+class RunInfo(msgspec.Struct, frozen=True):
+    """A snapshot of a run: what it is doing and what it did."""
+
+    id: RunId
+    event: str
+    queue: str
+    status: RunStatus
+    data: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    steps: list[StepRecord]
+    pending: list[PendingStep]
+    created_at: datetime
+    updated_at: datetime
+    run_at: datetime | None = None
+    result: Any = None
+    error: ErrorInfo | None = None
+    priority: int = 0
+    key: str | None = None
+    parent: ParentLink | None = None
+    finished_at: datetime | None = None
+
+
+class Schedule(msgspec.Struct, frozen=True):
+    """A cron function's schedule: ``template`` is the run to start on every tick."""
+
+    event: str
+    cron: str
+    template: NewRun

@@ -1,0 +1,88 @@
+"""Durations and points in time as users write them.
+
+Durations follow the JavaScript ``ms`` package that Slay Q users know ("5m", "2 hours",
+"3 years", "500ms", "1.5h"), and also accept a ``timedelta`` or a number of seconds.
+Unlike ``ms``, a bare number in a string is refused: "500" could mean seconds or
+milliseconds, and guessing wrong delays a run by a factor of a thousand.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from slayq.errors import DurationError
+
+_UNIT_SECONDS: dict[str, float] = {}
+for _names, _seconds in (
+    (("ms", "msec", "msecs", "millisecond", "milliseconds"), 0.001),
+    (("s", "sec", "secs", "second", "seconds"), 1.0),
+    (("m", "min", "mins", "minute", "minutes"), 60.0),
+    (("h", "hr", "hrs", "hour", "hours"), 3600.0),
+    (("d", "day", "days"), 86400.0),
+    (("w", "week", "weeks"), 7 * 86400.0),
+    # ms counts a year as 365.25 days and a month as a twelfth of that.
+    (("mo", "month", "months"), 365.25 * 86400.0 / 12),
+    (("y", "yr", "yrs", "year", "years"), 365.25 * 86400.0),
+):
+    for _name in _names:
+        _UNIT_SECONDS[_name] = _seconds
+
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?|-?\.\d+)\s*([a-z]+)\s*$", re.IGNORECASE)
+
+Duration = str | int | float | timedelta
+
+
+def parse_duration(value: Duration, *, what: str = "duration") -> timedelta:
+    """Turn "5m", "2 hours", 30 (seconds) or a timedelta into a non-negative timedelta."""
+    if isinstance(value, timedelta):
+        delta = value
+    elif isinstance(value, bool):
+        raise DurationError(
+            f"{what} must be a string like '5m', seconds or a timedelta, got {value!r}"
+        )
+    elif isinstance(value, int | float):
+        delta = timedelta(seconds=value)
+    elif isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise DurationError(
+                f"{what} {value!r} is not a duration: write a number and a unit, "
+                "like '500ms', '5m', '2 hours' or '3 years'"
+            )
+        number, unit = match.groups()
+        seconds = _UNIT_SECONDS.get(unit.lower())
+        if seconds is None:
+            raise DurationError(
+                f"{what} {value!r} has an unknown unit {unit!r}: use ms, s, m, h, d, w, mo or y "
+                "(or their long forms, like 'minutes')"
+            )
+        delta = timedelta(seconds=float(number) * seconds)
+    else:
+        raise DurationError(
+            f"{what} must be a string like '5m', seconds or a timedelta, got {type(value).__name__}"
+        )
+    if delta < timedelta(0):
+        raise DurationError(f"{what} {value!r} is negative")
+    return delta
+
+
+def parse_instant(value: datetime | str, *, what: str = "time") -> datetime:
+    """Turn an aware datetime or an ISO-8601 string with an offset into an aware UTC datetime."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise DurationError(
+                f"{what} {value!r} is not an ISO-8601 time, like '2025-01-01T00:00:00Z'"
+            ) from None
+    elif isinstance(value, datetime):
+        parsed = value
+    else:
+        raise DurationError(f"{what} must be a datetime or an ISO-8601 string, got {value!r}")
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise DurationError(
+            f"{what} {value!r} has no timezone: give an offset ('2025-01-01T00:00:00+00:00' or "
+            "'...Z') or an aware datetime, so it means the same on every machine"
+        )
+    return parsed.astimezone(UTC)

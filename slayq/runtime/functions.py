@@ -1,0 +1,191 @@
+"""What users write: ``@slayq.function``, its ``Context``, ``Match`` and ``EmptyEvent``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import msgspec
+
+from slayq.errors import EventDataError, FunctionDefinitionError
+from slayq.runtime.cron import CronSpec
+
+if TYPE_CHECKING:
+    from slayq.model import RunId
+
+
+class EmptyEvent(msgspec.Struct):
+    """The schema of functions that take no data (cron functions, for instance)."""
+
+
+class Match(msgspec.Struct, frozen=True):
+    """Pairs an event with a field of the data: matching events carry the run's value of it."""
+
+    event: str
+    field: str
+
+
+T = TypeVar("T")
+
+
+class Context(Generic[T]):
+    """What a function run gets: its event, decoded data, run id and attempt number.
+
+    ``attempt`` is 1 on the first run of the function and grows by one with every retry.
+    ``retry`` is the same number under Slay Q's name, so ported code such as
+    ``if ctx.retry == 1: raise ...`` fails on the first run only, as it did there.
+    """
+
+    __slots__ = ("attempt", "data", "event", "max_attempts", "run_id")
+
+    def __init__(self, *, event: str, data: T, run_id: RunId, attempt: int, max_attempts: int):
+        self.event = event
+        self.data = data
+        self.run_id = run_id
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+
+    @property
+    def retry(self) -> int:
+        return self.attempt
+
+    def __repr__(self) -> str:
+        return f"Context(event={self.event!r}, run_id={self.run_id!r}, attempt={self.attempt})"
+
+
+Handler = Callable[[Context[Any]], AsyncIterator[Any] | Awaitable[Any]]
+
+
+class Function:
+    """A workflow function registered for an event. Made by ``@slayq.function``."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        event: str,
+        schema: type[msgspec.Struct],
+        queue: str,
+        retries: int,
+        priority: int,
+        cron: str | None,
+        cancel_on: Sequence[Match],
+        waits_on: Sequence[Match],
+        invokes: Sequence[str],
+    ) -> None:
+        where = f"@slayq.function(event={event!r})"
+        if not isinstance(event, str) or not event.strip():
+            raise FunctionDefinitionError(f"{where}: event must be a non-empty string")
+        if not (isinstance(schema, type) and issubclass(schema, msgspec.Struct)):
+            raise FunctionDefinitionError(
+                f"{where}: schema must be a msgspec.Struct class (slayq.EmptyEvent for none), "
+                f"got {schema!r}"
+            )
+        if not isinstance(queue, str) or not queue.strip():
+            raise FunctionDefinitionError(f"{where}: queue must be a non-empty string")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise FunctionDefinitionError(f"{where}: retries must be an int >= 0, got {retries!r}")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise FunctionDefinitionError(f"{where}: priority must be an int, got {priority!r}")
+        if not (inspect.isasyncgenfunction(handler) or inspect.iscoroutinefunction(handler)):
+            raise FunctionDefinitionError(
+                f"{where}: {getattr(handler, '__name__', handler)!r} must be an async generator "
+                "function (async def with yield) or an async def function"
+            )
+        field_names = {f.name for f in msgspec.structs.fields(schema)}
+        for label, matches in (("cancel_on", cancel_on), ("waits_on", waits_on)):
+            for match in matches:
+                if not isinstance(match, Match):
+                    raise FunctionDefinitionError(
+                        f"{where}: {label} takes slayq.Match(event, field) items, got {match!r}"
+                    )
+                if match.field not in field_names:
+                    raise FunctionDefinitionError(
+                        f"{where}: {label} matches on field {match.field!r}, which "
+                        f"{schema.__name__} does not have (fields: {sorted(field_names)})"
+                    )
+        self.cron = CronSpec(cron) if cron is not None else None
+        if self.cron is not None and any(f.required for f in msgspec.structs.fields(schema)):
+            raise FunctionDefinitionError(
+                f"{where}: cron functions get no data, so their schema must have no required "
+                f"fields (use slayq.EmptyEvent), but {schema.__name__} has some"
+            )
+        self.handler = handler
+        self.name: str = getattr(handler, "__qualname__", event)
+        self.event = event
+        self.schema = schema
+        self.queue = queue
+        self.retries = retries
+        self.priority = priority
+        self.cancel_on = list(cancel_on)
+        self.waits_on = list(waits_on)
+        self.invokes = list(invokes)
+        self.is_workflow = inspect.isasyncgenfunction(handler)
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retries + 1
+
+    def validate(self, data: object) -> dict[str, Any]:
+        """Check ``data`` against the schema; return it as JSON-shaped builtins.
+
+        Defaults are filled in, so what is stored is what the function will see.
+        """
+        decoded = self.decode(data)
+        builtins = msgspec.to_builtins(decoded)
+        assert isinstance(builtins, dict)
+        return builtins
+
+    def decode(self, data: object) -> msgspec.Struct:
+        if isinstance(data, self.schema):
+            return data
+        if not isinstance(data, Mapping):
+            raise EventDataError(
+                f"event {self.event!r}: data must be a mapping or a {self.schema.__name__}, "
+                f"got {type(data).__name__}"
+            )
+        try:
+            return msgspec.convert(msgspec.to_builtins(data), type=self.schema)
+        except (msgspec.ValidationError, TypeError) as exc:
+            raise EventDataError(
+                f"event {self.event!r}: data does not match {self.schema.__name__}: {exc}"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"<slayq.Function {self.name} event={self.event!r} queue={self.queue!r}>"
+
+
+def function(
+    *,
+    event: str,
+    schema: type[msgspec.Struct] = EmptyEvent,
+    queue: str = "general",
+    retries: int = 25,
+    priority: int = 0,
+    cron: str | None = None,
+    cancel_on: Sequence[Match] = (),
+    waits_on: Sequence[Match] = (),
+    invokes: Sequence[str] = (),
+) -> Callable[[Handler], Function]:
+    """Declare a workflow function that runs when ``event`` is sent.
+
+    Lower ``priority`` runs first. ``retries`` is how many times a failed run is tried
+    again (so it runs at most ``retries + 1`` times).
+    """
+
+    def register(handler: Handler) -> Function:
+        return Function(
+            handler,
+            event=event,
+            schema=schema,
+            queue=queue,
+            retries=retries,
+            priority=priority,
+            cron=cron,
+            cancel_on=cancel_on,
+            waits_on=waits_on,
+            invokes=invokes,
+        )
+
+    return register

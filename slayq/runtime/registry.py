@@ -1,0 +1,127 @@
+"""The functions one client knows, and how an event becomes work for a store.
+
+Stores know no functions: the registry resolves each event into an ``OutgoingEvent``
+(the run it starts, with queue, priority, attempts and cancel rules filled in), so the
+Postgres store, the memory store and the HTTP ingest all receive the same plain data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from slayq.errors import EventDataError, FunctionDefinitionError, UnknownEventError
+from slayq.model import CancelRule, NewRun, OutgoingEvent, ParentLink, RunId, Schedule
+from slayq.runtime.functions import Function
+from slayq.runtime.ids import new_run_id
+
+if TYPE_CHECKING:
+    from datetime import datetime, timedelta
+
+
+class Registry:
+    def __init__(
+        self, functions: Iterable[Function], *, new_id: Callable[[], RunId] = new_run_id
+    ) -> None:
+        self.functions: dict[str, Function] = {}
+        for fn in functions:
+            if not isinstance(fn, Function):
+                raise FunctionDefinitionError(
+                    f"{fn!r} is not a slayq function: decorate it with @slayq.function(...)"
+                )
+            other = self.functions.get(fn.event)
+            if other is not None and other is not fn:
+                raise FunctionDefinitionError(
+                    f"event {fn.event!r} is claimed by both {other.name} and {fn.name}: "
+                    "event names are unique per client"
+                )
+            self.functions[fn.event] = fn
+        for fn in self.functions.values():
+            for target in fn.invokes:
+                if target not in self.functions:
+                    raise FunctionDefinitionError(
+                        f"{fn.name} invokes {target!r}, but no function of this client "
+                        "runs on that event"
+                    )
+        self.waited_events = {m.event for fn in self.functions.values() for m in fn.waits_on}
+        self.cancel_events = {m.event for fn in self.functions.values() for m in fn.cancel_on}
+        self._new_id = new_id
+
+    def get(self, event: str) -> Function:
+        fn = self.functions.get(event)
+        if fn is None:
+            raise UnknownEventError(
+                f"no function runs on event {event!r} (known: {sorted(self.functions)})"
+            )
+        return fn
+
+    def outgoing(
+        self,
+        event: str,
+        data: object,
+        *,
+        key: str | None = None,
+        delay: timedelta | None = None,
+        run_at: datetime | None = None,
+    ) -> OutgoingEvent:
+        """Validate an event and resolve what it does. Raises before anything is stored."""
+        if not isinstance(event, str) or not event:
+            raise UnknownEventError(f"an event name must be a non-empty string, got {event!r}")
+        fn = self.functions.get(event)
+        run = None
+        if fn is not None:
+            payload = fn.validate(data)
+            run = self.new_run(fn, payload, key=key, delay=delay, run_at=run_at)
+        elif event in self.waited_events or event in self.cancel_events:
+            payload = _plain_data(event, data)
+        else:
+            raise UnknownEventError(
+                f"event {event!r} is not handled: no function runs on it, waits for it "
+                f"(waits_on) or cancels on it (cancel_on). Known events: "
+                f"{sorted(self.functions.keys() | self.waited_events | self.cancel_events)}"
+            )
+        return OutgoingEvent(name=event, data=payload, run=run, logged=event in self.waited_events)
+
+    def new_run(
+        self,
+        fn: Function,
+        payload: dict[str, Any],
+        *,
+        key: str | None = None,
+        delay: timedelta | None = None,
+        run_at: datetime | None = None,
+        parent: ParentLink | None = None,
+    ) -> NewRun:
+        return NewRun(
+            id=self._new_id(),
+            event=fn.event,
+            data=payload,
+            queue=fn.queue,
+            priority=fn.priority,
+            max_attempts=fn.max_attempts,
+            cancel_on=[CancelRule(m.event, m.field, payload.get(m.field)) for m in fn.cancel_on],
+            key=key,
+            delay=delay,
+            run_at=run_at,
+            parent=parent,
+        )
+
+    def schedules(self) -> list[Schedule]:
+        return [
+            Schedule(event=fn.event, cron=fn.cron.text, template=self.new_run(fn, fn.validate({})))
+            for fn in self.functions.values()
+            if fn.cron is not None
+        ]
+
+
+def _plain_data(event: str, data: object) -> dict[str, Any]:
+    """Data of an event that no function decodes: any JSON-shaped mapping."""
+    builtins = msgspec.to_builtins(data) if not isinstance(data, Mapping) else dict(data)
+    if not isinstance(builtins, dict):
+        raise EventDataError(f"event {event!r}: data must be a mapping, got {type(data).__name__}")
+    try:
+        return msgspec.json.decode(msgspec.json.encode(builtins))  # type: ignore[no-any-return]
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise EventDataError(f"event {event!r}: data is not JSON-shaped: {exc}") from None

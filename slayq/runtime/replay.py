@@ -1,0 +1,432 @@
+"""The replayer: drives a workflow function and turns what it yields into a Transition.
+
+This is the only place replay logic lives. An ``Execution`` wraps one run's generator:
+
+* Steps already in the memo are answered from it, in order, without running anything.
+  Meeting a different step (name or kind) than the memo recorded at that position is a
+  ``NondeterminismError``; the run fails for good instead of looping.
+* The first new ``step.run`` is executed and ``advance()`` returns a ``Continue``
+  transition with its record, so the driver can commit it before any further handler
+  runs: a crash then re-runs at most the one handler whose result was not yet durable.
+  The generator stays alive; the next ``advance()`` sends the result in.
+* Sleeps, waits and invocations become pending steps in a ``Suspend`` transition; the
+  generator is closed and the run is replayed from its memo when they resolve.
+* ``step.send_event(s)`` is recorded as a step, and its events ride in the same
+  transition, so they are sent exactly once per run.
+
+``advance()`` never raises for anything the user's code does: failures become a
+``Failed`` outcome (with ``retry_after`` set while attempts remain), like Temporal's
+activation boundary. It reads no clock; durations are left for the store to anchor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import traceback
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+
+from slayq.errors import (
+    InputError,
+    InvokeError,
+    NondeterminismError,
+    NoRetryError,
+    StepDefinitionError,
+    StepOutputError,
+)
+from slayq.model import (
+    Claim,
+    Completed,
+    Continue,
+    ErrorInfo,
+    Failed,
+    Outcome,
+    OutgoingEvent,
+    ParentLink,
+    PendingStep,
+    RunId,
+    StepRecord,
+    Suspend,
+    Transition,
+)
+from slayq.runtime.commands import (
+    Finish,
+    InvokeStep,
+    Parallel,
+    RunStep,
+    SendStep,
+    SleepStep,
+    StepCommand,
+    WaitStep,
+)
+from slayq.runtime.functions import Context, Function
+from slayq.runtime.retry import DEFAULT_RETRY_POLICY, RetryPolicy
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import AsyncGenerator, Sequence
+
+    from slayq.runtime.registry import Registry
+
+# Errors that will happen again on every attempt: retrying them only burns time.
+_PERMANENT = (NoRetryError, NondeterminismError, InputError, StepOutputError)
+
+
+class _HandlerFailed(Exception):
+    """A step handler raised; carries the step's name to the run's error."""
+
+    def __init__(self, step: str, error: BaseException) -> None:
+        super().__init__(step)
+        self.step = step
+        self.error = error
+
+
+class Execution:
+    """One run of one function, driven step by step. Make it with ``Execution.start``."""
+
+    def __init__(
+        self,
+        function: Function,
+        registry: Registry,
+        *,
+        run_id: RunId,
+        data: dict[str, Any],
+        attempt: int,
+        max_attempts: int,
+        memo: Sequence[StepRecord],
+        retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+        rng: random.Random | None = None,
+        max_new_steps: int = 1,
+    ) -> None:
+        self.function = function
+        self.run_id = run_id
+        self.attempt = attempt
+        self._registry = registry
+        self._data = data
+        self._max_attempts = max_attempts
+        self._memo = list(memo)
+        self._cursor = 0
+        self._seen: set[str] = set()
+        self._retry_policy = retry_policy
+        self._rng = rng
+        self._max_new_steps = max(1, max_new_steps)
+        self._gen: AsyncGenerator[Any, Any] | None = None
+        self._send: Any = None
+        self._throw: BaseException | None = None
+        self.finished = False
+
+    @classmethod
+    def start(cls, registry: Registry, claim: Claim, **options: Any) -> Execution:
+        return cls(
+            registry.get(claim.event),
+            registry,
+            run_id=claim.lease.run_id,
+            data=claim.data,
+            attempt=claim.attempt,
+            max_attempts=claim.max_attempts,
+            memo=claim.memo,
+            **options,
+        )
+
+    @property
+    def replaying(self) -> bool:
+        """True while memo records remain to be met."""
+        return self._cursor < len(self._memo)
+
+    async def advance(self) -> Transition:
+        """Drive the function to its next commit point and say what happened."""
+        if self.finished:
+            raise RuntimeError("this execution has finished; start a new one to drive the run")
+        steps: list[StepRecord] = []
+        sent: list[OutgoingEvent] = []
+        try:
+            outcome = await self._drive(steps, sent)
+        except _HandlerFailed as failure:
+            outcome = self._failed(failure.error, step=failure.step)
+        except Exception as exc:
+            outcome = self._failed(exc)
+        if not isinstance(outcome, Continue):
+            await self.aclose()
+        return Transition(steps=steps, outcome=outcome, sent=sent)
+
+    async def aclose(self) -> None:
+        self.finished = True
+        gen, self._gen = self._gen, None
+        if gen is not None:
+            with contextlib.suppress(Exception):
+                await gen.aclose()
+
+    # -- driving -----------------------------------------------------------------------
+
+    async def _drive(self, steps: list[StepRecord], sent: list[OutgoingEvent]) -> Outcome:
+        new_runs = 0
+        if not self.function.is_workflow:
+            if self._memo:
+                raise NondeterminismError(
+                    f"{self.function.name} has no steps, but the memo of run {self.run_id} "
+                    f"records step {self._memo[0].name!r}"
+                )
+            result = await self.function.handler(self._context())  # type: ignore[misc]
+            return Completed(_as_json(result, what="the run's result"))
+        while True:
+            yielded = await self._resume()
+            if isinstance(yielded, Finish):
+                self._check_memo_consumed()
+                return Completed(_as_json(yielded.value, what="the run's result"))
+            try:
+                commands = self._commands_of(yielded)
+            except StepDefinitionError as exc:
+                self._throw = exc
+                continue
+            records = self._replayed(commands)
+            if len(records) == len(commands):
+                self._answer(yielded, [records[cmd.name] for cmd in commands])
+                continue
+            todo = [cmd for cmd in commands if cmd.name not in records]
+            if self.replaying:
+                raise self._diverged(todo[0])
+            first_new = len(steps)
+            try:
+                pending = await self._start_new(todo, steps, sent)
+            except (StepDefinitionError, InputError) as exc:
+                self._throw = exc
+                continue
+            if pending:
+                return Suspend(pending)
+            records.update((r.name, r) for r in steps[first_new:])
+            self._answer(yielded, [records[cmd.name] for cmd in commands])
+            new_runs += sum(1 for cmd in todo if isinstance(cmd, RunStep))
+            if new_runs >= self._max_new_steps:
+                return Continue()
+
+    async def _resume(self) -> Any:
+        """Send the last answer (or throw the last error) in; return what is yielded next."""
+        if self._gen is None:
+            self._gen = self.function.handler(self._context())  # type: ignore[assignment]
+        assert self._gen is not None
+        send, throw = self._send, self._throw
+        self._send, self._throw = None, None
+        try:
+            if throw is not None:
+                return await self._gen.athrow(throw)
+            return await self._gen.asend(send)
+        except StopAsyncIteration:
+            return Finish(None)
+
+    def _context(self) -> Context[Any]:
+        return Context(
+            event=self.function.event,
+            data=self.function.decode(self._data),
+            run_id=self.run_id,
+            attempt=self.attempt,
+            max_attempts=self._max_attempts,
+        )
+
+    def _commands_of(self, yielded: object) -> list[StepCommand]:
+        if isinstance(yielded, Parallel):
+            commands = yielded.commands
+        elif isinstance(yielded, StepCommand):
+            commands = [yielded]
+        else:
+            raise StepDefinitionError(
+                f"{self.function.name} yielded {yielded!r}; a function may yield only step "
+                "commands (step.run, step.sleep, ...) and slayq.finish(value)"
+            )
+        for cmd in commands:
+            if cmd.name in self._seen:
+                raise StepDefinitionError(
+                    f"step name {cmd.name!r} is used twice in run {self.run_id}: step names "
+                    "must be unique within a run. In a loop, put the index or item id in "
+                    f'the name, like step.run(f"{cmd.name}-{{i}}", ...)'
+                )
+            self._seen.add(cmd.name)
+        return commands
+
+    # -- replay ------------------------------------------------------------------------
+
+    def _replayed(self, commands: list[StepCommand]) -> dict[str, StepRecord]:
+        """The memo's records for ``commands``, checked against the memo's order.
+
+        A single step must be the memo's next record. The members of a parallel group
+        finish in any order, so the group takes the run of next records whose names are
+        in the group, whatever their order.
+        """
+        names = {cmd.name: cmd for cmd in commands}
+        found: dict[str, StepRecord] = {}
+        while self._cursor < len(self._memo) and len(found) < len(commands):
+            record = self._memo[self._cursor]
+            cmd = names.get(record.name)
+            if cmd is None:
+                break
+            if record.kind != cmd.kind:
+                raise NondeterminismError(
+                    f"run {self.run_id} replayed step {cmd.name!r} as a {cmd.kind} step, but "
+                    f"the memo recorded it as a {record.kind} step. The function's code "
+                    "changed while this run was in flight, or depends on more than its data "
+                    "and step results"
+                )
+            found[record.name] = record
+            self._cursor += 1
+        return found
+
+    def _diverged(self, cmd: StepCommand) -> NondeterminismError:
+        expected = self._memo[self._cursor]
+        return NondeterminismError(
+            f"run {self.run_id} of {self.function.name} met step {cmd.name!r} ({cmd.kind}) "
+            f"where the memo recorded step {expected.name!r} ({expected.kind}) at position "
+            f"{self._cursor + 1}. The function's code changed while this run was in flight, "
+            "or its steps depend on more than its data and step results (the clock, "
+            "randomness, a read outside a step)"
+        )
+
+    def _check_memo_consumed(self) -> None:
+        if self.replaying:
+            extra = self._memo[self._cursor]
+            raise NondeterminismError(
+                f"run {self.run_id} of {self.function.name} finished, but the memo records "
+                f"step {extra.name!r} ({extra.kind}) that this replay never reached"
+            )
+
+    def _answer(self, yielded: object, records: list[StepRecord]) -> None:
+        for record in records:
+            if record.error is not None:
+                self._throw = InvokeError(
+                    f"step {record.name!r}: {record.error.type}: {record.error.message}",
+                    child_run_id=None,
+                )
+                return
+        outputs = [record.output for record in records]
+        self._send = tuple(outputs) if isinstance(yielded, Parallel) else outputs[0]
+
+    # -- new work ----------------------------------------------------------------------
+
+    async def _start_new(
+        self, commands: list[StepCommand], steps: list[StepRecord], sent: list[OutgoingEvent]
+    ) -> list[PendingStep]:
+        """Start new steps: run handlers and sends into ``steps``; return what to wait on."""
+        pending = [
+            self._pending(cmd) for cmd in commands if not isinstance(cmd, RunStep | SendStep)
+        ]
+        for cmd in commands:
+            if isinstance(cmd, SendStep):
+                sent.extend(self._registry.outgoing(event, data) for event, data in cmd.events)
+                steps.append(StepRecord(name=cmd.name, kind="send"))
+        runs = [cmd for cmd in commands if isinstance(cmd, RunStep)]
+        if len(runs) == 1:
+            steps.append(await self._run(runs[0]))
+        elif runs:
+            await self._run_concurrently(runs, steps)
+        return pending
+
+    def _pending(self, cmd: StepCommand) -> PendingStep:
+        if isinstance(cmd, SleepStep):
+            return PendingStep(name=cmd.name, kind="sleep", until=cmd.until, delay=cmd.delay)
+        if isinstance(cmd, WaitStep):
+            field = self._wait_field(cmd)
+            return PendingStep(
+                name=cmd.name,
+                kind="wait",
+                delay=cmd.timeout,
+                event=cmd.event,
+                match_field=field,
+                match_value=self._data.get(field) if field is not None else None,
+            )
+        if isinstance(cmd, InvokeStep):
+            if cmd.event not in self.function.invokes:
+                raise StepDefinitionError(
+                    f"step.invoke({cmd.name!r}): {self.function.name} must declare the events "
+                    f"it invokes; add invokes=[{cmd.event!r}] to its @slayq.function"
+                )
+            callee = self._registry.get(cmd.event)
+            child = self._registry.new_run(
+                callee, callee.validate(cmd.data), parent=ParentLink(self.run_id, cmd.name)
+            )
+            return PendingStep(name=cmd.name, kind="invoke", delay=cmd.timeout, child=child)
+        raise StepDefinitionError(f"{cmd!r} cannot be suspended on")
+
+    def _wait_field(self, cmd: WaitStep) -> str | None:
+        declared = [m.field for m in self.function.waits_on if m.event == cmd.event]
+        if cmd.match is None and len(declared) == 1:
+            return declared[0]
+        if cmd.match is not None and cmd.match in declared:
+            return cmd.match
+        wanted = cmd.match or "<field>"
+        raise StepDefinitionError(
+            f"step.wait_for_event({cmd.name!r}, {cmd.event!r}): {self.function.name} must "
+            f"declare what it waits for; add waits_on=[slayq.Match({cmd.event!r}, "
+            f"{wanted!r})] to its @slayq.function"
+            + (" and pass match=... to choose one field" if len(declared) > 1 else "")
+        )
+
+    async def _run(self, cmd: RunStep) -> StepRecord:
+        try:
+            output = await _call(cmd)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                raise
+            raise _HandlerFailed(cmd.name, exc) from exc
+        return StepRecord(
+            name=cmd.name, kind="run", output=_as_json(output, what=f"step {cmd.name!r}")
+        )
+
+    async def _run_concurrently(self, commands: list[RunStep], steps: list[StepRecord]) -> None:
+        """Run handlers side by side. Finished ones are recorded even if another failed."""
+        results: dict[str, StepRecord | _HandlerFailed] = {}
+
+        async def one(cmd: RunStep) -> None:
+            try:
+                results[cmd.name] = await self._run(cmd)
+            except _HandlerFailed as failure:
+                results[cmd.name] = failure
+
+        async with anyio.create_task_group() as group:
+            for cmd in commands:
+                group.start_soon(one, cmd)
+        outcomes = [results[cmd.name] for cmd in commands]
+        steps.extend(r for r in outcomes if isinstance(r, StepRecord))
+        for r in outcomes:
+            if isinstance(r, _HandlerFailed):
+                raise r
+
+    # -- failure -----------------------------------------------------------------------
+
+    def _failed(self, exc: BaseException, *, step: str | None = None) -> Failed:
+        error = ErrorInfo(
+            type=type(exc).__qualname__,
+            message=str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+            step=step,
+        )
+        retryable = not isinstance(exc, _PERMANENT) and self.attempt < self._max_attempts
+        delay = self._retry_policy.delay(self.attempt, self._rng) if retryable else None
+        return Failed(error=error, retry_after=delay)
+
+
+async def _call(cmd: RunStep) -> Any:
+    fn = cmd.fn
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
+    ):
+        return await fn(*cmd.args)
+    result = await anyio.to_thread.run_sync(partial(fn, *cmd.args))
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _as_json(value: Any, *, what: str) -> Any:
+    """``value`` as it will come back from storage, so a first run and a replay see the same.
+
+    Structs, dataclasses and datetimes become dicts and ISO strings; tuples become lists.
+    """
+    try:
+        return msgspec.json.decode(msgspec.json.encode(value))
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise StepOutputError(
+            f"{what} is a {type(value).__name__}, which cannot be stored as JSON ({exc}); "
+            "return dicts, lists, strings, numbers, msgspec Structs or dataclasses"
+        ) from None

@@ -1,0 +1,480 @@
+"""An in-memory store: for users' unit tests (through ``slayq.testing.Harness``) and ours.
+
+It passes the same contract suite as the Postgres store. Every value is copied through
+JSON on the way in and out, as a database would, so a caller mutating what it sent or
+got back never changes what is stored. Methods never await in the middle, so each is
+atomic on the event loop without locks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import count
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+
+from slayq.errors import LeaseLostError, RunNotFoundError, StoreError
+from slayq.model import (
+    FINISHED_STATUSES,
+    CancelRule,
+    Claim,
+    Completed,
+    Continue,
+    ErrorInfo,
+    Failed,
+    Lease,
+    NewRun,
+    OutgoingEvent,
+    ParentLink,
+    PendingStep,
+    RunId,
+    RunInfo,
+    RunStatus,
+    Schedule,
+    StepRecord,
+    Suspend,
+    Transition,
+)
+from slayq.runtime.clock import Clock, SystemClock
+from slayq.runtime.cron import CronSpec
+from slayq.runtime.ids import new_run_id
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from slayq.store.protocol import QueueLimit
+
+_S = TypeVar("_S", bound=msgspec.Struct)
+
+LEASE_EXPIRED = ErrorInfo(
+    type="LeaseExpired",
+    message="the worker running this attempt stopped renewing its lease (crashed or hung); "
+    "the run was taken over",
+)
+CANCELLED = ErrorInfo(type="Cancelled", message="the invoked run was cancelled")
+
+
+def _copy(value: Any) -> Any:
+    return msgspec.json.decode(msgspec.json.encode(value))
+
+
+@dataclass
+class _Pending:
+    step: PendingStep
+    expires_at: datetime | None
+
+
+@dataclass
+class _Run:
+    id: RunId
+    seq: int
+    event: str
+    data: dict[str, Any]
+    queue: str
+    priority: int
+    max_attempts: int
+    cancel_on: list[CancelRule]
+    key: str | None
+    parent: ParentLink | None
+    created_at: datetime
+    updated_at: datetime
+    run_at: datetime | None
+    event_cursor: int
+    status: RunStatus = "queued"
+    attempt: int = 1
+    steps: list[StepRecord] = field(default_factory=list)
+    pending: dict[str, _Pending] = field(default_factory=dict)
+    token: int = 0
+    lease_expires_at: datetime | None = None
+    result: Any = None
+    error: ErrorInfo | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass
+class _Schedule:
+    schedule: Schedule
+    spec: CronSpec
+    next_at: datetime
+
+
+class MemoryStore:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or SystemClock()
+        self._runs: dict[RunId, _Run] = {}
+        self._keys: dict[tuple[str, str], RunId] = {}
+        self._events: list[tuple[int, str, dict[str, Any]]] = []
+        self._event_seq = 0
+        self._run_seq = count()
+        self._tokens = count(1)
+        self._schedules: dict[str, _Schedule] = {}
+
+    # -- events ------------------------------------------------------------------------
+
+    async def send_events(self, events: Sequence[OutgoingEvent]) -> list[RunId | None]:
+        return [self._ingest(_copy_struct(event)) for event in events]
+
+    def _ingest(self, event: OutgoingEvent) -> RunId | None:
+        now = self.clock.now()
+        for run in list(self._runs.values()):
+            if run.status not in FINISHED_STATUSES and any(
+                rule.event == event.name and event.data.get(rule.field) == rule.value
+                for rule in run.cancel_on
+            ):
+                self._cancel(run, now)
+        seq = self._event_seq + 1
+        if event.logged:
+            self._event_seq = seq
+            self._events.append((seq, event.name, event.data))
+        for run in list(self._runs.values()):
+            for pending in list(run.pending.values()):
+                if _wait_matches(pending.step, event.name, event.data):
+                    self._resolve(run, pending.step.name, now, output=event.data)
+                    if event.logged:
+                        run.event_cursor = max(run.event_cursor, seq)
+        if event.run is None:
+            return None
+        return self._create(event.run, now)
+
+    def _create(self, new: NewRun, now: datetime) -> RunId:
+        if new.key is not None:
+            existing = self._keys.get((new.event, new.key))
+            if existing is not None:
+                return existing
+            self._keys[(new.event, new.key)] = new.id
+        if new.id in self._runs:
+            raise StoreError(f"a run with id {new.id} already exists")
+        run_at = new.run_at or now + (new.delay or timedelta(0))
+        self._runs[new.id] = _Run(
+            id=new.id,
+            seq=next(self._run_seq),
+            event=new.event,
+            data=new.data,
+            queue=new.queue,
+            priority=new.priority,
+            max_attempts=new.max_attempts,
+            cancel_on=list(new.cancel_on),
+            key=new.key,
+            parent=new.parent,
+            created_at=now,
+            updated_at=now,
+            run_at=run_at,
+            event_cursor=self._event_seq,
+        )
+        return new.id
+
+    # -- claiming ----------------------------------------------------------------------
+
+    async def claim(
+        self,
+        *,
+        queues: Sequence[QueueLimit] | None,
+        limit: int,
+        lease_for: timedelta,
+        owner: str,
+    ) -> list[Claim]:
+        now = self.clock.now()
+        due = sorted(
+            (run for run in self._runs.values() if self._is_due(run, now)),
+            key=lambda run: (run.priority, run.run_at or now, run.seq),
+        )
+        capacity: dict[str, list[int]] = {}
+        if queues is not None:
+            for group in queues:
+                held = sum(1 for r in self._runs.values() if self._holds_slot(r, group, now))
+                free = [group.concurrency - held]  # shared by the group's queues
+                for name in group.names:
+                    capacity[name] = free
+        claims: list[Claim] = []
+        for run in due:
+            if len(claims) >= limit:
+                break
+            slot = capacity.get(run.queue)
+            if queues is not None and (slot is None or slot[0] <= 0):
+                continue
+            if run.status == "running" and not self._take_over(run, now):
+                continue
+            for pending in list(run.pending.values()):
+                self._resolve(run, pending.step.name, now, output=None, wake=False)
+            if slot is not None:
+                slot[0] -= 1
+            run.status = "running"
+            run.token = next(self._tokens)
+            run.lease_expires_at = now + lease_for
+            run.updated_at = now
+            claims.append(
+                Claim(
+                    lease=Lease(run_id=run.id, token=run.token, expires_at=run.lease_expires_at),
+                    event=run.event,
+                    data=_copy(run.data),
+                    queue=run.queue,
+                    attempt=run.attempt,
+                    max_attempts=run.max_attempts,
+                    memo=[_copy_struct(step) for step in run.steps],
+                )
+            )
+        return claims
+
+    def _is_due(self, run: _Run, now: datetime) -> bool:
+        if run.status == "running":
+            return run.lease_expires_at is not None and run.lease_expires_at <= now
+        if run.status in FINISHED_STATUSES:
+            return False
+        return run.run_at is not None and run.run_at <= now
+
+    @staticmethod
+    def _holds_slot(run: _Run, group: QueueLimit, now: datetime) -> bool:
+        return (
+            run.status == "running"
+            and run.queue in group.names
+            and run.lease_expires_at is not None
+            and run.lease_expires_at > now
+        )
+
+    def _take_over(self, run: _Run, now: datetime) -> bool:
+        """A lease ran out: its holder is presumed dead, which costs the run an attempt."""
+        run.error = LEASE_EXPIRED
+        if run.attempt >= run.max_attempts:
+            self._finish(run, "failed", now)
+            return False
+        run.attempt += 1
+        return True
+
+    # -- committing --------------------------------------------------------------------
+
+    async def commit(self, lease: Lease, transition: Transition) -> None:
+        run = self._held(lease)
+        transition = _copy_struct(transition)
+        now = self.clock.now()
+        known = {step.name for step in run.steps}
+        for record in transition.steps:
+            if record.name in known:
+                raise StoreError(f"run {run.id} already has a step named {record.name!r}")
+        for record in transition.steps:
+            run.steps.append(msgspec.structs.replace(record, finished_at=now))
+        for event in transition.sent:
+            self._ingest(event)
+        if run.status != "running" or run.token != lease.token:
+            return  # a sent event cancelled this very run; its records stay, the outcome not
+        outcome = transition.outcome
+        run.updated_at = now
+        if isinstance(outcome, Continue):
+            return
+        run.lease_expires_at = None
+        if isinstance(outcome, Suspend):
+            self._suspend(run, outcome.pending, now)
+        elif isinstance(outcome, Completed):
+            run.result = outcome.result
+            self._finish(run, "completed", now)
+        elif isinstance(outcome, Failed):
+            run.error = outcome.error
+            if outcome.retry_after is not None:
+                run.status = "queued"
+                run.attempt += 1
+                run.run_at = now + outcome.retry_after
+            else:
+                self._finish(run, "failed", now)
+
+    def _held(self, lease: Lease) -> _Run:
+        run = self._runs.get(lease.run_id)
+        if run is None or run.status != "running" or run.token != lease.token:
+            raise LeaseLostError(
+                f"run {lease.run_id}: lease {lease.token} is no longer held "
+                "(it expired and was taken over, or the run was cancelled)"
+            )
+        return run
+
+    def _suspend(self, run: _Run, pending: list[PendingStep], now: datetime) -> None:
+        run.status = "waiting"
+        for step in pending:
+            expires_at = step.until or (now + step.delay if step.delay is not None else None)
+            run.pending[step.name] = _Pending(step, expires_at)
+            if step.child is not None:
+                self._create(step.child, now)
+        for step in pending:
+            if step.kind == "wait":
+                hit = next(
+                    (
+                        (seq, data)
+                        for seq, name, data in self._events
+                        if seq > run.event_cursor and _wait_matches(step, name, data)
+                    ),
+                    None,
+                )
+                if hit is not None:
+                    run.event_cursor = hit[0]
+                    self._resolve(run, step.name, now, output=hit[1])
+        self._reschedule(run, now)
+
+    def _resolve(
+        self,
+        run: _Run,
+        step_name: str,
+        now: datetime,
+        *,
+        output: Any = None,
+        error: ErrorInfo | None = None,
+        wake: bool = True,
+    ) -> None:
+        pending = run.pending.pop(step_name, None)
+        if pending is None:
+            return
+        run.steps.append(
+            StepRecord(
+                name=step_name, kind=pending.step.kind, output=output, error=error, finished_at=now
+            )
+        )
+        run.updated_at = now
+        if wake:
+            self._reschedule(run, now)
+
+    def _reschedule(self, run: _Run, now: datetime) -> None:
+        """A suspended run is due when its last pending step resolves or expires."""
+        if run.status not in ("sleeping", "waiting", "queued"):
+            return
+        if not run.pending:
+            run.status, run.run_at = "queued", now
+            return
+        expiries = [p.expires_at for p in run.pending.values()]
+        run.run_at = None if None in expiries else max(e for e in expiries if e is not None)
+        only_sleeps = all(p.step.kind == "sleep" for p in run.pending.values())
+        run.status = "sleeping" if only_sleeps else "waiting"
+
+    def _finish(self, run: _Run, status: RunStatus, now: datetime) -> None:
+        run.status = status
+        run.finished_at = now
+        run.updated_at = now
+        run.run_at = None
+        run.lease_expires_at = None
+        run.pending.clear()
+        if run.parent is None:
+            return
+        parent = self._runs.get(run.parent.run_id)
+        if parent is None:
+            return
+        if status == "completed":
+            self._resolve(parent, run.parent.step, now, output=run.result)
+        else:
+            error = CANCELLED if status == "cancelled" else (run.error or CANCELLED)
+            self._resolve(parent, run.parent.step, now, error=error)
+
+    def _cancel(self, run: _Run, now: datetime) -> None:
+        self._finish(run, "cancelled", now)
+
+    # -- leases ------------------------------------------------------------------------
+
+    async def extend_leases(self, leases: Sequence[Lease], lease_for: timedelta) -> list[Lease]:
+        now = self.clock.now()
+        kept: list[Lease] = []
+        for lease in leases:
+            run = self._runs.get(lease.run_id)
+            if run is not None and run.status == "running" and run.token == lease.token:
+                run.lease_expires_at = now + lease_for
+                kept.append(msgspec.structs.replace(lease, expires_at=run.lease_expires_at))
+        return kept
+
+    async def release(self, lease: Lease) -> None:
+        run = self._runs.get(lease.run_id)
+        if run is not None and run.status == "running" and run.token == lease.token:
+            now = self.clock.now()
+            run.status, run.run_at, run.lease_expires_at, run.updated_at = "queued", now, None, now
+
+    # -- reading and managing ----------------------------------------------------------
+
+    async def get_run(self, run_id: RunId) -> RunInfo:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise RunNotFoundError(f"no run has id {run_id!r}")
+        return _copy_struct(
+            RunInfo(
+                id=run.id,
+                event=run.event,
+                queue=run.queue,
+                status=run.status,
+                data=run.data,
+                attempts=run.attempt,
+                max_attempts=run.max_attempts,
+                steps=list(run.steps),
+                pending=[p.step for p in run.pending.values()],
+                created_at=run.created_at,
+                updated_at=run.updated_at,
+                run_at=run.run_at,
+                result=run.result,
+                error=run.error,
+                priority=run.priority,
+                key=run.key,
+                parent=run.parent,
+                finished_at=run.finished_at,
+            )
+        )
+
+    async def cancel_run(self, run_id: RunId) -> bool:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise RunNotFoundError(f"no run has id {run_id!r}")
+        if run.status in FINISHED_STATUSES:
+            return False
+        self._cancel(run, self.clock.now())
+        return True
+
+    async def set_schedules(self, schedules: Sequence[Schedule]) -> None:
+        now = self.clock.now()
+        kept: dict[str, _Schedule] = {}
+        for schedule in schedules:
+            old = self._schedules.get(schedule.event)
+            spec = CronSpec(schedule.cron)
+            next_at = old.next_at if old and old.spec.text == spec.text else spec.next_after(now)
+            kept[schedule.event] = _Schedule(_copy_struct(schedule), spec, next_at)
+        self._schedules = kept
+
+    async def fire_schedules(self) -> list[RunId]:
+        now = self.clock.now()
+        started: list[RunId] = []
+        for entry in self._schedules.values():
+            if entry.next_at > now:
+                continue
+            tick = entry.next_at
+            entry.next_at = entry.spec.next_after(now)
+            template = entry.schedule.template
+            new = msgspec.structs.replace(
+                template, id=new_run_id(), key=f"cron:{tick.isoformat()}", run_at=tick
+            )
+            started.append(self._create(new, now))
+        return started
+
+    async def next_wakeup(self) -> datetime | None:
+        times = [s.next_at for s in self._schedules.values()]
+        for run in self._runs.values():
+            if run.status == "running" and run.lease_expires_at is not None:
+                times.append(run.lease_expires_at)
+            elif run.status not in FINISHED_STATUSES and run.run_at is not None:
+                times.append(run.run_at)
+        return min(times, default=None)
+
+    async def delete_finished(self, older_than: timedelta, *, batch: int = 1000) -> int:
+        cutoff = self.clock.now() - older_than
+        old = [
+            run.id
+            for run in self._runs.values()
+            if run.finished_at is not None and run.finished_at < cutoff
+        ][:batch]
+        for run_id in old:
+            run = self._runs.pop(run_id)
+            if run.key is not None:
+                self._keys.pop((run.event, run.key), None)
+        return len(old)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _wait_matches(step: PendingStep, name: str, data: dict[str, Any]) -> bool:
+    if step.kind != "wait" or step.event != name:
+        return False
+    return step.match_field is None or data.get(step.match_field) == step.match_value
+
+
+def _copy_struct(value: _S) -> _S:
+    return msgspec.json.decode(msgspec.json.encode(value), type=type(value))

@@ -1,0 +1,102 @@
+"""The store protocol: what every store (memory, Postgres, HTTP ingest) does.
+
+Stores know no functions and run no user code: events arrive already resolved by the
+client's registry, and transitions already computed by the engine. Each method is one
+atomic unit: it is applied whole or not at all.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from msgspec import Struct
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime, timedelta
+
+    from slayq.model import Claim, Lease, OutgoingEvent, RunId, RunInfo, Schedule, Transition
+
+
+class QueueLimit(Struct, frozen=True):
+    """Queues that share one cluster-wide concurrency limit (a queue and its aliases)."""
+
+    names: list[str]
+    concurrency: int
+
+
+class Store(Protocol):
+    async def send_events(self, events: Sequence[OutgoingEvent]) -> list[RunId | None]:
+        """Ingest events in order, in one transaction.
+
+        For each event: cancel the runs whose cancel rules match it, answer the waits that
+        match it, keep it in the event log if it is ``logged``, then start its run. Returns,
+        per event, the id of the run it started, or of the run that already had the same
+        idempotency key for that event, or None if it starts no run.
+        """
+        ...
+
+    async def claim(
+        self,
+        *,
+        queues: Sequence[QueueLimit] | None,
+        limit: int,
+        lease_for: timedelta,
+        owner: str,
+    ) -> list[Claim]:
+        """Claim up to ``limit`` due runs, lower priority first, then earliest due.
+
+        A queue group's concurrency counts every run of those queues held by anyone. Due
+        means: queued and due, suspended with every pending step resolved or expired
+        (expired ones resolve to None), or running under a lease that expired (its holder
+        is presumed dead; this counts as a failed attempt). ``queues=None`` claims from
+        every queue without limits.
+        """
+        ...
+
+    async def commit(self, lease: Lease, transition: Transition) -> None:
+        """Apply a transition atomically: records, sent events and the outcome.
+
+        Raises ``LeaseLostError`` (applying nothing) if the lease is no longer the run's
+        current one. A ``Continue`` keeps the lease; every other outcome ends it.
+        A wait sees every matching logged event sent since the run started or since its
+        previous wait was answered, so an event sent a moment early is not missed.
+        """
+        ...
+
+    async def extend_leases(self, leases: Sequence[Lease], lease_for: timedelta) -> list[Lease]:
+        """Push the expiry of leases still held; returns them. Lost ones are left out."""
+        ...
+
+    async def release(self, lease: Lease) -> None:
+        """Hand a claimed run back, due at once, without counting an attempt."""
+        ...
+
+    async def get_run(self, run_id: RunId) -> RunInfo:
+        """A snapshot of the run; ``RunNotFoundError`` if there is none."""
+        ...
+
+    async def cancel_run(self, run_id: RunId) -> bool:
+        """Cancel a run that has not finished; False if it had already finished."""
+        ...
+
+    async def set_schedules(self, schedules: Sequence[Schedule]) -> None:
+        """Make these the cron schedules; a schedule kept with the same cron keeps its next tick."""
+        ...
+
+    async def fire_schedules(self) -> list[RunId]:
+        """Start one run per schedule whose tick is due, and move it to its next tick.
+
+        Ticks missed while nothing ran fire once, not once each.
+        """
+        ...
+
+    async def next_wakeup(self) -> datetime | None:
+        """The earliest time at which something becomes due, or None."""
+        ...
+
+    async def delete_finished(self, older_than: timedelta, *, batch: int = 1000) -> int:
+        """Remove finished runs that finished more than ``older_than`` ago; returns how many."""
+        ...
+
+    async def aclose(self) -> None: ...
