@@ -5,10 +5,11 @@ This is the only place replay logic lives. An ``Execution`` wraps one run's gene
 * Steps already in the memo are answered from it, in order, without running anything.
   Meeting a different step (name or kind) than the memo recorded at that position is a
   ``NondeterminismError``; the run fails for good instead of looping.
-* The first new ``step.run`` is executed and ``advance()`` returns a ``Continue``
-  transition with its record, so the driver can commit it before any further handler
-  runs: a crash then re-runs at most the one handler whose result was not yet durable.
-  The generator stays alive; the next ``advance()`` sends the result in.
+* The first new ``step.run`` is executed, and the function is driven on until it would
+  run another handler: then ``advance()`` returns a ``Continue`` transition, holding that
+  command for the next ``advance()``, so the driver commits before any further handler
+  runs. A crash re-runs at most the one handler whose result was not yet durable. A
+  sleep, send or finish right after a step rides in the same transition (one commit).
 * Sleeps, waits and invocations become pending steps in a ``Suspend`` transition; the
   generator is closed and the run is replayed from its memo when they resolve.
 * ``step.send_event(s)`` is recorded as a step, and its events ride in the same
@@ -117,6 +118,7 @@ class Execution:
         self._gen: AsyncGenerator[Any, Any] | None = None
         self._send: Any = None
         self._throw: BaseException | None = None
+        self._held: object = None  # a yielded command waiting for the next advance()
         self.finished = False
 
     @classmethod
@@ -173,7 +175,12 @@ class Execution:
             result = await self.function.handler(self._context())  # type: ignore[misc]
             return Completed(_as_json(result, what="the run's result"))
         while True:
-            yielded = await self._resume()
+            yielded, self._held = self._held or await self._resume(), None
+            if new_runs >= self._max_new_steps and not self.replaying and _runs_handler(yielded):
+                # Commit what ran before running another handler; keep this command for
+                # the next advance(). Sleeps, sends and the finish ride along instead.
+                self._held = yielded
+                return Continue()
             if isinstance(yielded, Finish):
                 self._check_memo_consumed()
                 return Completed(_as_json(yielded.value, what="the run's result"))
@@ -200,8 +207,6 @@ class Execution:
             records.update((r.name, r) for r in steps[first_new:])
             self._answer(yielded, [records[cmd.name] for cmd in commands])
             new_runs += sum(1 for cmd in todo if isinstance(cmd, RunStep))
-            if new_runs >= self._max_new_steps:
-                return Continue()
 
     async def _resume(self) -> Any:
         """Send the last answer (or throw the last error) in; return what is yielded next."""
@@ -404,6 +409,12 @@ class Execution:
         retryable = not isinstance(exc, _PERMANENT) and self.attempt < self._max_attempts
         delay = self._retry_policy.delay(self.attempt, self._rng) if retryable else None
         return Failed(error=error, retry_after=delay)
+
+
+def _runs_handler(yielded: object) -> bool:
+    if isinstance(yielded, Parallel):
+        return any(isinstance(cmd, RunStep) for cmd in yielded.commands)
+    return isinstance(yielded, RunStep)
 
 
 async def _call(cmd: RunStep) -> Any:
