@@ -59,5 +59,16 @@ class Client:
         """Cancel a run (kept, marked ``cancelled``); False if it had already finished."""
         return await self.store.cancel_run(run_id)
 
+    async def open(self) -> None:
+        """Connect the store (on Postgres: create the pool, run migrations)."""
+        await self.store.open()
+
     async def aclose(self) -> None:
         await self.store.aclose()
+
+    async def __aenter__(self) -> Client:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -8,7 +8,8 @@ The tree::
     │   ├── UnknownEventError              no function runs, waits for or cancels on it
     │   ├── DurationError                  "5 parsecs", a naive datetime, ...
     │   ├── StepDefinitionError            empty or duplicate step name, undeclared wait/invoke
-    │   └── FunctionDefinitionError        bad ``@slayq.function`` arguments
+    │   ├── FunctionDefinitionError        bad ``@slayq.function`` arguments
+    │   └── ConfigError                    a bad slay-config.json or setting
     ├── NondeterminismError                a replay met a different step than the memo recorded
     ├── NoRetryError                       raised by user code: fail the run for good, now
     ├── InvokeError                        an invoked function failed for good or was cancelled
@@ -48,6 +49,10 @@ class StepDefinitionError(InputError):
 
 class FunctionDefinitionError(InputError):
     """Bad arguments to ``@slayq.function`` or a bad set of functions for one client."""
+
+
+class ConfigError(InputError):
+    """A configuration file or setting that cannot be used; the message shows a fix."""
 
 
 class NondeterminismError(SlayqError):

@@ -466,6 +466,9 @@ class MemoryStore:
                 self._keys.pop((run.event, run.key), None)
         return len(old)
 
+    async def open(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         return None
 

@@ -1,0 +1,110 @@
+"""``python -m slayq.worker myapp.module:client slay-config.json [--queues a,b]``
+
+Runs the functions of ``client`` in this process, claiming from its store (Postgres) the
+queues the config file defines. SIGTERM or SIGINT drains in-flight runs within
+``--grace``, then hands back what is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+
+import anyio
+
+from slayq.client import Client
+from slayq.errors import ConfigError, SlayqError
+from slayq.runtime.durations import parse_duration
+from slayq.worker.config import load_config
+from slayq.worker.worker import Worker
+
+
+def load_client(target: str) -> Client:
+    """Import ``module.path:attribute`` and check that it is a ``slayq.Client``."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(
+            f"{target!r}: give the client as module.path:attribute, like myapp.jobs:client"
+        )
+    sys.path.insert(0, ".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{target!r}: cannot import {module_name!r}: {exc}") from None
+    client = getattr(module, attribute, None)
+    if not isinstance(client, Client):
+        raise ConfigError(f"{target!r}: {attribute!r} in {module_name} is not a slayq.Client")
+    return client
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m slayq.worker", description=__doc__)
+    parser.add_argument("client", help="the app's slayq.Client, as module.path:attribute")
+    parser.add_argument("config", help="slay-config.json: queues and their concurrency")
+    parser.add_argument(
+        "--queues", help="comma-separated queues (or aliases) to serve; default all"
+    )
+    parser.add_argument("--grace", default="30s", help="how long to drain on shutdown (30s)")
+    parser.add_argument(
+        "--lease",
+        default="30s",
+        help="lease length; a dead worker's runs are taken over after it (30s)",
+    )
+    parser.add_argument(
+        "--retention",
+        default="7d",
+        help="remove finished runs older than this (7d); 'off' keeps them",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    config = load_config(args.config)
+    queues = config.queue_limits(args.queues.split(",") if args.queues else None)
+    client = load_client(args.client)
+    worker = Worker(
+        client,
+        queues=queues,
+        grace=parse_duration(args.grace, what="--grace"),
+        lease_for=parse_duration(args.lease, what="--lease"),
+        retention=None
+        if args.retention == "off"
+        else parse_duration(args.retention, what="--retention"),
+    )
+    await client.open()
+    try:
+        async with anyio.create_task_group() as group:
+
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for signum in signals:
+                        logging.getLogger(__name__).info(
+                            "%s: draining", signal.Signals(signum).name
+                        )
+                        worker.stop()
+                        return
+
+            group.start_soon(stop_on_signal)
+            await worker.run()
+            group.cancel_scope.cancel()
+    finally:
+        await client.aclose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        anyio.run(serve, args)
+    except SlayqError as exc:
+        sys.exit(f"slayq.worker: {exc}")
+
+
+if __name__ == "__main__":
+    main()
