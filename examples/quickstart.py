@@ -6,9 +6,6 @@ harness's virtual clock, so it needs no database and finishes in well under a se
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
 import anyio
 import msgspec
 
@@ -28,7 +25,7 @@ class TestEvent(msgspec.Struct):
 
 
 @slayq.function(event="test/event", schema=TestEvent)
-async def three_steps(ctx: slayq.Context[TestEvent]) -> AsyncIterator[Any]:
+async def three_steps(ctx: slayq.Context[TestEvent]) -> slayq.Workflow:
     def first() -> str:
         count("first-step")
         return "hello"

@@ -21,7 +21,8 @@ from slayq.errors import (
 )
 from slayq.model import ErrorInfo, RunId, RunInfo, StepRecord
 from slayq.runtime.commands import finish
-from slayq.runtime.functions import Context, EmptyEvent, Function, Match, function
+from slayq.runtime.functions import Context, EmptyEvent, Function, Match, Workflow, function
+from slayq.runtime.limits import SizeLimits
 
 __all__ = [
     "Client",
@@ -41,6 +42,7 @@ __all__ = [
     "RunId",
     "RunInfo",
     "RunNotFoundError",
+    "SizeLimits",
     "SlayqError",
     "StepDefinitionError",
     "StepOutputError",
@@ -48,6 +50,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "UnknownEventError",
+    "Workflow",
     "finish",
     "function",
     "step",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from slayq.runtime.limits import DEFAULT_LIMITS, SizeLimits
 from slayq.runtime.registry import Registry
 from slayq.runtime.sending import outgoing_event
 
@@ -21,8 +22,10 @@ class Client:
     """Knows the app's functions and a store. Event data is validated here, before
     anything is stored, so a bad event raises to its sender."""
 
-    def __init__(self, functions: Iterable[Function], *, store: Store) -> None:
-        self.registry = Registry(functions)
+    def __init__(
+        self, functions: Iterable[Function], *, store: Store, limits: SizeLimits = DEFAULT_LIMITS
+    ) -> None:
+        self.registry = Registry(functions, limits=limits)
         self.store = store
 
     @property

@@ -21,6 +21,7 @@ from slayq.model import FINISHED_STATUSES, RunId, RunInfo
 from slayq.runtime.clock import VirtualClock
 from slayq.runtime.driver import drive
 from slayq.runtime.durations import Duration, parse_duration
+from slayq.runtime.limits import DEFAULT_LIMITS, SizeLimits
 from slayq.runtime.registry import Registry
 from slayq.runtime.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 from slayq.runtime.sending import outgoing_event
@@ -45,11 +46,12 @@ class Harness:
         start: datetime | None = None,
         retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
         seed: int = 0,
+        limits: SizeLimits = DEFAULT_LIMITS,
         max_drives: int = 100_000,
     ) -> None:
         self.clock = VirtualClock(start or datetime(2025, 1, 1, tzinfo=UTC))
         self.store = MemoryStore(self.clock)
-        self.registry = Registry(functions)
+        self.registry = Registry(functions, limits=limits)
         self._retry_policy = retry_policy
         self._rng = random.Random(seed)
         self._max_drives = max_drives

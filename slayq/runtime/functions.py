@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
@@ -53,6 +53,11 @@ class Context(Generic[T]):
     def __repr__(self) -> str:
         return f"Context(event={self.event!r}, run_id={self.run_id!r}, attempt={self.attempt})"
 
+
+Workflow = AsyncGenerator[Any, Any]
+"""The return annotation of a workflow function: ``async def f(ctx) -> slayq.Workflow``.
+
+(``AsyncIterator`` would type every ``yield`` expression as None.)"""
 
 Handler = Callable[[Context[Any]], AsyncIterator[Any] | Awaitable[Any]]
 

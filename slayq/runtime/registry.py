@@ -16,6 +16,7 @@ from slayq.errors import EventDataError, FunctionDefinitionError, UnknownEventEr
 from slayq.model import CancelRule, NewRun, OutgoingEvent, ParentLink, RunId, Schedule
 from slayq.runtime.functions import Function
 from slayq.runtime.ids import new_run_id
+from slayq.runtime.limits import DEFAULT_LIMITS, SizeLimits, describe
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
@@ -23,8 +24,13 @@ if TYPE_CHECKING:
 
 class Registry:
     def __init__(
-        self, functions: Iterable[Function], *, new_id: Callable[[], RunId] = new_run_id
+        self,
+        functions: Iterable[Function],
+        *,
+        limits: SizeLimits = DEFAULT_LIMITS,
+        new_id: Callable[[], RunId] = new_run_id,
     ) -> None:
+        self.limits = limits
         self.functions: dict[str, Function] = {}
         for fn in functions:
             if not isinstance(fn, Function):
@@ -81,6 +87,13 @@ class Registry:
                 f"event {event!r} is not handled: no function runs on it, waits for it "
                 f"(waits_on) or cancels on it (cancel_on). Known events: "
                 f"{sorted(self.functions.keys() | self.waited_events | self.cancel_events)}"
+            )
+        size = len(msgspec.json.encode(payload))
+        if size > self.limits.event_data_bytes:
+            raise EventDataError(
+                f"event {event!r}: data is {describe(size)} of JSON, over the limit of "
+                f"{describe(self.limits.event_data_bytes)} (SizeLimits.event_data_bytes); "
+                "store large payloads elsewhere and send a reference"
             )
         return OutgoingEvent(name=event, data=payload, run=run, logged=event in self.waited_events)
 

@@ -65,6 +65,7 @@ from slayq.runtime.commands import (
     WaitStep,
 )
 from slayq.runtime.functions import Context, Function
+from slayq.runtime.limits import describe
 from slayq.runtime.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ class Execution:
                     f"records step {self._memo[0].name!r}"
                 )
             result = await self.function.handler(self._context())  # type: ignore[misc]
-            return Completed(_as_json(result, what="the run's result"))
+            return Completed(self._as_json(result, what="the run's result"))
         while True:
             yielded, self._held = self._held or await self._resume(), None
             if new_runs >= self._max_new_steps and not self.replaying and _runs_handler(yielded):
@@ -183,7 +184,7 @@ class Execution:
                 return Continue()
             if isinstance(yielded, Finish):
                 self._check_memo_consumed()
-                return Completed(_as_json(yielded.value, what="the run's result"))
+                return Completed(self._as_json(yielded.value, what="the run's result"))
             try:
                 commands = self._commands_of(yielded)
             except StepDefinitionError as exc:
@@ -375,7 +376,7 @@ class Execution:
                 raise
             raise _HandlerFailed(cmd.name, exc) from exc
         return StepRecord(
-            name=cmd.name, kind="run", output=_as_json(output, what=f"step {cmd.name!r}")
+            name=cmd.name, kind="run", output=self._as_json(output, what=f"step {cmd.name!r}")
         )
 
     async def _run_concurrently(self, commands: list[RunStep], steps: list[StepRecord]) -> None:
@@ -396,6 +397,9 @@ class Execution:
         for r in outcomes:
             if isinstance(r, _HandlerFailed):
                 raise r
+
+    def _as_json(self, value: Any, *, what: str) -> Any:
+        return _as_json(value, what=what, limit=self._registry.limits.step_output_bytes)
 
     # -- failure -----------------------------------------------------------------------
 
@@ -429,15 +433,21 @@ async def _call(cmd: RunStep) -> Any:
     return result
 
 
-def _as_json(value: Any, *, what: str) -> Any:
+def _as_json(value: Any, *, what: str, limit: int) -> Any:
     """``value`` as it will come back from storage, so a first run and a replay see the same.
 
     Structs, dataclasses and datetimes become dicts and ISO strings; tuples become lists.
     """
     try:
-        return msgspec.json.decode(msgspec.json.encode(value))
+        encoded = msgspec.json.encode(value)
     except (TypeError, msgspec.EncodeError) as exc:
         raise StepOutputError(
             f"{what} is a {type(value).__name__}, which cannot be stored as JSON ({exc}); "
             "return dicts, lists, strings, numbers, msgspec Structs or dataclasses"
         ) from None
+    if len(encoded) > limit:
+        raise StepOutputError(
+            f"{what} is {describe(len(encoded))} of JSON, over the limit of {describe(limit)} "
+            "(SizeLimits.step_output_bytes); store large values elsewhere and return a reference"
+        )
+    return msgspec.json.decode(encoded)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -71,7 +70,7 @@ def test_step_commands_check_their_arguments_where_they_are_written() -> None:
     with pytest.raises(slayq.DurationError, match=r"step.sleep\('nap'\)"):
         step.sleep("nap", "forever")
     with pytest.raises(slayq.StepDefinitionError, match="parallel"):
-        step.parallel(step.send_event("s", "e", {}))  # type: ignore[arg-type]
+        step.parallel(step.send_event("s", "e", {}))
 
 
 class Upload(msgspec.Struct):
@@ -84,7 +83,7 @@ async def noop(ctx: slayq.Context[Any]) -> None:
 
 
 def test_function_definitions_are_checked() -> None:
-    with pytest.raises(slayq.FunctionDefinitionError, match="msgspec.Struct"):
+    with pytest.raises(slayq.FunctionDefinitionError, match=r"msgspec\.Struct"):
         slayq.function(event="x", schema=dict)(noop)  # type: ignore[arg-type]
     with pytest.raises(slayq.FunctionDefinitionError, match="retries must be an int >= 0"):
         slayq.function(event="x", retries=-1)(noop)
@@ -109,7 +108,7 @@ def test_event_names_are_unique_per_client() -> None:
 
 async def test_event_data_is_validated_before_anything_is_stored() -> None:
     @slayq.function(event="upload", schema=Upload)
-    async def upload(ctx: slayq.Context[Upload]) -> AsyncIterator[Any]:
+    async def upload(ctx: slayq.Context[Upload]) -> slayq.Workflow:
         yield step.run("noop", lambda: None)
 
     async with Harness([upload]) as h:
@@ -136,7 +135,7 @@ async def test_events_that_only_wake_or_cancel_are_accepted() -> None:
         waits_on=[slayq.Match("job/approved", "file_id")],
         cancel_on=[slayq.Match("job/cancel", "file_id")],
     )
-    async def job(ctx: slayq.Context[Upload]) -> AsyncIterator[Any]:
+    async def job(ctx: slayq.Context[Upload]) -> slayq.Workflow:
         yield step.wait_for_event("ok", "job/approved", "1h")
 
     async with Harness([job]) as h:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -31,7 +31,7 @@ async def finished_run(fn: slayq.Function, data: object = None, **harness: Any) 
 
 async def test_a_duplicate_step_name_fails_the_run_with_advice_about_loops() -> None:
     @slayq.function(event="dup")
-    async def dup(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def dup(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         for _ in range(2):
             yield step.run("fetch", lambda: 1)
 
@@ -43,13 +43,18 @@ async def test_a_duplicate_step_name_fails_the_run_with_advice_about_loops() -> 
 
 async def test_a_diverging_replay_fails_for_good_naming_both_steps() -> None:
     @slayq.function(event="drift")
-    async def drift(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def drift(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         yield step.run("charge-card", lambda: "ok")
 
     memo = [StepRecord(name="reserve-stock", kind="run", output=1)]
     execution = Execution(
-        drift, Registry([drift]), run_id=slayq.RunId("r1"), data={}, attempt=1,
-        max_attempts=26, memo=memo,
+        drift,
+        Registry([drift]),
+        run_id=slayq.RunId("r1"),
+        data={},
+        attempt=1,
+        max_attempts=26,
+        memo=memo,
     )
     transition = await execution.advance()
     assert isinstance(transition.outcome, Failed)
@@ -61,12 +66,17 @@ async def test_a_diverging_replay_fails_for_good_naming_both_steps() -> None:
 
 async def test_a_step_replayed_as_another_kind_is_nondeterminism() -> None:
     @slayq.function(event="drift")
-    async def drift(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def drift(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         yield step.sleep("pause", "1m")
 
     execution = Execution(
-        drift, Registry([drift]), run_id=slayq.RunId("r1"), data={}, attempt=1,
-        max_attempts=26, memo=[StepRecord(name="pause", kind="run")],
+        drift,
+        Registry([drift]),
+        run_id=slayq.RunId("r1"),
+        data={},
+        attempt=1,
+        max_attempts=26,
+        memo=[StepRecord(name="pause", kind="run")],
     )
     outcome = (await execution.advance()).outcome
     assert isinstance(outcome, Failed) and outcome.error.type == "NondeterminismError"
@@ -85,7 +95,7 @@ async def test_parallel_runs_handlers_side_by_side_and_answers_in_order() -> Non
         return name.upper()
 
     @slayq.function(event="fan")
-    async def fan(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def fan(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         a, b = yield step.parallel(step.run("a", meet, "a"), step.run("b", meet, "b"))
         yield slayq.finish([a, b])
 
@@ -103,7 +113,7 @@ async def test_parallel_keeps_finished_handlers_when_another_fails() -> None:
         return name
 
     @slayq.function(event="fan")
-    async def fan(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def fan(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         result = yield step.parallel(
             step.run("ok", flaky, "ok", False), step.run("bad", flaky, "bad", True)
         )
@@ -119,12 +129,12 @@ async def test_parallel_invocations_wait_for_all_children() -> None:
         n: int
 
     @slayq.function(event="square", schema=N)
-    async def square(ctx: slayq.Context[N]) -> AsyncIterator[Any]:
+    async def square(ctx: slayq.Context[N]) -> slayq.Workflow:
         yield step.sleep("think", f"{ctx.data.n}m")
         yield slayq.finish(ctx.data.n**2)
 
     @slayq.function(event="sum", invokes=["square"])
-    async def total(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def total(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         squares = yield step.parallel(
             *(step.invoke(f"sq-{n}", "square", {"n": n}, timeout="1h") for n in (1, 2, 3))
         )
@@ -142,7 +152,7 @@ async def test_parallel_invocations_wait_for_all_children() -> None:
 
 async def test_no_retry_error_fails_at_once() -> None:
     @slayq.function(event="nope")
-    async def nope(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def nope(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         def refuse() -> None:
             raise slayq.NoRetryError("card declined")
 
@@ -157,7 +167,7 @@ async def test_retries_back_off_exponentially_then_give_up() -> None:
     failures: list[Any] = []
 
     @slayq.function(event="down", retries=4)
-    async def down(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def down(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         def call() -> None:
             failures.append(h.now)
             raise ConnectionError("still down")
@@ -169,14 +179,14 @@ async def test_retries_back_off_exponentially_then_give_up() -> None:
         assert run_id is not None
         run = await h.run_until_finished(run_id)
     assert (run.status, run.attempts) == ("failed", 5)
-    gaps = [(b - a).total_seconds() for a, b in zip(failures, failures[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(failures)]
     nominal = [10, 20, 40, 80]
     assert all(n / 2 <= gap <= n for gap, n in zip(gaps, nominal, strict=True)), gaps
 
 
 async def test_a_step_output_that_is_not_json_fails_with_the_step_named() -> None:
     @slayq.function(event="bad-output")
-    async def bad(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def bad(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         yield step.run("make-socket", object)
 
     run = await finished_run(bad)
@@ -192,7 +202,7 @@ async def test_a_first_run_sees_step_outputs_as_a_replay_would() -> None:
     seen: list[Any] = []
 
     @slayq.function(event="shape")
-    async def shape(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def shape(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         point = yield step.run("point", lambda: Point(1, 2))
         pair = yield step.run("pair", lambda: (1, 2))
         seen.append((point, pair))
@@ -219,7 +229,7 @@ async def test_plain_async_functions_complete_with_their_return_value() -> None:
 
 async def test_yielding_something_that_is_not_a_step_fails_clearly() -> None:
     @slayq.function(event="odd")
-    async def odd(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def odd(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         yield "not a step"
 
     run = await finished_run(odd)
@@ -229,7 +239,7 @@ async def test_yielding_something_that_is_not_a_step_fails_clearly() -> None:
 
 async def test_waiting_for_an_undeclared_event_says_what_to_declare() -> None:
     @slayq.function(event="w")
-    async def w(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def w(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         yield step.wait_for_event("approval", "approved", "1h", match="id")
 
     run = await finished_run(w)
@@ -243,7 +253,7 @@ async def test_invoking_an_undeclared_event_says_what_to_declare() -> None:
         return None
 
     @slayq.function(event="caller")
-    async def caller(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def caller(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         yield step.invoke("call", "callee", {})
 
     async with Harness([callee, caller]) as h:
@@ -256,7 +266,7 @@ async def test_invoking_an_undeclared_event_says_what_to_declare() -> None:
 
 async def test_a_cancelled_run_is_kept_and_marked() -> None:
     @slayq.function(event="long")
-    async def long(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def long(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         yield step.sleep("nap", "1d")
 
     async with Harness([long]) as h:

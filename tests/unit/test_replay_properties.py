@@ -8,7 +8,6 @@ taken over and replayed from its memo, as after a worker's ``kill -9``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -76,7 +75,7 @@ class World:
         @slayq.function(
             event="prop/run", schema=Keyed, retries=1000, waits_on=[slayq.Match("prop/never", "k")]
         )
-        async def workflow(ctx: slayq.Context[Keyed]) -> AsyncIterator[Any]:
+        async def workflow(ctx: slayq.Context[Keyed]) -> slayq.Workflow:
             outputs: list[Any] = []
             for index, spec in enumerate(specs):
                 name = f"s{index}"

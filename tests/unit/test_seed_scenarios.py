@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,7 +23,7 @@ class ThreeStepEvent(msgspec.Struct):
 
 def three_step_function(calls: Counter[str]) -> slayq.Function:
     @slayq.function(event="test/event", schema=ThreeStepEvent)
-    async def test_event(ctx: slayq.Context[ThreeStepEvent]) -> AsyncIterator[Any]:
+    async def test_event(ctx: slayq.Context[ThreeStepEvent]) -> slayq.Workflow:
         def first() -> str:
             calls["first-step"] += 1
             return "hello"
@@ -71,7 +70,7 @@ async def test_sleep_for_a_year_finishes_in_virtual_time() -> None:
     calls: Counter[str] = Counter()
 
     @slayq.function(event="test/sleep")
-    async def sleeper(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def sleeper(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         val = yield step.run("first-step", lambda: calls.update(["first"]) or "hello")
         yield step.sleep("hush-baby", "1 year")
         val2 = yield step.run("second-step", lambda: calls.update(["second"]) or "world")
@@ -96,7 +95,7 @@ async def test_sleep_for_a_year_finishes_in_virtual_time() -> None:
 
 async def test_sleep_until_a_date() -> None:
     @slayq.function(event="test/sleep-until")
-    async def sleeper(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def sleeper(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         yield step.sleep_until("hang-on", "2025-06-01T00:00:00Z")
         yield slayq.finish("awake")
 
@@ -120,7 +119,7 @@ class WaitsOnTestEvent(msgspec.Struct):
     schema=WaitsOnTestEvent,
     waits_on=[slayq.Match("testing/waited-for-test", "waiting_for_id")],
 )
-async def waits_on_test(ctx: slayq.Context[WaitsOnTestEvent]) -> AsyncIterator[Any]:
+async def waits_on_test(ctx: slayq.Context[WaitsOnTestEvent]) -> slayq.Workflow:
     step1 = yield step.run("step-1-val", lambda: 12)
     step2 = yield step.run("step-2-val", lambda: "cool")
     result = yield step.wait_for_event("waiting-for-something", "testing/waited-for-test", "2m")
@@ -173,7 +172,7 @@ async def test_an_event_sent_right_after_the_trigger_is_not_missed() -> None:
 
 def caller_and_callee(callee_body: Any) -> list[slayq.Function]:
     @slayq.function(event="test/caller", invokes=["test/callee"])
-    async def caller(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def caller(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         val = yield step.run("first-step", lambda: "hello")
         try:
             val2 = yield step.invoke("yo", "test/callee", {}, "5m")
@@ -184,7 +183,7 @@ def caller_and_callee(callee_body: Any) -> list[slayq.Function]:
         yield slayq.finish(f"{val} {val2}")
 
     @slayq.function(event="test/callee", retries=0)
-    async def callee(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def callee(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         result = yield step.run("work", callee_body)
         yield step.sleep("take-your-time", "1m")
         yield slayq.finish(result)
@@ -203,12 +202,12 @@ async def test_invoke_answers_the_callees_result() -> None:
 
 async def test_invoke_of_a_slow_callee_times_out_to_none() -> None:
     @slayq.function(event="test/caller", invokes=["test/slow"])
-    async def caller(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def caller(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         val = yield step.invoke("yo", "test/slow", {}, timeout="5m")
         yield slayq.finish("nobody home" if val is None else val)
 
     @slayq.function(event="test/slow")
-    async def slow(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def slow(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         yield step.sleep("forever-ish", "1h")
         yield slayq.finish("too late")
 
@@ -246,7 +245,7 @@ async def test_cancel_on_cancels_a_sleeping_run() -> None:
         schema=CancelOnTestEvent,
         cancel_on=[slayq.Match("testing/cancel-on-test", "some_data_id")],
     )
-    async def cancel_on_test(ctx: slayq.Context[CancelOnTestEvent]) -> AsyncIterator[Any]:
+    async def cancel_on_test(ctx: slayq.Context[CancelOnTestEvent]) -> slayq.Workflow:
         yield step.sleep("so-tired", "8h")
         yield step.run("and-we-are-back", lambda: calls.update([ctx.data.some_data_id]))
 
@@ -273,7 +272,7 @@ async def test_send_event_sends_exactly_once_across_retries() -> None:
         to: str
 
     @slayq.function(event="flow/start")
-    async def flow(ctx: slayq.Context[slayq.EmptyEvent]) -> AsyncIterator[Any]:
+    async def flow(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         yield step.send_event("notify", "mail/send", {"to": "ops"})
         yield step.send_events("fanout", [("mail/send", {"to": "a"}), ("mail/send", {"to": "b"})])
         yield step.run("flaky", lambda: ctx.attempt >= 3 or 1 / 0)
