@@ -153,3 +153,24 @@ async def test_idempotency_keys_return_the_first_run() -> None:
         again = await h.send_event("charge", {"file_id": "f"}, key="order-1")
         other = await h.send_event("charge", {"file_id": "f"}, key="order-2")
     assert first == again != other
+
+
+async def test_oversized_event_data_and_step_outputs_are_refused_whole() -> None:
+    @slayq.function(event="big")
+    async def big(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
+        yield step.run("blob", lambda: "x" * 2000)
+
+    @slayq.function(event="blob", schema=Upload)
+    async def blob(ctx: slayq.Context[Upload]) -> None:
+        return None
+
+    limits = slayq.SizeLimits(event_data_bytes=100, step_output_bytes=1000)
+    async with Harness([big, blob], limits=limits) as h:
+        with pytest.raises(slayq.EventDataError, match="over the limit of 0.1 KiB"):
+            await h.send_event("blob", {"file_id": "f" * 200})
+        assert await h.store.next_wakeup() is None
+        run_id = await h.send_event("big")
+        assert run_id is not None
+        run = await h.run_until_finished(run_id)
+    assert (run.status, run.steps) == ("failed", [])
+    assert run.error is not None and "step 'blob' is 2.0 KiB of JSON" in run.error.message
