@@ -3,6 +3,7 @@
 from slayq import step
 from slayq.client import Client
 from slayq.errors import (
+    ConfigError,
     DurationError,
     EventDataError,
     FunctionDefinitionError,
@@ -26,6 +27,7 @@ from slayq.runtime.limits import SizeLimits
 
 __all__ = [
     "Client",
+    "ConfigError",
     "Context",
     "DurationError",
     "EmptyEvent",

@@ -72,10 +72,6 @@ class InvokeError(SlayqError):
     """Raised at ``yield step.invoke(...)`` when the invoked run failed for good or was
     cancelled. The caller may catch it."""
 
-    def __init__(self, message: str, *, child_run_id: str | None = None) -> None:
-        super().__init__(message)
-        self.child_run_id = child_run_id
-
 
 class StepOutputError(SlayqError):
     """A step handler returned a value that cannot be stored as JSON."""

@@ -42,8 +42,17 @@ class CronSpec:
     def next_after(self, when: datetime) -> datetime:
         """The first tick strictly after ``when``, as an aware UTC datetime."""
         local = when.astimezone(self.zone)
-        tick: datetime = croniter(self.expression, local).get_next(datetime)
-        return tick.astimezone(UTC)
+        iterator = croniter(self.expression, local)
+        while True:
+            tick: datetime = iterator.get_next(datetime)
+            # When clocks fall back, croniter yields a repeated wall time twice (once per
+            # UTC offset); a schedule names wall times, so it fires once.
+            if _wall_minute(tick) != _wall_minute(local):
+                return tick.astimezone(UTC)
 
     def __repr__(self) -> str:
         return f"CronSpec({self.text!r})"
+
+
+def _wall_minute(moment: datetime) -> tuple[int, int, int, int, int]:
+    return (moment.year, moment.month, moment.day, moment.hour, moment.minute)

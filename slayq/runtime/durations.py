@@ -8,6 +8,7 @@ milliseconds, and guessing wrong delays a run by a factor of a thousand.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -42,7 +43,9 @@ def parse_duration(value: Duration, *, what: str = "duration") -> timedelta:
             f"{what} must be a string like '5m', seconds or a timedelta, got {value!r}"
         )
     elif isinstance(value, int | float):
-        delta = timedelta(seconds=value)
+        if not math.isfinite(value):
+            raise DurationError(f"{what} must be a finite number of seconds, got {value!r}")
+        delta = _timedelta_of(value, value, what)
     elif isinstance(value, str):
         match = _DURATION.match(value)
         if match is None:
@@ -57,7 +60,7 @@ def parse_duration(value: Duration, *, what: str = "duration") -> timedelta:
                 f"{what} {value!r} has an unknown unit {unit!r}: use ms, s, m, h, d, w, mo or y "
                 "(or their long forms, like 'minutes')"
             )
-        delta = timedelta(seconds=float(number) * seconds)
+        delta = _timedelta_of(float(number) * seconds, value, what)
     else:
         raise DurationError(
             f"{what} must be a string like '5m', seconds or a timedelta, got {type(value).__name__}"
@@ -65,6 +68,13 @@ def parse_duration(value: Duration, *, what: str = "duration") -> timedelta:
     if delta < timedelta(0):
         raise DurationError(f"{what} {value!r} is negative")
     return delta
+
+
+def _timedelta_of(seconds: float, given: object, what: str) -> timedelta:
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise DurationError(f"{what} {given!r} is too long (more than 999,999,999 days)") from None
 
 
 def parse_instant(value: datetime | str, *, what: str = "time") -> datetime:

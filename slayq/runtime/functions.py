@@ -123,6 +123,8 @@ class Function:
         self.queue = queue
         self.retries = retries
         self.priority = priority
+        # Stored data uses a Struct's encoded names (``rename=``); match on those.
+        self.data_keys = {f.name: f.encode_name for f in msgspec.structs.fields(schema)}
         self.cancel_on = list(cancel_on)
         self.waits_on = list(waits_on)
         self.invokes = list(invokes)

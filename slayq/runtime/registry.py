@@ -78,16 +78,23 @@ class Registry:
         fn = self.functions.get(event)
         run = None
         if fn is not None:
-            payload = fn.validate(data)
+            payload = self.payload(fn, data)
             run = self.new_run(fn, payload, key=key, delay=delay, run_at=run_at)
         elif event in self.waited_events or event in self.cancel_events:
-            payload = _plain_data(event, data)
+            payload = self._within_limit(event, _plain_data(event, data))
         else:
             raise UnknownEventError(
                 f"event {event!r} is not handled: no function runs on it, waits for it "
                 f"(waits_on) or cancels on it (cancel_on). Known events: "
                 f"{sorted(self.functions.keys() | self.waited_events | self.cancel_events)}"
             )
+        return OutgoingEvent(name=event, data=payload, run=run, logged=event in self.waited_events)
+
+    def payload(self, fn: Function, data: object) -> dict[str, Any]:
+        """``data`` validated against ``fn``'s schema, as stored builtins, within the limit."""
+        return self._within_limit(fn.event, fn.validate(data))
+
+    def _within_limit(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
         size = len(msgspec.json.encode(payload))
         if size > self.limits.event_data_bytes:
             raise EventDataError(
@@ -95,7 +102,7 @@ class Registry:
                 f"{describe(self.limits.event_data_bytes)} (SizeLimits.event_data_bytes); "
                 "store large payloads elsewhere and send a reference"
             )
-        return OutgoingEvent(name=event, data=payload, run=run, logged=event in self.waited_events)
+        return payload
 
     def new_run(
         self,
@@ -114,7 +121,7 @@ class Registry:
             queue=fn.queue,
             priority=fn.priority,
             max_attempts=fn.max_attempts,
-            cancel_on=[CancelRule(m.event, m.field, payload.get(m.field)) for m in fn.cancel_on],
+            cancel_on=[_cancel_rule(fn, m.event, m.field, payload) for m in fn.cancel_on],
             key=key,
             delay=delay,
             run_at=run_at,
@@ -138,3 +145,8 @@ def _plain_data(event: str, data: object) -> dict[str, Any]:
         return msgspec.json.decode(msgspec.json.encode(builtins))  # type: ignore[no-any-return]
     except (TypeError, msgspec.EncodeError) as exc:
         raise EventDataError(f"event {event!r}: data is not JSON-shaped: {exc}") from None
+
+
+def _cancel_rule(fn: Function, event: str, field: str, payload: dict[str, Any]) -> CancelRule:
+    key = fn.data_keys.get(field, field)
+    return CancelRule(event=event, field=key, value=payload.get(key))

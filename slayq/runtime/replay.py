@@ -75,7 +75,8 @@ if TYPE_CHECKING:
     from slayq.runtime.registry import Registry
 
 # Errors that will happen again on every attempt: retrying them only burns time.
-_PERMANENT = (NoRetryError, NondeterminismError, InputError, StepOutputError)
+# An InvokeError that the function does not catch replays the same stored failure every time.
+_PERMANENT = (NoRetryError, NondeterminismError, InputError, StepOutputError, InvokeError)
 
 
 class _HandlerFailed(Exception):
@@ -301,8 +302,7 @@ class Execution:
         for record in records:
             if record.error is not None:
                 self._throw = InvokeError(
-                    f"step {record.name!r}: {record.error.type}: {record.error.message}",
-                    child_run_id=None,
+                    f"step {record.name!r}: {record.error.type}: {record.error.message}"
                 )
                 return
         outputs = [record.output for record in records]
@@ -319,7 +319,9 @@ class Execution:
         ]
         for cmd in commands:
             if isinstance(cmd, SendStep):
-                sent.extend(self._registry.outgoing(event, data) for event, data in cmd.events)
+                # All events are checked before any is kept: a bad one sends none of them.
+                batch = [self._registry.outgoing(event, data) for event, data in cmd.events]
+                sent.extend(batch)
                 steps.append(StepRecord(name=cmd.name, kind="send"))
         runs = [cmd for cmd in commands if isinstance(cmd, RunStep)]
         if len(runs) == 1:
@@ -333,13 +335,14 @@ class Execution:
             return PendingStep(name=cmd.name, kind="sleep", until=cmd.until, delay=cmd.delay)
         if isinstance(cmd, WaitStep):
             field = self._wait_field(cmd)
+            key = self.function.data_keys.get(field, field) if field is not None else None
             return PendingStep(
                 name=cmd.name,
                 kind="wait",
                 delay=cmd.timeout,
                 event=cmd.event,
-                match_field=field,
-                match_value=self._data.get(field) if field is not None else None,
+                match_field=key,
+                match_value=self._data.get(key) if key is not None else None,
             )
         if isinstance(cmd, InvokeStep):
             if cmd.event not in self.function.invokes:
@@ -349,7 +352,9 @@ class Execution:
                 )
             callee = self._registry.get(cmd.event)
             child = self._registry.new_run(
-                callee, callee.validate(cmd.data), parent=ParentLink(self.run_id, cmd.name)
+                callee,
+                self._registry.payload(callee, cmd.data),
+                parent=ParentLink(self.run_id, cmd.name),
             )
             return PendingStep(name=cmd.name, kind="invoke", delay=cmd.timeout, child=child)
         raise StepDefinitionError(f"{cmd!r} cannot be suspended on")
@@ -375,9 +380,11 @@ class Execution:
             if not isinstance(exc, Exception):
                 raise
             raise _HandlerFailed(cmd.name, exc) from exc
-        return StepRecord(
-            name=cmd.name, kind="run", output=self._as_json(output, what=f"step {cmd.name!r}")
-        )
+        try:
+            stored = self._as_json(output, what=f"step {cmd.name!r}")
+        except StepOutputError as exc:
+            raise _HandlerFailed(cmd.name, exc) from None
+        return StepRecord(name=cmd.name, kind="run", output=stored)
 
     async def _run_concurrently(self, commands: list[RunStep], steps: list[StepRecord]) -> None:
         """Run handlers side by side. Finished ones are recorded even if another failed."""

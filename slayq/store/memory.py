@@ -120,7 +120,9 @@ class MemoryStore:
         now = self.clock.now()
         for run in list(self._runs.values()):
             if run.status not in FINISHED_STATUSES and any(
-                rule.event == event.name and event.data.get(rule.field) == rule.value
+                rule.event == event.name
+                and rule.field in event.data
+                and event.data[rule.field] == rule.value
                 for rule in run.cancel_on
             ):
                 self._cancel(run, now)
@@ -476,7 +478,10 @@ class MemoryStore:
 def _wait_matches(step: PendingStep, name: str, data: dict[str, Any]) -> bool:
     if step.kind != "wait" or step.event != name:
         return False
-    return step.match_field is None or data.get(step.match_field) == step.match_value
+    # An event lacking the field matches nothing, even a run whose own value is None.
+    if step.match_field is None:
+        return True
+    return step.match_field in data and data[step.match_field] == step.match_value
 
 
 def _copy_struct(value: _S) -> _S:

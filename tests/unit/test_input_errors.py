@@ -166,7 +166,7 @@ async def test_oversized_event_data_and_step_outputs_are_refused_whole() -> None
 
     limits = slayq.SizeLimits(event_data_bytes=100, step_output_bytes=1000)
     async with Harness([big, blob], limits=limits) as h:
-        with pytest.raises(slayq.EventDataError, match="over the limit of 0.1 KiB"):
+        with pytest.raises(slayq.EventDataError, match=r"over the limit of 0\.1 KiB"):
             await h.send_event("blob", {"file_id": "f" * 200})
         assert await h.store.next_wakeup() is None
         run_id = await h.send_event("big")

@@ -1,0 +1,10 @@
+"""The PostgreSQL store: ``PostgresStore`` and the ``migrate`` entry point.
+
+Its tables live in their own schema (``slayq`` unless told otherwise), created and
+upgraded by the versioned SQL files in ``migrations/`` whenever a store opens.
+"""
+
+from slayq.store.postgres._migrations import migrate
+from slayq.store.postgres._store import PostgresStore
+
+__all__ = ["PostgresStore", "migrate"]

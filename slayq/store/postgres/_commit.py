@@ -1,0 +1,132 @@
+"""``commit``: a transition applied in one transaction, usually in one round trip.
+
+The run is locked and its lease checked by the first statement; every statement after
+it that changes the run repeats the lease check in its WHERE clause. So when the
+transition sends no events, everything including COMMIT is pipelined at once, and a
+lost lease makes every statement a no-op before ``LeaseLostError`` is raised. Sent
+events need the lease checked before they are ingested, which costs a round trip.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from slayq.errors import LeaseLostError
+from slayq.model import Completed, Continue, Failed, Lease, Outcome, Suspend, Transition
+from slayq.store.memory import CANCELLED
+from slayq.store.postgres import _queries as q
+from slayq.store.postgres import _run_queries as rq
+from slayq.store.postgres._codec import (
+    due_now,
+    dump,
+    pending_rows,
+    run_rows,
+    step_rows,
+)
+from slayq.store.postgres._ingest import Ingest, lock_event_names
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection, AsyncCursor
+
+
+async def commit(
+    conn: AsyncConnection[Any],
+    lease: Lease,
+    transition: Transition,
+    *,
+    now: datetime | None,
+    channel: str,
+) -> None:
+    outcome = transition.outcome
+    ingest = Ingest(transition.sent, now=now, channel=channel) if transition.sent else None
+    waits = (
+        [p.event for p in outcome.pending if p.kind == "wait" and p.event is not None]
+        if isinstance(outcome, Suspend)
+        else []
+    )
+    held: AsyncCursor[Any]
+    async with conn.pipeline() as pipeline, conn.transaction():
+        await lock_event_names(conn, shared=ingest.logged_names if ingest else (), exclusive=waits)
+        held = await conn.execute(rq.HELD_ROW, {"id": lease.run_id, "token": lease.token})
+        if transition.steps:
+            params = step_rows(lease.run_id, lease.token, transition.steps)
+            await conn.execute(rq.INSERT_STEPS, params | {"now": now})
+        if ingest is not None:
+            await ingest.start(conn)
+            await pipeline.sync()
+            _check(await held.fetchone(), lease)
+            await ingest.apply(conn, pipeline)
+        await _apply(conn, lease, outcome, now=now, channel=channel)
+    if ingest is None:
+        _check(await held.fetchone(), lease)
+
+
+def _check(row: tuple[Any, ...] | None, lease: Lease) -> None:
+    if row is None or not row[0]:
+        raise LeaseLostError(
+            f"run {lease.run_id}: lease {lease.token} is no longer held "
+            "(it expired and was taken over, or the run was cancelled)"
+        )
+
+
+async def _apply(
+    conn: AsyncConnection[Any],
+    lease: Lease,
+    outcome: Outcome,
+    *,
+    now: datetime | None,
+    channel: str,
+) -> None:
+    """Queue the statements of the outcome; each is a no-op unless the lease is held."""
+    base = {"id": lease.run_id, "token": lease.token, "now": now, "channel": channel}
+    if isinstance(outcome, Continue):
+        await conn.execute(rq.TOUCH, base)
+    elif isinstance(outcome, Completed):
+        finish = {"status": "completed", "result": dump(outcome.result), "error": None}
+        await _finish(conn, base | finish)
+    elif isinstance(outcome, Failed):
+        if outcome.retry_after is not None:
+            retry = {"error": dump(outcome.error), "retry_after": outcome.retry_after}
+            await conn.execute(rq.RETRY, base | retry)
+        else:
+            finish = {"status": "failed", "result": None, "error": dump(outcome.error)}
+            await _finish(conn, base | finish)
+    else:
+        await _suspend(conn, lease, outcome, base)
+
+
+async def _finish(conn: AsyncConnection[Any], params: dict[str, Any]) -> None:
+    await conn.execute(q.FINISH_HELD, params)
+    # An invoked run answers its caller. The checks find nothing for a run without one.
+    parents = params | {"ids": [params["id"]], "seq": None, "cancelled": dump(CANCELLED)}
+    await conn.execute(q.LOCK_PARENTS, parents)
+    await conn.execute(q.RESOLVE_PARENTS, parents)
+
+
+async def _suspend(
+    conn: AsyncConnection[Any], lease: Lease, outcome: Suspend, base: dict[str, Any]
+) -> None:
+    if outcome.pending:
+        params = pending_rows(lease.run_id, lease.token, outcome.pending)
+        await conn.execute(rq.INSERT_PENDING, params | {"now": base["now"]})
+    children = [p.child for p in outcome.pending if p.child is not None]
+    if children:
+        rows = [(i, child, None) for i, child in enumerate(children)]
+        params = run_rows(rows, guard=(lease.run_id, lease.token))
+        await conn.execute(q.INSERT_RUNS, params | {"now": base["now"]})
+    for step in outcome.pending:
+        if step.kind != "wait":
+            continue
+        scan = {
+            "name": step.name,
+            "event": step.event,
+            "field": step.match_field,
+            "value": dump(step.match_value) if step.match_field is not None else None,
+        }
+        await conn.execute(rq.SCAN_LOG, base | scan)
+    await conn.execute(rq.SUSPEND, base)
+    now = base["now"] or datetime.now(UTC)
+    queues = sorted({c.queue for c in children if due_now(c, now)})
+    if queues:
+        await conn.execute(q.NOTIFY, {"channel": base["channel"], "queues": queues})

@@ -1,0 +1,195 @@
+"""Ingesting a batch of events inside an open, pipelined transaction.
+
+Per event, in order, as ``MemoryStore`` does: cancel the runs its rules match, log it,
+answer the waits it matches, start its run. Most events can do nothing but log and
+start: when no unfinished run has a cancel rule or a wait on any name of the batch, and
+no run of the batch cancels on a later event of it, the whole batch is a few set-based
+statements. Otherwise the runs it may touch are locked first, then each event that may
+cancel or wake gets its own statements, still pipelined in one round trip.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from slayq.model import NewRun, OutgoingEvent, RunId
+from slayq.store.memory import CANCELLED
+from slayq.store.postgres import _queries as q
+from slayq.store.postgres._codec import due_now, dump, run_rows
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from psycopg import AsyncConnection, AsyncCursor, AsyncPipeline
+
+
+async def lock_event_names(
+    conn: AsyncConnection[Any], *, shared: Sequence[str] = (), exclusive: Sequence[str] = ()
+) -> None:
+    """Take the event-name locks (see ``_queries.LOCK_NAMES``); exclusive wins over shared."""
+    modes = dict.fromkeys(shared, False) | dict.fromkeys(exclusive, True)
+    if modes:
+        await conn.execute(
+            q.LOCK_NAMES,
+            {"ns": q.EVENT_LOCKS, "names": list(modes), "exclusive": list(modes.values())},
+        )
+
+
+class Ingest:
+    """One batch: ``start``, sync the pipeline, ``apply``, finish the transaction, ``run_ids``."""
+
+    def __init__(
+        self, events: Sequence[OutgoingEvent], *, now: datetime | None, channel: str
+    ) -> None:
+        self.events = list(events)
+        self.logged_names = sorted({e.name for e in self.events if e.logged})
+        self._now = now
+        self._channel = channel
+        self._seqs: list[int | None] = [None] * len(self.events)
+        self._cursors: list[int | None] = [None] * len(self.events)
+        self._inserted: list[AsyncCursor[Any]] = []
+        self._events_cursor: AsyncCursor[Any] | None = None
+        self._names_cursor: AsyncCursor[Any] | None = None
+
+    async def start(self, conn: AsyncConnection[Any]) -> None:
+        """Log the logged events and ask which names can cancel or wake anything."""
+        logged = [e for e in self.events if e.logged]
+        if logged:
+            self._events_cursor = await conn.execute(
+                q.INSERT_EVENTS,
+                {
+                    "now": self._now,
+                    "names": [e.name for e in logged],
+                    "datas": [dump(e.data) for e in logged],
+                },
+            )
+        self._names_cursor = await conn.execute(
+            q.INTERESTING_NAMES, {"names": sorted({e.name for e in self.events})}
+        )
+
+    async def apply(self, conn: AsyncConnection[Any], pipeline: AsyncPipeline) -> None:
+        """Everything else; the results of ``start`` must have arrived (a pipeline sync)."""
+        if self._events_cursor is not None:
+            seqs = iter(sorted(row[0] for row in await self._events_cursor.fetchall()))
+            self._seqs = [next(seqs) if e.logged else None for e in self.events]
+            last: int | None = None
+            for i, seq in enumerate(self._seqs):
+                last = seq if seq is not None else last
+                self._cursors[i] = last
+        assert self._names_cursor is not None
+        cancels: set[str] = set()
+        waits: set[str] = set()
+        for name, has_rules, has_waits in await self._names_cursor.fetchall():
+            if has_rules:
+                cancels.add(name)
+            if has_waits:
+                waits.add(name)
+        cancels |= self._cancelled_within_batch()
+        if not cancels and not waits:
+            await self._insert_runs(conn, range(len(self.events)))
+        else:
+            await self._one_by_one(conn, pipeline, cancels, waits)
+        await self._notify(conn)
+
+    async def run_ids(self, conn: AsyncConnection[Any]) -> list[RunId | None]:
+        """Per event, the run it started or found by key; after the transaction ended."""
+        found: dict[int, str | None] = {}
+        for cursor in self._inserted:
+            found.update((idx, run_id) for idx, run_id in await cursor.fetchall())
+        missing = [
+            (e.run.event, e.run.key)
+            for i, e in enumerate(self.events)
+            if e.run is not None and e.run.key is not None and found.get(i) is None
+        ]
+        by_key: dict[tuple[str, str], str] = {}
+        if missing:
+            cursor = await conn.execute(
+                q.KEYED_RUNS,
+                {"events": [m[0] for m in missing], "keys": [m[1] for m in missing]},
+            )
+            by_key = {(event, key): run_id for event, key, run_id in await cursor.fetchall()}
+        ids: list[RunId | None] = []
+        for i, event in enumerate(self.events):
+            run_id = found.get(i)
+            if run_id is None and event.run is not None and event.run.key is not None:
+                run_id = by_key.get((event.run.event, event.run.key))
+            ids.append(RunId(run_id) if run_id is not None else None)
+        return ids
+
+    def _cancelled_within_batch(self) -> set[str]:
+        """Names of events that follow, in this batch, a run cancelling on them."""
+        rule_names: set[str] = set()
+        hit: set[str] = set()
+        for event in self.events:
+            if event.name in rule_names:
+                hit.add(event.name)
+            if event.run is not None:
+                rule_names.update(rule.event for rule in event.run.cancel_on)
+        return hit
+
+    async def _insert_runs(self, conn: AsyncConnection[Any], indexes: Sequence[int]) -> None:
+        runs: list[tuple[int, NewRun, int | None]] = []
+        for i in indexes:
+            run = self.events[i].run
+            if run is not None:
+                runs.append((i, run, self._cursors[i]))
+        if not runs:
+            return
+        seqs = [s for s in self._seqs if s is not None]
+        params = run_rows(runs, first_seq=seqs[0] if seqs else None) | {"now": self._now}
+        self._inserted.append(await conn.execute(q.INSERT_RUNS, params))
+
+    async def _one_by_one(
+        self,
+        conn: AsyncConnection[Any],
+        pipeline: AsyncPipeline,
+        cancels: set[str],
+        waits: set[str],
+    ) -> None:
+        touchy = [e for e in self.events if e.name in cancels or e.name in waits]
+        cursor = await conn.execute(
+            q.LOCK_AFFECTED,
+            {"names": [e.name for e in touchy], "datas": [dump(e.data) for e in touchy]},
+        )
+        await pipeline.sync()
+        locked = [row[0] for row in await cursor.fetchall()]
+        new_ids = [e.run.id for e in self.events if e.run is not None]
+        allowed = locked + new_ids
+        # A cancelled run with a parent answers it; LOCK_AFFECTED cannot say which locked
+        # runs have one without a further round trip, so ask for all of them.
+        parented = locked + [e.run.id for e in self.events if e.run and e.run.parent]
+        base = {"now": self._now, "channel": self._channel, "cancelled": dump(CANCELLED)}
+        start = 0
+        for i, event in enumerate(self.events):
+            cancel, wake = event.name in cancels, event.name in waits
+            if not (cancel or wake):
+                continue
+            await self._insert_runs(conn, range(start, i))
+            start = i
+            data = dump(event.data)
+            if cancel:
+                await conn.execute(
+                    q.CANCEL_MATCHING,
+                    base
+                    | {"name": event.name, "data": data, "allowed": allowed}
+                    | {"status": "cancelled", "result": None, "error": None},
+                )
+                if parented:
+                    await conn.execute(q.LOCK_PARENTS, {"ids": parented})
+                    await conn.execute(q.RESOLVE_PARENTS, base | {"ids": parented, "seq": None})
+            if wake and locked:
+                await conn.execute(
+                    q.WAKE_WAITERS,
+                    base
+                    | {"name": event.name, "data": data, "allowed": locked, "seq": self._seqs[i]},
+                )
+        await self._insert_runs(conn, range(start, len(self.events)))
+
+    async def _notify(self, conn: AsyncConnection[Any]) -> None:
+        now = self._now or datetime.now(UTC)
+        queues = sorted(
+            {e.run.queue for e in self.events if e.run is not None and due_now(e.run, now)}
+        )
+        if queues:
+            await conn.execute(q.NOTIFY, {"channel": self._channel, "queues": queues})

@@ -1,0 +1,104 @@
+"""Versioned SQL migrations: ``migrations/NNNN_name.sql``, applied in order, each once.
+
+Every open of a store runs them, so a fresh database needs no separate step; ``migrate``
+does the same for deployments that keep schema changes apart from application start.
+They run in one transaction under an advisory lock: several processes opening at once
+apply each migration once, and a failed migration leaves nothing half-applied.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import sql
+
+from slayq.errors import InputError
+from slayq.store.postgres._errors import translated
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_LOCK_NAMESPACE = 0x736C_0004
+
+_LEDGER = """
+create table if not exists migrations (
+    version integer primary key,
+    name text not null,
+    applied_at timestamptz not null default now()
+)
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    text: str
+
+
+def load_migrations() -> list[Migration]:
+    """The migration files shipped with the package, in version order."""
+    found: list[Migration] = []
+    for entry in resources.files("slayq.store.postgres").joinpath("migrations").iterdir():
+        match = _FILE.match(entry.name)
+        if match is not None:
+            found.append(Migration(int(match[1]), match[2], entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"two slayq migrations share a version: {versions}")
+    return found
+
+
+def check_schema(schema: str) -> str:
+    """Schema names are plain lowercase identifiers, so they need no quoting anywhere."""
+    if not _SCHEMA.match(schema):
+        raise InputError(
+            f"schema {schema!r}: use a lowercase identifier (letters, digits, underscores)"
+        )
+    return schema
+
+
+async def apply_migrations(conn: AsyncConnection[Any], schema: str) -> list[str]:
+    """Apply the missing migrations on ``conn`` (autocommit); returns the names applied."""
+    ident = sql.Identifier(check_schema(schema))
+    applied: list[str] = []
+    async with conn.transaction():
+        await conn.execute(
+            "select pg_advisory_xact_lock(%s, hashtext(%s))", [_LOCK_NAMESPACE, schema]
+        )
+        await conn.execute(sql.SQL("create schema if not exists {}").format(ident))
+        await conn.execute("select set_config('search_path', %s, true)", [schema])
+        await conn.execute(_LEDGER)
+        cursor = await conn.execute("select version from migrations")
+        done = {row[0] for row in await cursor.fetchall()}
+        for migration in load_migrations():
+            if migration.version in done:
+                continue
+            await conn.execute(migration.text)
+            await conn.execute(
+                "insert into migrations (version, name) values (%s, %s)",
+                [migration.version, migration.name],
+            )
+            applied.append(f"{migration.version:04d}_{migration.name}")
+        # Least privilege: only the owner (the role that migrates) may touch slayq's data.
+        for statement in (
+            "revoke all on schema {} from public",
+            "revoke all on all tables in schema {} from public",
+            "revoke all on all sequences in schema {} from public",
+        ):
+            await conn.execute(sql.SQL(statement).format(ident))
+    return applied
+
+
+async def migrate(url: str, *, schema: str = "slayq") -> list[str]:
+    """Bring the database at ``url`` to the current schema; returns the migrations applied."""
+    with translated("migrate"):
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            return await apply_migrations(conn, schema)

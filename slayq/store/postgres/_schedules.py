@@ -1,0 +1,94 @@
+"""Cron schedules: replaced as a set, fired at most once per tick across processes.
+
+Ticks are computed in Python (croniter, with the schedule's timezone) from the database's
+now. Firing is a compare-and-set on ``next_at``: of the processes that read the same due
+tick, one moves it and starts the run; the run's idempotency key ``cron:<tick>`` would
+refuse a second one anyway.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from slayq.model import NewRun, RunId, Schedule
+from slayq.runtime.cron import CronSpec
+from slayq.runtime.ids import new_run_id
+from slayq.store.postgres import _queries as q
+from slayq.store.postgres import _run_queries as rq
+from slayq.store.postgres._codec import due_now, dump, run_rows
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from psycopg import AsyncConnection
+
+_template = msgspec.json.Decoder(NewRun)
+
+
+async def set_schedules(
+    conn: AsyncConnection[Any], schedules: Sequence[Schedule], *, now: datetime | None
+) -> None:
+    latest = {s.event: s for s in schedules}  # a repeated event: the last one wins
+    specs = {event: CronSpec(s.cron) for event, s in latest.items()}  # bad cron: change nothing
+    async with conn.transaction():
+        await conn.execute("select pg_advisory_xact_lock(%(ns)s, 0)", {"ns": q.SCHEDULE_LOCKS})
+        cursor = await conn.execute(rq.SCHEDULES, {"now": now})
+        kept = {event: (cron, next_at) for event, cron, next_at in await cursor.fetchall()}
+        clock = await conn.execute(q.CLOCK, {"now": now})
+        (today,) = await clock.fetchone() or (datetime.now(UTC),)
+        next_ats: list[datetime] = []
+        for event, spec in specs.items():
+            old = kept.get(event)
+            next_ats.append(old[1] if old and old[0] == spec.text else spec.next_after(today))
+        events = list(latest)
+        await conn.execute(rq.DROP_SCHEDULES, {"events": events})
+        if events:
+            await conn.execute(
+                rq.UPSERT_SCHEDULES,
+                {
+                    "events": events,
+                    "crons": [latest[e].cron for e in events],
+                    "templates": [dump(latest[e].template) for e in events],
+                    "next_ats": next_ats,
+                },
+            )
+
+
+async def fire_schedules(
+    conn: AsyncConnection[Any], *, now: datetime | None, channel: str
+) -> list[RunId]:
+    cursor = await conn.execute(rq.DUE_SCHEDULES, {"now": now})
+    due = await cursor.fetchall()
+    if not due:
+        return []
+    runs: dict[str, NewRun] = {}
+    next_ats: list[datetime] = []
+    for event, cron, template, tick, today in due:
+        next_ats.append(CronSpec(cron).next_after(today))
+        runs[event] = msgspec.structs.replace(
+            _template.decode(template),
+            id=new_run_id(),
+            key=f"cron:{tick.isoformat()}",
+            run_at=tick,
+        )
+    moves = {
+        "events": [row[0] for row in due],
+        "ticks": [row[3] for row in due],
+        "next_ats": next_ats,
+    }
+    async with conn.pipeline() as pipeline, conn.transaction():
+        moved = await conn.execute(rq.ADVANCE_SCHEDULES, moves)
+        await pipeline.sync()
+        won = [runs[row[0]] for row in await moved.fetchall()]
+        if not won:
+            return []
+        rows = [(i, run, None) for i, run in enumerate(won)]
+        inserted = await conn.execute(q.INSERT_RUNS, run_rows(rows) | {"now": now})
+        today = now or datetime.now(UTC)
+        queues = sorted({run.queue for run in won if due_now(run, today)})
+        await conn.execute(q.NOTIFY, {"channel": channel, "queues": queues})
+    ids = [run_id for _, run_id in sorted(await inserted.fetchall())]
+    return [RunId(run_id) for run_id in ids if run_id is not None]

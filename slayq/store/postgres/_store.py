@@ -1,0 +1,306 @@
+"""``PostgresStore``: the production ``Store``, on psycopg 3 (async) and psycopg-pool."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+import psycopg
+from psycopg import sql
+from psycopg.types.json import set_json_loads
+from psycopg_pool import AsyncConnectionPool
+
+from slayq.errors import LeaseLostError, RunNotFoundError, StoreError
+from slayq.model import Claim, Lease, OutgoingEvent, RunId, RunInfo, Schedule, Transition
+from slayq.store.memory import CANCELLED
+from slayq.store.postgres import _claim, _commit, _schedules
+from slayq.store.postgres import _queries as q
+from slayq.store.postgres import _run_queries as rq
+from slayq.store.postgres._codec import dump, valid_id
+from slayq.store.postgres._errors import is_conflict, translated
+from slayq.store.postgres._ingest import Ingest, lock_event_names
+from slayq.store.postgres._migrations import apply_migrations, check_schema
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from datetime import datetime, timedelta
+    from types import TracebackType
+
+    from slayq.runtime.clock import Clock
+    from slayq.store.protocol import QueueLimit
+
+T = TypeVar("T")
+_ATTEMPTS = 5  # a transaction chosen as a deadlock victim runs again, this many times in all
+_run_info = msgspec.json.Decoder(RunInfo)
+
+
+def _loads(data: str | bytes) -> Any:
+    return msgspec.json.decode(data)
+
+
+class PostgresStore:
+    """Runs, steps, waits and schedules in PostgreSQL, in their own schema.
+
+    ``clock`` is for tests: given one, every statement uses its time instead of the
+    database's ``now()``. Without one, the database clock decides what is due, so
+    application servers with drifting clocks agree.
+
+        async with PostgresStore("postgresql://app@db/app") as store:
+            await store.send_events([...])
+
+    ``open()`` creates the connection pool and applies pending migrations.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Clock | None = None,
+        schema: str = "slayq",
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 30.0,
+    ) -> None:
+        self.url = url
+        self.clock = clock
+        self.schema = check_schema(schema)
+        # One channel per schema, so two slayq installations in one database do not
+        # wake each other; the default schema's channel is "slayq_runs".
+        self.channel = f"{schema}_runs"
+        self._adapters = psycopg.adapt.AdaptersMap(psycopg.adapters)
+        set_json_loads(_loads, self._adapters)
+        self._pool = AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            open=False,
+            configure=self._configure,
+            kwargs={"autocommit": True, "context": self._adapters},
+            name=f"slayq-{schema}",
+        )
+        self._opened = False
+
+    @classmethod
+    async def connect(cls, url: str, **options: Any) -> PostgresStore:
+        """Create a store and ``open`` it."""
+        store = cls(url, **options)
+        await store.open()
+        return store
+
+    async def open(self) -> None:
+        with translated("open the store"):
+            async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                await apply_migrations(conn, self.schema)
+            await self._pool.open()
+        self._opened = True
+
+    async def aclose(self) -> None:
+        await self._pool.close()
+        self._opened = False
+
+    async def __aenter__(self) -> PostgresStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(
+            "select set_config('search_path', %s, false), set_config('timezone', 'UTC', false)",
+            [self.schema],
+        )
+
+    def _now(self) -> datetime | None:
+        return self.clock.now() if self.clock is not None else None
+
+    async def _run(
+        self, action: str, body: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
+    ) -> T:
+        """Run ``body`` on a pooled connection, again if it lost a deadlock."""
+        if not self._opened:
+            raise StoreError(f"{action}: the store is not open (call open() first)")
+        with translated(action):
+            attempt = 1
+            while True:
+                try:
+                    async with self._pool.connection() as conn:
+                        return await body(conn)
+                except psycopg.Error as exc:
+                    if not is_conflict(exc) or attempt >= _ATTEMPTS:
+                        raise
+                    attempt += 1
+
+    # -- events ------------------------------------------------------------------------
+
+    async def send_events(self, events: Sequence[OutgoingEvent]) -> list[RunId | None]:
+        if not events:
+            return []
+
+        async def body(conn: psycopg.AsyncConnection[Any]) -> list[RunId | None]:
+            ingest = Ingest(events, now=self._now(), channel=self.channel)
+            async with conn.pipeline() as pipeline, conn.transaction():
+                await lock_event_names(conn, shared=ingest.logged_names)
+                await ingest.start(conn)
+                await pipeline.sync()
+                await ingest.apply(conn, pipeline)
+            return await ingest.run_ids(conn)
+
+        return await self._run("send events", body)
+
+    # -- claiming and committing -------------------------------------------------------
+
+    async def claim(
+        self,
+        *,
+        queues: Sequence[QueueLimit] | None,
+        limit: int,
+        lease_for: timedelta,
+        owner: str,
+    ) -> list[Claim]:
+        if limit <= 0 or (queues is not None and not any(g.names for g in queues)):
+            return []
+
+        async def body(conn: psycopg.AsyncConnection[Any]) -> list[Claim]:
+            return await _claim.claim(
+                conn,
+                queues=queues,
+                limit=limit,
+                lease_for=lease_for,
+                owner=owner,
+                now=self._now(),
+                channel=self.channel,
+            )
+
+        return await self._run("claim runs", body)
+
+    async def commit(self, lease: Lease, transition: Transition) -> None:
+        if not valid_id(lease.run_id):
+            raise LeaseLostError(f"run {lease.run_id!r}: no such run holds lease {lease.token}")
+
+        async def body(conn: psycopg.AsyncConnection[Any]) -> None:
+            now = self._now()
+            await _commit.commit(conn, lease, transition, now=now, channel=self.channel)
+
+        await self._run(f"commit run {lease.run_id}", body)
+
+    async def extend_leases(self, leases: Sequence[Lease], lease_for: timedelta) -> list[Lease]:
+        valid = [lease for lease in leases if valid_id(lease.run_id)]
+        if not valid:
+            return []
+
+        async def body(conn: psycopg.AsyncConnection[Any]) -> list[Lease]:
+            params = {
+                "now": self._now(),
+                "lease_for": lease_for,
+                "ids": [lease.run_id for lease in valid],
+                "tokens": [lease.token for lease in valid],
+            }
+            cursor = await conn.execute(rq.EXTEND, params)
+            extended = {(run_id, token): at for run_id, token, at in await cursor.fetchall()}
+            return [
+                msgspec.structs.replace(lease, expires_at=extended[(lease.run_id, lease.token)])
+                for lease in valid
+                if (lease.run_id, lease.token) in extended
+            ]
+
+        return await self._run("extend leases", body)
+
+    async def release(self, lease: Lease) -> None:
+        if not valid_id(lease.run_id):
+            return
+
+        async def body(conn: psycopg.AsyncConnection[Any]) -> None:
+            params = {"id": lease.run_id, "token": lease.token, "now": self._now()}
+            await conn.execute(rq.RELEASE, params | {"channel": self.channel})
+
+        await self._run(f"release run {lease.run_id}", body)
+
+    # -- reading and managing ----------------------------------------------------------
+
+    async def get_run(self, run_id: RunId) -> RunInfo:
+        async def body(conn: psycopg.AsyncConnection[Any]) -> str | None:
+            cursor = await conn.execute(rq.GET_RUN, {"id": run_id})
+            row = await cursor.fetchone()
+            return None if row is None else str(row[0])
+
+        text = await self._run(f"get run {run_id}", body) if valid_id(run_id) else None
+        if text is None:
+            raise RunNotFoundError(f"no run has id {run_id!r}")
+        return _run_info.decode(text)
+
+    async def cancel_run(self, run_id: RunId) -> bool:
+        if not valid_id(run_id):
+            raise RunNotFoundError(f"no run has id {run_id!r}")
+
+        async def body(conn: psycopg.AsyncConnection[Any]) -> tuple[bool, bool]:
+            now = self._now()
+            base = {"now": now, "channel": self.channel, "ids": [run_id], "id": run_id}
+            async with conn.pipeline(), conn.transaction():
+                exists = await conn.execute(rq.RUN_FOR_UPDATE, base)
+                finish = {"status": "cancelled", "result": None, "error": None}
+                finished = await conn.execute(q.FINISH_IDS, base | finish)
+                await conn.execute(q.LOCK_PARENTS, base)
+                parents = {"seq": None, "cancelled": dump(CANCELLED)}
+                await conn.execute(q.RESOLVE_PARENTS, base | parents)
+            return await exists.fetchone() is not None, await finished.fetchone() is not None
+
+        found, cancelled = await self._run(f"cancel run {run_id}", body)
+        if not found:
+            raise RunNotFoundError(f"no run has id {run_id!r}")
+        return cancelled
+
+    async def set_schedules(self, schedules: Sequence[Schedule]) -> None:
+        async def body(conn: psycopg.AsyncConnection[Any]) -> None:
+            await _schedules.set_schedules(conn, schedules, now=self._now())
+
+        await self._run("set schedules", body)
+
+    async def fire_schedules(self) -> list[RunId]:
+        async def body(conn: psycopg.AsyncConnection[Any]) -> list[RunId]:
+            return await _schedules.fire_schedules(conn, now=self._now(), channel=self.channel)
+
+        return await self._run("fire schedules", body)
+
+    async def next_wakeup(self) -> datetime | None:
+        async def body(conn: psycopg.AsyncConnection[Any]) -> datetime | None:
+            cursor = await conn.execute(rq.NEXT_WAKEUP, {"now": self._now()})
+            row = await cursor.fetchone()
+            return None if row is None else row[0]
+
+        return await self._run("find the next wakeup", body)
+
+    async def delete_finished(self, older_than: timedelta, *, batch: int = 1000) -> int:
+        async def body(conn: psycopg.AsyncConnection[Any]) -> int:
+            params = {"now": self._now(), "older_than": older_than, "batch": batch}
+            cursor = await conn.execute(rq.DELETE_FINISHED, params)
+            row = await cursor.fetchone()
+            deleted = int(row[0]) if row is not None else 0
+            if deleted < batch:
+                # Caught up with the runs: trim the event log too (rarely, not per batch,
+                # since it scans the unfinished runs for their cursors).
+                await conn.execute(rq.PRUNE_EVENTS, params)
+            return deleted
+
+        return await self._run("delete finished runs", body)
+
+    async def listen(self) -> AsyncIterator[str]:
+        """Yield the queue of every notification that runs became due, as it arrives.
+
+        Uses a connection of its own (not the pool's): waiting for notifications holds
+        the connection. Close the iterator (``contextlib.aclosing``) to close it.
+        """
+        with translated("listen for due runs"):
+            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+            try:
+                await conn.execute(sql.SQL("listen {}").format(sql.Identifier(self.channel)))
+                async for notify in conn.notifies():
+                    yield notify.payload
+            finally:
+                await conn.close()
