@@ -37,3 +37,15 @@ async def store(request: pytest.FixtureRequest, clock: VirtualClock) -> AsyncIte
     finally:
         await pg.aclose()
         await pgutil.drop_database(url)
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A fresh, migrated database of its own for one test."""
+    from tests import pgutil
+
+    url = await pgutil.fresh_database()
+    try:
+        yield url
+    finally:
+        await pgutil.drop_database(url)

@@ -29,6 +29,7 @@ import anyio.lowlevel
 
 from slayq.errors import LeaseLostError, StoreUnavailableError
 from slayq.runtime.driver import drive
+from slayq.runtime.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -64,8 +65,10 @@ class Worker:
         poll_interval: timedelta = timedelta(seconds=1),
         grace: timedelta = timedelta(seconds=30),
         retention: timedelta | None = timedelta(days=7),
+        retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
         owner: str | None = None,
     ) -> None:
+        self.retry_policy = retry_policy
         self.client = client
         self.store = client.store
         self.lease_for = lease_for
@@ -158,7 +161,9 @@ class Worker:
         extra = {"run_id": claim.lease.run_id, "event": claim.event, "queue": claim.queue}
         try:
             with entry.scope:
-                await drive(self.client.registry, claim, self._commit)
+                await drive(
+                    self.client.registry, claim, self._commit, retry_policy=self.retry_policy
+                )
         except LeaseLostError:
             logger.info("run %s was taken over or cancelled", claim.lease.run_id, extra=extra)
         except Exception:

@@ -587,3 +587,14 @@ async def test_delete_finished_works_in_batches(store: Store, clock: VirtualCloc
     assert await store.delete_finished(timedelta(days=1), batch=2) == 2
     assert await store.delete_finished(timedelta(days=1), batch=10) == 3
     assert await store.delete_finished(timedelta(days=1), batch=10) == 0
+
+
+async def test_an_event_lacking_the_match_field_matches_nothing(store: Store) -> None:
+    rules = [CancelRule(event="upload/cancel", field="file_id", value=None)]
+    run_id = await start(store, cancel_on=rules)
+    await suspend(store, wait(value=None))
+    await store.send_events([plain_event("media/approved", {"other": 1})])
+    await store.send_events([plain_event("upload/cancel", {"other": 1}, logged=False)])
+    assert (await store.get_run(run_id)).status == "waiting"
+    await store.send_events([plain_event("media/approved", {"file_id": None})])
+    assert (await store.get_run(run_id)).status == "queued"

@@ -69,24 +69,31 @@ async def claim(
             names = sorted(set(groups["member_queues"]))
             lock = {"ns": q.QUEUE_LOCKS, "names": names, "exclusive": [True] * len(names)}
             await conn.execute(q.LOCK_NAMES, lock)
-        exhausted = await conn.execute(rq.EXHAUSTED, params)
-        claimed = await conn.execute(rq.CLAIM, params)
+        cursor = await conn.execute(rq.CLAIM, params)
         await pipeline.sync()
-        dead = [row[0] for row in await exhausted.fetchall()]
-        rows = await claimed.fetchall()
+        rows = await cursor.fetchall()
+        claimed = [row[:8] for row in rows if row[1] is not None]
+        dead = [row[0] for row in rows if row[1] is None]
         if dead:
-            # Failed before the claimed runs' pending steps expire below: a caller that
-            # was claimed while its callee died gets the callee's error, not None.
+            # A caller claimed before its callee failed here already had its pending
+            # steps resolve to None at its claim; otherwise the callee's error answers it.
+            seen: set[str] = set()
+            answering: list[str] = []
+            for row in rows:
+                if row[1] is not None:
+                    seen.add(row[0])
+                elif row[8] not in seen:
+                    answering.append(row[0])
             base = {"now": now, "channel": channel, "ids": dead}
             finish = {"status": "failed", "result": None, "error": dump(LEASE_EXPIRED)}
             await conn.execute(q.FINISH_IDS, base | finish)
-            await conn.execute(q.LOCK_PARENTS, base)
-            await conn.execute(
-                q.RESOLVE_PARENTS, base | {"seq": None, "cancelled": dump(CANCELLED)}
-            )
+            if answering:
+                parents = base | {"ids": answering, "seq": None, "cancelled": dump(CANCELLED)}
+                await conn.execute(q.LOCK_PARENTS, parents)
+                await conn.execute(q.RESOLVE_PARENTS, parents)
         memos = None
-        if rows:
-            ids = {"ids": [row[0] for row in rows], "now": now}
+        if claimed:
+            ids = {"ids": [row[0] for row in claimed], "now": now}
             await conn.execute(rq.EXPIRE_PENDING, ids)
             memos = await conn.execute(rq.MEMOS, ids)
     memo_by_run: dict[str, str] = dict(await memos.fetchall()) if memos is not None else {}
@@ -100,5 +107,5 @@ async def claim(
             max_attempts=max_attempts,
             memo=load_memo(memo_by_run.get(run_id)),
         )
-        for run_id, token, expires_at, event, data, queue, attempt, max_attempts in rows
+        for run_id, token, expires_at, event, data, queue, attempt, max_attempts in claimed
     ]

@@ -6,6 +6,8 @@ Conventions that hold for every statement:
 - ``NOW`` is the store's clock: a test's virtual time when one is given, else the
   database's ``now()``, so that a drifting application clock never decides what is due.
 - Every name, field and value is a bound parameter; JSON paths are ``data -> %(field)s``.
+- A rule or wait on a field matches an event whose data has the field with an equal JSON
+  value; data without the field matches nothing, whatever the value.
 - Statements that change a run whose lease the caller claims to hold carry the lease in
   their WHERE clause (``HELD``), so a commit whose lease was lost changes nothing even
   though its statements were already pipelined.
@@ -15,6 +17,14 @@ Conventions that hold for every statement:
 """
 
 from __future__ import annotations
+
+
+def compact(text: str) -> str:
+    """The statement on one line, comments dropped: psycopg caches the parsing of
+    statements up to 4 kB, and the server logs read better."""
+    code = (line.split("--", 1)[0] for line in text.splitlines())
+    return " ".join(" ".join(code).split())
+
 
 NOW = "coalesce(%(now)s::timestamptz, now())"
 FINISHED = "('completed', 'failed', 'cancelled')"
@@ -30,37 +40,37 @@ SCHEDULE_LOCKS = 0x736C_0003
 # Locks sorted by key so that two transactions never wait on each other in a cycle.
 # An event name is locked shared by senders of logged events and exclusively by a run
 # registering a wait on it: a sender then sees the wait, or the wait sees the event.
-LOCK_NAMES = """
+LOCK_NAMES = compact("""
 select count(case when t.exclusive then pg_advisory_xact_lock(%(ns)s, hashtext(t.name))
                   else pg_advisory_xact_lock_shared(%(ns)s, hashtext(t.name)) end)
 from (
     select * from unnest(%(names)s::text[], %(exclusive)s::bool[]) as u(name, exclusive)
     order by hashtext(u.name), u.name
 ) as t
-"""
+""")
 
 # -- runs and events ---------------------------------------------------------------
 
-INSERT_EVENTS = f"""
+INSERT_EVENTS = compact(f"""
 insert into events (name, data, created_at)
 select t.name, t.data, {NOW}
 from unnest(%(names)s::text[], %(datas)s::jsonb[]) with ordinality as t(name, data, ord)
 order by t.ord
 returning seq
-"""
+""")
 
 # Which of these event names can cancel or wake anything at all: most cannot, and
 # their batch then takes the set-based path.
-INTERESTING_NAMES = """
+INTERESTING_NAMES = compact("""
 select n.name,
        exists (select 1 from cancel_rules as c where c.event = n.name),
        exists (select 1 from pending as p where p.kind = 'wait' and p.event = n.name)
 from unnest(%(names)s::text[]) as n(name)
-"""
+""")
 
 # A run starts unless its (event, key) exists. A run whose cursor is null saw no event
 # of its batch logged before it: it gets the newest logged event before the batch's.
-INSERT_RUNS = f"""
+INSERT_RUNS = compact(f"""
 with x as (
     select *
     from unnest(
@@ -91,39 +101,35 @@ inserted as (
 ),
 rules as (
     insert into cancel_rules (run_id, event, field, value)
-    select i.id, r.event, r.field, r.value
+    select i.id, r.rule ->> 'event', r.rule ->> 'field', coalesce(r.rule -> 'value', 'null')
     from inserted as i
     join x on x.id = i.id
-    cross join lateral jsonb_to_recordset(x.cancel_on) as r(event text, field text, value jsonb)
+    cross join lateral jsonb_array_elements(x.cancel_on) as r(rule)
 )
 select x.idx, coalesce(mine.id, twin.id, old.id)::text
 from x
 left join inserted as mine on mine.id = x.id
 left join inserted as twin on x.key is not null and twin.event = x.event and twin.key = x.key
 left join runs as old on x.key is not null and old.event = x.event and old.key = x.key
-"""
+""")
 
 # A key taken by a transaction that committed after INSERT_RUNS took its snapshot.
-KEYED_RUNS = """
+KEYED_RUNS = compact("""
 select t.event, t.key, r.id::text
 from unnest(%(events)s::text[], %(keys)s::text[]) as t(event, key)
 join runs as r on r.event = t.event and r.key = t.key
-"""
+""")
 
 NOTIFY = "select count(pg_notify(%(channel)s, q)) from unnest(%(queues)s::text[]) as q"
 
 # The unfinished runs that events of a batch may cancel or wake, locked before the
 # per-event statements that change them.
-LOCK_AFFECTED = f"""
+LOCK_AFFECTED = compact(f"""
 with ev as (select * from unnest(%(names)s::text[], %(datas)s::jsonb[]) as t(name, data)),
 hits as (
     select c.run_id from ev
     cross join lateral jsonb_each(ev.data) as kv
     join cancel_rules as c on c.event = ev.name and c.field = kv.key and c.value = kv.value
-    union
-    select c.run_id from ev
-    join cancel_rules as c
-      on c.event = ev.name and c.value = 'null'::jsonb and not (ev.data ? c.field)
     union
     select p.run_id from ev
     join pending as p on p.kind = 'wait' and p.event = ev.name and p.match_field is null
@@ -133,22 +139,17 @@ hits as (
     join pending as p
       on p.kind = 'wait' and p.event = ev.name
      and p.match_field = kv.key and p.match_value = kv.value
-    union
-    select p.run_id from ev
-    join pending as p
-      on p.kind = 'wait' and p.event = ev.name
-     and p.match_value = 'null'::jsonb and not (ev.data ? p.match_field)
 )
 select id::text from runs
 where id in (select run_id from hits) and status not in {FINISHED}
 order by id
 for update
-"""
+""")
 
 
 def _finish(targets: str) -> str:
     """Finish the unfinished runs selected by ``targets`` (a query of ``id``s)."""
-    return f"""
+    return compact(f"""
 with targets as ({targets}),
 finished as (
     update runs set
@@ -163,7 +164,7 @@ finished as (
 dropped_pending as (delete from pending where run_id in (select id from finished)),
 dropped_rules as (delete from cancel_rules where run_id in (select id from finished))
 select id::text from finished
-"""
+""")
 
 
 FINISH_HELD = _finish(f"select id from runs where id = %(id)s::uuid and {HELD}")
@@ -174,14 +175,10 @@ CANCEL_MATCHING = _finish(
     from jsonb_each(%(data)s::jsonb) as kv
     join cancel_rules as c on c.event = %(name)s and c.field = kv.key and c.value = kv.value
     where c.run_id = any(%(allowed)s::uuid[])
-    union
-    select c.run_id from cancel_rules as c
-    where c.event = %(name)s and c.value = 'null'::jsonb and not (%(data)s::jsonb ? c.field)
-      and c.run_id = any(%(allowed)s::uuid[])
     """
 )
 
-LOCK_PARENTS = f"""
+LOCK_PARENTS = compact(f"""
 select id from runs
 where id in (
     select parent_run_id from runs
@@ -189,14 +186,14 @@ where id in (
 )
 order by id
 for update
-"""
+""")
 
 
 def _resolve(gone: str) -> str:
     """Resolve pending steps: ``gone`` deletes them, returning
     (run_id, name, kind, pos, output, error); they become step records, and each run
     is due again when none is left, else at the latest expiry of those left."""
-    return f"""
+    return compact(f"""
 with gone as ({gone}),
 recorded as (
     insert into steps (run_id, name, kind, output, error, finished_at)
@@ -233,15 +230,14 @@ woken as (
 )
 select count(pg_notify(%(channel)s, q.queue))
 from (select distinct queue from woken where status = 'queued') as q
-"""
+""")
 
 
 WAKE_WAITERS = _resolve(
     """
     delete from pending as p
     where p.run_id = any(%(allowed)s::uuid[]) and p.kind = 'wait' and p.event = %(name)s
-      and (p.match_field is null
-           or coalesce(%(data)s::jsonb -> p.match_field, 'null'::jsonb) = p.match_value)
+      and (p.match_field is null or %(data)s::jsonb -> p.match_field = p.match_value)
     returning p.run_id, p.name, p.kind, p.pos, %(data)s::jsonb as output, null::jsonb as error
     """
 )

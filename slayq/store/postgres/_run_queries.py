@@ -5,24 +5,24 @@ The conventions of ``_queries`` hold here too.
 
 from __future__ import annotations
 
-from slayq.store.postgres._queries import FINISHED, HELD, NOW, TIMED
+from slayq.store.postgres._queries import FINISHED, HELD, NOW, TIMED, compact
 
 # -- committing --------------------------------------------------------------------
 
 HELD_ROW = f"select {HELD} from runs where id = %(id)s::uuid for update"
 
-INSERT_STEPS = f"""
+INSERT_STEPS = compact(f"""
 insert into steps (run_id, name, kind, output, error, finished_at)
 select %(id)s::uuid, t.name, t.kind, t.output, t.error, {NOW}
 from unnest(%(names)s::text[], %(kinds)s::text[], %(outputs)s::jsonb[], %(errors)s::jsonb[])
      with ordinality as t(name, kind, output, error, ord)
 where exists (select 1 from runs where id = %(id)s::uuid and {HELD})
 order by t.ord
-"""
+""")
 
 TOUCH = f"update runs set updated_at = {NOW} where id = %(id)s::uuid and {HELD}"
 
-RETRY = f"""
+RETRY = compact(f"""
 with retried as (
     update runs set
         status = 'queued', error = %(error)s::jsonb, attempt = attempt + 1,
@@ -32,9 +32,9 @@ with retried as (
     returning queue, run_at
 )
 select count(pg_notify(%(channel)s, queue)) from retried where run_at <= {NOW}
-"""
+""")
 
-INSERT_PENDING = f"""
+INSERT_PENDING = compact(f"""
 insert into pending (run_id, name, pos, kind, event, match_field, match_value, expires_at, spec)
 select %(id)s::uuid, t.name, t.ord, t.kind, t.event, t.field, t.value,
        coalesce(t.until, {NOW} + t.delay), t.spec
@@ -43,18 +43,17 @@ from unnest(
     %(values)s::jsonb[], %(untils)s::timestamptz[], %(delays)s::interval[], %(specs)s::jsonb[]
 ) with ordinality as t(name, kind, event, field, value, until, delay, spec, ord)
 where exists (select 1 from runs where id = %(id)s::uuid and {HELD})
-"""
+""")
 
 # A new wait first looks in the event log, past the run's cursor: the first match
 # answers it and moves the cursor, so the next wait looks past that event.
-SCAN_LOG = f"""
+SCAN_LOG = compact(f"""
 with hit as (
     select e.seq, e.data
     from runs as r
     join events as e on e.name = %(event)s and e.seq > r.event_cursor
     where r.id = %(id)s::uuid and r.{HELD}
-      and (%(field)s::text is null
-           or coalesce(e.data -> %(field)s::text, 'null'::jsonb) = %(value)s::jsonb)
+      and (%(field)s::text is null or e.data -> %(field)s::text = %(value)s::jsonb)
     order by e.seq
     limit 1
 ),
@@ -67,9 +66,9 @@ gone as (
 insert into steps (run_id, name, kind, output, finished_at)
 select %(id)s::uuid, %(name)s, gone.kind, hit.data, {NOW} from gone, hit
 on conflict (run_id, name) do nothing
-"""
+""")
 
-SUSPEND = f"""
+SUSPEND = compact(f"""
 with s as (
     select count(*) as n,
            bool_or(expires_at is null) as forever,
@@ -88,7 +87,7 @@ suspended as (
     returning r.queue, r.status
 )
 select count(pg_notify(%(channel)s, queue)) from suspended where status = 'queued'
-"""
+""")
 
 # -- claiming ----------------------------------------------------------------------
 
@@ -96,7 +95,7 @@ select count(pg_notify(%(channel)s, queue)) from suspended where status = 'queue
 # ``route`` the group whose slots each queue uses. Due runs come from a loose scan over
 # the (queue, priority) pairs of the runs_due index, then each pair's due runs in
 # order, so a million runs sleeping until next year cost nothing here.
-CLAIM = f"""
+CLAIM = compact(f"""
 with recursive
 member as (select * from unnest(%(member_queues)s::text[], %(member_groups)s::int[]) as m(queue, grp)),
 held as (
@@ -140,27 +139,37 @@ due as (
     where %(all)s or c.queue is not null
 ),
 expired as (
-    select r.id, r.queue, r.priority, r.run_at, r.seq
+    -- every lease that ran out: few, as there are only as many as runs in flight
+    select r.id, r.queue, r.priority, r.run_at, r.seq, r.attempt >= r.max_attempts as exhausted
     from runs as r
-    where r.status = 'running' and r.lease_expires_at <= {NOW} and r.attempt < r.max_attempts
+    where r.status = 'running' and r.lease_expires_at <= {NOW}
       and (%(all)s or r.queue in (select queue from route))
-    order by r.priority, coalesce(r.run_at, {NOW}), r.seq
-    limit %(limit)s
     for update of r skip locked
 ),
 ranked as (
-    select c.id, c.priority, coalesce(c.run_at, {NOW}) as due_at, c.seq, k.free,
-           row_number() over (
+    select c.*, coalesce(c.run_at, {NOW}) as due_at, k.free,
+           -- claimable runs of the group up to this one; an exhausted run is not claimed
+           count(*) filter (where not c.exhausted) over (
                partition by k.grp order by c.priority, coalesce(c.run_at, {NOW}), c.seq
-           ) as rn
-    from (select * from due union all select * from expired) as c
+               rows unbounded preceding
+           ) as nth_in_group
+    from (select *, false as exhausted from due union all select * from expired) as c
     left join route as k on k.queue = c.queue
 ),
-chosen as (
-    select id, priority, due_at, seq from ranked
-    where %(all)s or rn <= free
-    order by priority, due_at, seq
-    limit %(limit)s
+placed as (
+    select r.*,
+           (%(all)s or r.nth_in_group <= r.free) and not r.exhausted as fits,
+           count(*) filter (where (%(all)s or r.nth_in_group <= r.free) and not r.exhausted)
+               over (order by r.priority, r.due_at, r.seq rows unbounded preceding) as nth
+    from ranked as r
+),
+-- As MemoryStore walks due runs in order: a run is claimed while the limit and its
+-- group's slots last; a run whose lease ran out on its last attempt fails instead, if
+-- the walk reaches it (no slot is spent on it).
+chosen as (select * from placed where fits and nth <= %(limit)s),
+doomed as (
+    select * from placed
+    where exhausted and (%(all)s or nth_in_group < free) and nth < %(limit)s
 ),
 claimed as (
     update runs as r set
@@ -177,51 +186,48 @@ claimed as (
     returning r.id, r.lease_token, r.lease_expires_at, r.event, r.data, r.queue, r.attempt,
               r.max_attempts, c.priority, c.due_at, c.seq
 )
-select id::text, lease_token, lease_expires_at, event, data, queue, attempt, max_attempts
+select id::text, lease_token, lease_expires_at, event, data, queue, attempt, max_attempts,
+       null::text as parent, priority, due_at, seq
 from claimed
+union all
+select d.id::text, null, null, null, null, null, null, null, r.parent_run_id::text,
+       d.priority, d.due_at, d.seq
+from doomed as d
+join runs as r on r.id = d.id
 order by priority, due_at, seq
-"""
-
-# Expired leases on a run's last attempt: the run fails instead of being claimed.
-EXHAUSTED = f"""
-select id::text from runs
-where status = 'running' and lease_expires_at <= {NOW} and attempt >= max_attempts
-  and (%(all)s or queue = any(%(route_queues)s::text[]))
-order by id
-for update skip locked
-"""
+""")
 
 # A claimed run that was suspended: whatever is still pending has expired (it was due)
 # and resolves to null.
-EXPIRE_PENDING = f"""
+EXPIRE_PENDING = compact(f"""
 with gone as (
     delete from pending where run_id = any(%(ids)s::uuid[]) returning run_id, name, kind, pos
 )
 insert into steps (run_id, name, kind, output, finished_at)
 select run_id, name, kind, 'null'::jsonb, {NOW} from gone order by run_id, pos
 on conflict (run_id, name) do nothing
-"""
+""")
 
 STEP_JSON = """json_build_object('name', s.name, 'kind', s.kind, 'output', s.output,
     'error', s.error, 'finished_at', s.finished_at)"""
 
-MEMOS = f"""
+MEMOS = compact(f"""
 select s.run_id::text, json_agg({STEP_JSON} order by s.id)::text
 from steps as s
 where s.run_id = any(%(ids)s::uuid[])
 group by s.run_id
-"""
+""")
 
 # -- leases ------------------------------------------------------------------------
 
-EXTEND = f"""
+EXTEND = compact(f"""
 update runs as r set lease_expires_at = {NOW} + %(lease_for)s::interval
 from unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) as t(id, token)
 where r.id = t.id and r.status = 'running' and r.lease_token = t.token
 returning r.id::text, r.lease_token, r.lease_expires_at
-"""
+""")
 
-RELEASE = f"""
+RELEASE = compact(f"""
 with released as (
     update runs set status = 'queued', run_at = {NOW}, lease_expires_at = null,
         lease_owner = null, updated_at = {NOW}
@@ -229,11 +235,11 @@ with released as (
     returning queue
 )
 select count(pg_notify(%(channel)s, queue)) from released
-"""
+""")
 
 # -- reading -----------------------------------------------------------------------
 
-GET_RUN = f"""
+GET_RUN = compact(f"""
 select json_build_object(
     'id', r.id, 'event', r.event, 'queue', r.queue, 'status', r.status, 'data', r.data,
     'attempts', r.attempt, 'max_attempts', r.max_attempts,
@@ -251,11 +257,11 @@ select json_build_object(
 )::text
 from runs as r
 where r.id = %(id)s::uuid
-"""
+""")
 
 RUN_FOR_UPDATE = "select id from runs where id = %(id)s::uuid for update"
 
-NEXT_WAKEUP = f"""
+NEXT_WAKEUP = compact(f"""
 with recursive pairs(queue, priority) as (
     (select queue, priority from runs where status in {TIMED} order by queue, priority limit 1)
     union all
@@ -281,7 +287,7 @@ select least(
          limit 1
      ) as first)
 )
-"""
+""")
 
 # -- schedules ---------------------------------------------------------------------
 
@@ -289,33 +295,33 @@ SCHEDULES = "select event, cron, next_at from schedules order by event for updat
 
 DROP_SCHEDULES = "delete from schedules where not (event = any(%(events)s::text[]))"
 
-UPSERT_SCHEDULES = """
+UPSERT_SCHEDULES = compact("""
 insert into schedules (event, cron, template, next_at)
 select * from unnest(%(events)s::text[], %(crons)s::text[], %(templates)s::jsonb[],
                      %(next_ats)s::timestamptz[])
 on conflict (event) do update
     set cron = excluded.cron, template = excluded.template, next_at = excluded.next_at
-"""
+""")
 
-DUE_SCHEDULES = f"""
+DUE_SCHEDULES = compact(f"""
 select event, cron, template::text, next_at, {NOW}
 from schedules
 where next_at <= {NOW}
 order by event
-"""
+""")
 
 # Compare-and-set: of several processes firing the same tick, one moves next_at.
-ADVANCE_SCHEDULES = """
+ADVANCE_SCHEDULES = compact("""
 update schedules as s set next_at = t.next_at
 from unnest(%(events)s::text[], %(ticks)s::timestamptz[], %(next_ats)s::timestamptz[])
      as t(event, tick, next_at)
 where s.event = t.event and s.next_at = t.tick
 returning s.event
-"""
+""")
 
 # -- retention ---------------------------------------------------------------------
 
-DELETE_FINISHED = f"""
+DELETE_FINISHED = compact(f"""
 with doomed as (
     select id from runs
     where finished_at < {NOW} - %(older_than)s::interval
@@ -325,11 +331,11 @@ with doomed as (
 ),
 deleted as (delete from runs where id in (select id from doomed) returning 1)
 select count(*) from deleted
-"""
+""")
 
 # Logged events no unfinished run can still see: at or before every such run's cursor
 # (a run created later starts past every event already logged).
-PRUNE_EVENTS = f"""
+PRUNE_EVENTS = compact(f"""
 delete from events
 where seq in (
     select seq from events
@@ -340,4 +346,4 @@ where seq in (
     order by seq
     limit %(batch)s
 )
-"""
+""")

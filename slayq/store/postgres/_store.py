@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
 import msgspec
 import psycopg
 from psycopg import sql
@@ -69,17 +70,13 @@ class PostgresStore:
         self.channel = f"{schema}_runs"
         self._adapters = psycopg.adapt.AdaptersMap(psycopg.adapters)
         set_json_loads(_loads, self._adapters)
-        self._pool = AsyncConnectionPool(
-            url,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=timeout,
-            open=False,
-            configure=self._configure,
-            kwargs={"autocommit": True, "context": self._adapters},
-            name=f"slayq-{schema}",
-        )
-        self._opened = False
+        self._pool_options: dict[str, Any] = {
+            "min_size": min_size,
+            "max_size": max_size,
+            "timeout": timeout,
+        }
+        self._pool: AsyncConnectionPool | None = None
+        self._opening = anyio.Lock()
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> PostgresStore:
@@ -89,15 +86,32 @@ class PostgresStore:
         return store
 
     async def open(self) -> None:
-        with translated("open the store"):
-            async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
-                await apply_migrations(conn, self.schema)
-            await self._pool.open()
-        self._opened = True
+        """Apply pending migrations and start the pool. Idempotent; the other methods
+        call it when needed, so opening explicitly only moves the cost (and the errors
+        of a bad URL) to a time of your choosing."""
+        async with self._opening:
+            if self._pool is not None:
+                return
+            pool = AsyncConnectionPool(
+                self.url,
+                open=False,
+                configure=self._configure,
+                kwargs={"autocommit": True, "context": self._adapters},
+                name=f"slayq-{self.schema}",
+                **self._pool_options,
+            )
+            with translated("open the store"):
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    await apply_migrations(conn, self.schema)
+                await pool.open()
+            self._pool = pool
 
     async def aclose(self) -> None:
-        await self._pool.close()
-        self._opened = False
+        """Close the pool; a later call opens a new one."""
+        async with self._opening:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                await pool.close()
 
     async def __aenter__(self) -> PostgresStore:
         await self.open()
@@ -112,8 +126,11 @@ class PostgresStore:
         await self.aclose()
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        # JIT compiles a plan in tens of milliseconds: a loss for statements that run in
+        # one. Timestamps come back in UTC, as the model wants them.
         await conn.execute(
-            "select set_config('search_path', %s, false), set_config('timezone', 'UTC', false)",
+            "select set_config('search_path', %s, false), set_config('timezone', 'UTC', false),"
+            " set_config('jit', 'off', false)",
             [self.schema],
         )
 
@@ -124,13 +141,16 @@ class PostgresStore:
         self, action: str, body: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
     ) -> T:
         """Run ``body`` on a pooled connection, again if it lost a deadlock."""
-        if not self._opened:
-            raise StoreError(f"{action}: the store is not open (call open() first)")
+        if self._pool is None:
+            await self.open()
+        pool = self._pool
+        if pool is None:
+            raise StoreError(f"{action}: the store was closed while opening")
         with translated(action):
             attempt = 1
             while True:
                 try:
-                    async with self._pool.connection() as conn:
+                    async with pool.connection() as conn:
                         return await body(conn)
                 except psycopg.Error as exc:
                     if not is_conflict(exc) or attempt >= _ATTEMPTS:

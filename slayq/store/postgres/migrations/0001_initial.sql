@@ -67,11 +67,8 @@ create table pending (
     primary key (run_id, name)
 );
 
--- An event finds its waiters by (name, field, value) for each field of its data; a
--- wait on a null value also matches data without the field, hence the second index.
+-- An event finds its waiters by (name, field, value) for each field of its data.
 create index pending_waits on pending (event, match_field, match_value) where kind = 'wait';
-create index pending_waits_null on pending (event, match_field)
-    where kind = 'wait' and match_value = 'null'::jsonb;
 
 -- Only unfinished runs keep their rules: finishing a run deletes them.
 create table cancel_rules (
@@ -82,7 +79,6 @@ create table cancel_rules (
 );
 
 create index cancel_rules_match on cancel_rules (event, field, value);
-create index cancel_rules_null on cancel_rules (event, field) where value = 'null'::jsonb;
 create index cancel_rules_run on cancel_rules (run_id);
 
 -- The log of events that some function waits for, so that a wait registered a moment
