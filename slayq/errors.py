@@ -14,10 +14,11 @@ The tree::
     ├── NoRetryError                       raised by user code: fail the run for good, now
     ├── InvokeError                        an invoked function failed for good or was cancelled
     ├── StepOutputError                    a step's result cannot be stored as JSON
-    └── StoreError                         the store could not do what was asked
-        ├── LeaseLostError                 a commit from a holder whose claim was taken over
-        ├── RunNotFoundError
-        └── StoreUnavailableError          the database cannot be reached
+    ├── StoreError                         the store could not do what was asked
+    │   ├── LeaseLostError                 a commit from a holder whose claim was taken over
+    │   ├── RunNotFoundError
+    │   └── StoreUnavailableError          the database cannot be reached
+    └── (in slayq.transport.errors) SignatureError, DeliveryError; WireError is an InputError
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ from slayq.runtime.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import AsyncGenerator, Sequence
+    from collections.abc import AsyncGenerator, Callable, Sequence
 
     from slayq.runtime.registry import Registry
 
@@ -413,8 +413,8 @@ class Execution:
     def _failed(self, exc: BaseException, *, step: str | None = None) -> Failed:
         error = ErrorInfo(
             type=type(exc).__qualname__,
-            message=str(exc),
-            traceback="".join(traceback.format_exception(exc)),
+            message=_safely(str, exc),
+            traceback=_safely(lambda e: "".join(traceback.format_exception(e)), exc),
             step=step,
         )
         retryable = not isinstance(exc, _PERMANENT) and self.attempt < self._max_attempts
@@ -458,3 +458,11 @@ def _as_json(value: Any, *, what: str, limit: int) -> Any:
             "(SizeLimits.step_output_bytes); store large values elsewhere and return a reference"
         )
     return msgspec.json.decode(encoded)
+
+
+def _safely(describe_error: Callable[[BaseException], str], exc: BaseException) -> str:
+    """User exceptions may break ``__str__``; the run's outcome must not break with them."""
+    try:
+        return describe_error(exc)
+    except Exception as broken:  # noqa: BLE001
+        return f"<{type(exc).__qualname__}: describing it raised {type(broken).__name__}>"

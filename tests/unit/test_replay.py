@@ -277,3 +277,20 @@ async def test_a_cancelled_run_is_kept_and_marked() -> None:
         await h.advance("2d")
         run = await h.get_run(run_id)
     assert run.status == "cancelled" and [s.name for s in run.steps] == []
+
+
+async def test_an_exception_whose_str_raises_still_fails_the_attempt_cleanly() -> None:
+    class Broken(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    @slayq.function(event="broken", retries=0)
+    async def broken(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
+        def explode() -> None:
+            raise Broken
+
+        yield step.run("explode", explode)
+
+    run = await finished_run(broken)
+    assert run.status == "failed" and run.error is not None
+    assert run.error.type.endswith("Broken") and "describing it raised" in run.error.message

@@ -39,6 +39,11 @@ async def commit(
     channel: str,
 ) -> None:
     outcome = transition.outcome
+    if not transition.sent and not isinstance(outcome, Suspend):
+        row = await _commit_direct(conn, lease, transition, now=now, channel=channel)
+        _check(row, lease)
+        if row is not None and not (row[1] and _finishes(outcome)):
+            return
     ingest = Ingest(transition.sent, now=now, channel=channel) if transition.sent else None
     waits = (
         [p.event for p in outcome.pending if p.kind == "wait" and p.event is not None]
@@ -60,6 +65,41 @@ async def commit(
         await _apply(conn, lease, outcome, now=now, channel=channel)
     if ingest is None:
         _check(await held.fetchone(), lease)
+
+
+def _finishes(outcome: Outcome) -> bool:
+    return isinstance(outcome, Completed) or (
+        isinstance(outcome, Failed) and outcome.retry_after is None
+    )
+
+
+async def _commit_direct(
+    conn: AsyncConnection[Any],
+    lease: Lease,
+    transition: Transition,
+    *,
+    now: datetime | None,
+    channel: str,
+) -> tuple[Any, ...] | None:
+    """The one-statement commit (``COMMIT_DIRECT``); returns (held, has a parent)."""
+    outcome = transition.outcome
+    params = step_rows(lease.run_id, lease.token, transition.steps) | {
+        "now": now,
+        "channel": channel,
+        "finishes": _finishes(outcome),
+        "outcome": "continue",
+        "result": None,
+        "error": None,
+        "retry_after": None,
+    }
+    if isinstance(outcome, Completed):
+        params |= {"outcome": "completed", "result": dump(outcome.result)}
+    elif isinstance(outcome, Failed):
+        kind = "failed" if outcome.retry_after is None else "retry"
+        params |= {"outcome": kind, "error": dump(outcome.error)}
+        params["retry_after"] = outcome.retry_after
+    cursor = await conn.execute(rq.COMMIT_DIRECT, params)
+    return await cursor.fetchone()
 
 
 def _check(row: tuple[Any, ...] | None, lease: Lease) -> None:

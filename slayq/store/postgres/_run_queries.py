@@ -34,6 +34,55 @@ with retried as (
 select count(pg_notify(%(channel)s, queue)) from retried where run_at <= {NOW}
 """)
 
+# The whole commit in one statement, for the outcomes that touch no other run:
+# Continue, a retry, or finishing a run that no caller waits for (``finishes`` says the
+# outcome finishes the run; a run with a parent then changes nothing here and takes the
+# transactional path). One statement is one transaction: no BEGIN, no COMMIT.
+COMMIT_DIRECT = compact(f"""
+with held as (
+    select id, {HELD} as ok, parent_run_id is not null as parented
+    from runs where id = %(id)s::uuid
+    for update
+),
+go as (select id from held where ok and not (parented and %(finishes)s)),
+recorded as (
+    insert into steps (run_id, name, kind, output, error, finished_at)
+    select go.id, t.name, t.kind, t.output, t.error, {NOW}
+    from go,
+         unnest(%(names)s::text[], %(kinds)s::text[], %(outputs)s::jsonb[],
+                %(errors)s::jsonb[]) with ordinality as t(name, kind, output, error, ord)
+    order by t.ord
+),
+changed as (
+    update runs as r set
+        updated_at = {NOW},
+        status = case %(outcome)s::text when 'continue' then r.status
+                                        when 'retry' then 'queued'
+                                        else %(outcome)s::text end,
+        result = case when %(outcome)s::text = 'completed' then %(result)s::jsonb
+                      else r.result end,
+        error = case when %(outcome)s::text in ('failed', 'retry') then %(error)s::jsonb
+                     else r.error end,
+        attempt = r.attempt + (%(outcome)s::text = 'retry')::int,
+        run_at = case %(outcome)s::text when 'continue' then r.run_at
+                                        when 'retry' then {NOW} + %(retry_after)s::interval end,
+        finished_at = case when %(finishes)s then {NOW} end,
+        lease_expires_at = case when %(outcome)s::text = 'continue' then r.lease_expires_at end,
+        lease_owner = case when %(outcome)s::text = 'continue' then r.lease_owner end
+    from go
+    where r.id = go.id
+    returning r.queue, r.status, r.run_at
+),
+dropped_rules as (
+    delete from cancel_rules where %(finishes)s and run_id in (select id from go)
+),
+notified as (
+    select pg_notify(%(channel)s, queue) from changed
+    where status = 'queued' and run_at <= {NOW}
+)
+select ok, parented, (select count(*) from notified) from held
+""")
+
 INSERT_PENDING = compact(f"""
 insert into pending (run_id, name, pos, kind, event, match_field, match_value, expires_at, spec)
 select %(id)s::uuid, t.name, t.ord, t.kind, t.event, t.field, t.value,

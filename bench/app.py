@@ -1,0 +1,55 @@
+"""Functions the benchmarks run in worker subprocesses: ``bench.app:client``."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import msgspec
+
+import slayq
+from slayq import step
+from slayq.client import Client
+from slayq.store.postgres import PostgresStore
+
+STARTS = os.environ.get("BENCH_STARTS", "/dev/null")
+
+
+class Item(msgspec.Struct):
+    i: int = 0
+
+
+async def nothing(i: int) -> int:
+    return i
+
+
+@slayq.function(event="bench/noop", schema=Item)
+async def noop(ctx: slayq.Context[Item]) -> slayq.Workflow:
+    yield step.run("noop", nothing, ctx.data.i)
+
+
+@slayq.function(event="bench/ten-steps", schema=Item)
+async def ten_steps(ctx: slayq.Context[Item]) -> slayq.Workflow:
+    total = 0
+    for n in range(10):
+        total += yield step.run(f"step-{n}", nothing, n)
+    yield slayq.finish(total)
+
+
+async def record_start(i: int) -> None:
+    # One append per run: "<i> <unix time>"; the bench pairs it with its send time.
+    fd = os.open(STARTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{i} {time.time():.6f}\n".encode())
+    finally:
+        os.close(fd)
+
+
+@slayq.function(event="bench/latency", schema=Item)
+async def latency(ctx: slayq.Context[Item]) -> slayq.Workflow:
+    yield step.run("mark", record_start, ctx.data.i)
+
+
+client = Client(
+    [noop, ten_steps, latency], store=PostgresStore(os.environ.get("SLAY_Q_DATABASE_URL", ""))
+)

@@ -1,0 +1,188 @@
+"""Worker and store throughput against the local PostgreSQL; prints one JSON line.
+
+    .venv/bin/python -m bench.bench_postgres [--runs 20000] [--workflows 1000] [--repeat 3]
+
+Figures (medians over ``--repeat`` rounds, each on a fresh database):
+- ``send_event_per_s``: single ``client.send_event`` calls, one after another;
+- ``send_events_batch_per_s``: events per second in ``send_events`` batches of 1,000;
+- ``noop_runs_per_s``: single-step no-op runs finished by one worker process (concurrency
+  10), timed by the database from the first to the last run finished;
+- ``workflow_steps_per_s``: steps of 10-step workflows (concurrency 10), the same way;
+- ``latency_ms``: send_event to handler start with an idle worker, p50/p95/p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from bench.app import latency, noop, ten_steps
+from slayq.client import Client
+from slayq.store.postgres import PostgresStore
+
+ADMIN_URL = os.environ.get("SLAY_Q_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = '{"queues": {"general": {"concurrency": 10}}}'
+
+
+def fresh_database() -> str:
+    name = f"slayq_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    return make_conninfo(ADMIN_URL, dbname=name)
+
+
+def drop_database(url: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+def start_worker(url: str, workdir: Path, starts: Path) -> subprocess.Popen[bytes]:
+    config = workdir / "slay-config.json"
+    config.write_text(CONFIG)
+    env = {**os.environ, "SLAY_Q_DATABASE_URL": url, "BENCH_STARTS": str(starts)}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "slayq.worker",
+            "bench.app:client",
+            str(config),
+            "--log-level",
+            "WARNING",
+            "--retention",
+            "off",
+        ],
+        cwd=REPO,
+        env=env,
+    )
+
+
+def stop(worker: subprocess.Popen[bytes]) -> None:
+    worker.terminate()
+    worker.wait(timeout=60)
+
+
+async def wait_all_finished(url: str, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        while True:
+            cur = await conn.execute("select count(*) from slayq.runs where status = 'completed'")
+            row = await cur.fetchone()
+            if row is not None and row[0] >= count:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {row} of {count} runs finished in {timeout}s")
+            await anyio.sleep(0.1)
+
+
+async def span_seconds(url: str, sql: str) -> float:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cur = await conn.execute(sql)
+        row = await cur.fetchone()
+        assert row is not None
+        return float(row[0])
+
+
+async def one_round(runs: int, workflows: int, samples: int) -> dict[str, Any]:
+    url = fresh_database()
+    figures: dict[str, Any] = {}
+    try:
+        client = Client([noop, ten_steps, latency], store=PostgresStore(url))
+        async with client:
+            n = 1000
+            began = time.perf_counter()
+            for i in range(n):
+                await client.send_event("bench/noop", {"i": i})
+            figures["send_event_per_s"] = n / (time.perf_counter() - began)
+
+            batches = max(runs // 1000, 1)
+            began = time.perf_counter()
+            for b in range(batches):
+                await client.send_events([("bench/noop", {"i": b * 1000 + i}) for i in range(1000)])
+            figures["send_events_batch_per_s"] = batches * 1000 / (time.perf_counter() - began)
+            total = n + batches * 1000
+
+            with tempfile.TemporaryDirectory() as tmp:
+                workdir = Path(tmp)
+                starts = workdir / "starts"
+                worker = start_worker(url, workdir, starts)
+                try:
+                    await wait_all_finished(url, total, timeout=600)
+                    seconds = await span_seconds(
+                        url,
+                        "select extract(epoch from max(finished_at) - min(finished_at)) "
+                        "from slayq.runs where event = 'bench/noop'",
+                    )
+                    figures["noop_runs_per_s"] = total / seconds
+
+                    await client.send_events(
+                        [("bench/ten-steps", {"i": i}) for i in range(workflows)]
+                    )
+                    await wait_all_finished(url, total + workflows, timeout=600)
+                    seconds = await span_seconds(
+                        url,
+                        "select extract(epoch from max(s.finished_at) - min(s.finished_at)) "
+                        "from slayq.steps s join slayq.runs r on r.id = s.run_id "
+                        "where r.event = 'bench/ten-steps'",
+                    )
+                    figures["workflow_steps_per_s"] = workflows * 10 / seconds
+
+                    sent: dict[int, float] = {}
+                    for i in range(samples):
+                        await anyio.sleep(0.02)  # idle between sends
+                        sent[i] = time.time()
+                        await client.send_event("bench/latency", {"i": i})
+                    await wait_all_finished(url, total + workflows + samples, timeout=120)
+                finally:
+                    stop(worker)
+                delays = sorted(
+                    (float(at) - sent[int(i)]) * 1000
+                    for i, at in (line.split() for line in starts.read_text().splitlines())
+                )
+                q = statistics.quantiles(delays, n=100)
+                figures["latency_ms"] = {"p50": q[49], "p95": q[94], "p99": q[98]}
+    finally:
+        drop_database(url)
+    return figures
+
+
+def median_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in rounds[0].items():
+        if isinstance(value, dict):
+            result[key] = {k: round(statistics.median(r[key][k] for r in rounds), 2) for k in value}
+        else:
+            result[key] = round(statistics.median(r[key] for r in rounds), 1)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=20_000)
+    parser.add_argument("--workflows", type=int, default=1_000)
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    rounds = [
+        anyio.run(one_round, args.runs, args.workflows, args.samples) for _ in range(args.repeat)
+    ]
+    print(json.dumps({"rounds": args.repeat, **median_of(rounds)}))
+
+
+if __name__ == "__main__":
+    main()

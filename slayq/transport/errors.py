@@ -1,0 +1,51 @@
+"""The errors of the HTTP transport.
+
+They hang under the tree drawn in ``slayq.errors``::
+
+    SlayqError
+    ├── InputError
+    │   └── WireError                      a body that is not the expected JSON
+    │       └── BodyTooLargeError          a body over ``Limits.body_bytes``
+    ├── SignatureError                     a request whose signature does not verify
+    └── DeliveryError                      the server could not get a Transition from the app
+"""
+
+from __future__ import annotations
+
+from slayq.errors import InputError, SlayqError
+
+
+class WireError(InputError):
+    """A delivery or response body that cannot be decoded; the message names what is wrong."""
+
+
+class BodyTooLargeError(WireError):
+    """A body larger than ``Limits.body_bytes``; it was refused before decoding."""
+
+
+class SignatureError(SlayqError):
+    """A request that fails verification. ``reason`` says which check failed.
+
+    The reason is safe to send back to the caller: it never contains a secret or the
+    signature that was expected.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DeliveryError(SlayqError):
+    """A delivery that did not bring back a Transition: the run is retried later.
+
+    ``status`` is the HTTP status the app answered with, or None when there was no
+    usable answer (connection refused, timeout).
+    """
+
+    def __init__(
+        self, message: str, *, endpoint: str, delivery_id: str, status: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.delivery_id = delivery_id
+        self.status = status

@@ -1,0 +1,247 @@
+"""The app's side of delivery: verify a signed Claim, drive the run once, answer a Transition.
+
+``Receiver.receive`` is the framework-agnostic core; ``asgi_app`` wraps it for any ASGI
+server (uvicorn, hypercorn) or framework that mounts ASGI apps (Starlette, FastAPI,
+Django). Every answer but 200 is JSON ``{"error": "..."}``:
+
+=====  ==============================================================================
+413    the body is over ``Limits.body_bytes`` (checked first, before any work)
+401    the signature does not verify, or the delivery id was already received
+400    the body is not a Claim
+404    no function of this app runs on the claim's event
+405    not a POST
+500    anything unexpected (logged); the receiver itself never crashes
+=====  ==============================================================================
+
+Failures of the user's code are not errors here: they are a ``Failed`` transition,
+answered with 200 like any other outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from slayq.runtime.replay import Execution
+from slayq.transport.errors import BodyTooLargeError, SignatureError, WireError
+from slayq.transport.signing import (
+    DEFAULT_TOLERANCE,
+    DELIVERY_HEADER,
+    check_secrets,
+    verify,
+)
+from slayq.transport.wire import (
+    DEFAULT_LIMITS,
+    Limits,
+    check_size,
+    decode_delivery,
+    encode_transition,
+)
+
+if TYPE_CHECKING:
+    from slayq.runtime.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIReceive = Callable[[], Awaitable[Message]]
+ASGISend = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, ASGIReceive, ASGISend], Awaitable[None]]
+
+
+class Receiver:
+    """Runs deliveries of ``registry``'s functions, signed with one of ``secrets``.
+
+    Each delivery runs at most ``max_new_steps`` new step handlers (the engine folds a
+    following sleep, send or finish into the same answer), so the server commits every
+    handler's result before the next one runs.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        secrets: Sequence[str],
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        max_new_steps: int = 1,
+        tolerance: float = DEFAULT_TOLERANCE,
+    ) -> None:
+        self.registry = registry
+        self.limits = limits
+        self.max_new_steps = max_new_steps
+        self.tolerance = tolerance
+        self._secrets = check_secrets(secrets)
+        # Delivery ids seen while their signature is still fresh: a captured request
+        # replayed within the time window is refused (per process, in memory).
+        self._seen: dict[str, float] = {}
+
+    async def receive(self, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
+        """Answer one delivery: an HTTP status and a JSON body. Never raises ``Exception``."""
+        try:
+            return await self._receive(headers, body)
+        except Exception as exc:
+            logger.exception("slayq receiver failed on a delivery")
+            return 500, _error(
+                f"the slayq receiver failed unexpectedly ({type(exc).__name__}); see the app's log"
+            )
+
+    async def _receive(self, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
+        now = time.time()
+        try:
+            check_size(len(body), self.limits, what="delivery")
+        except BodyTooLargeError as exc:
+            return 413, _error(str(exc))
+        try:
+            verify(headers, body, self._secrets, now=now, tolerance=self.tolerance)
+        except SignatureError as exc:
+            logger.warning("refused a delivery: %s", exc.reason)
+            return 401, _error(exc.reason)
+        delivery_id = {k.lower(): v for k, v in headers.items()}[DELIVERY_HEADER.lower()].strip()
+        if not self._first_sight(delivery_id, now):
+            logger.warning("refused a replayed delivery %s", delivery_id)
+            return 401, _error(f"delivery {delivery_id} was already received; replays are refused")
+        try:
+            claim = decode_delivery(body, limits=self.limits)
+        except WireError as exc:
+            return 400, _error(str(exc))
+        extra = {"run_id": claim.lease.run_id, "event": claim.event, "queue": claim.queue}
+        if claim.event not in self.registry.functions:
+            logger.warning("delivery for unknown event %r", claim.event, extra=extra)
+            return 404, _error(
+                f"no function of this app runs on event {claim.event!r} "
+                f"(known: {sorted(self.registry.functions)})"
+            )
+        execution = Execution.start(self.registry, claim, max_new_steps=self.max_new_steps)
+        try:
+            transition = await execution.advance()
+        finally:
+            await execution.aclose()
+        logger.debug(
+            "run %s: %s", claim.lease.run_id, type(transition.outcome).__name__, extra=extra
+        )
+        return 200, encode_transition(transition)
+
+    def _first_sight(self, delivery_id: str, now: float) -> bool:
+        for seen_id, forget_at in list(self._seen.items()):
+            if forget_at > now:
+                break  # insertion order is expiry order
+            del self._seen[seen_id]
+        if delivery_id in self._seen:
+            return False
+        # A timestamp up to ``tolerance`` ahead stays valid until 2 * tolerance from now.
+        self._seen[delivery_id] = now + 2 * self.tolerance
+        return True
+
+
+def asgi_app(receiver: Receiver) -> ASGIApp:
+    """An ASGI app that answers POSTs (on any path) with ``receiver``.
+
+    The body is read as raw bytes, since the signature covers them exactly. A body over
+    the limit is answered 413 without being kept in memory.
+    """
+
+    async def app(scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        started = False
+
+        async def respond(status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
+            nonlocal started
+            started = True
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        *headers,
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+        try:
+            if scope["method"] != "POST":
+                await respond(
+                    405,
+                    _error(f"{scope['method']} is not allowed: deliveries are POSTed"),
+                    (b"allow", b"POST"),
+                )
+                return
+            headers = _headers(scope)
+            try:
+                body = await _read_body(receive, receiver.limits, headers.get("content-length"))
+            except BodyTooLargeError as exc:
+                await respond(413, _error(str(exc)))
+                return
+            if body is None:
+                return  # the client went away
+            await respond(*await receiver.receive(headers, body))
+        except Exception:
+            logger.exception("slayq receiver app failed")
+            if not started:
+                await respond(500, _error("the slayq receiver failed unexpectedly"))
+
+    return app
+
+
+async def _lifespan(receive: ASGIReceive, send: ASGISend) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """Request headers by lower-case name; repeated headers joined by commas, as in HTTP."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    return headers
+
+
+async def _read_body(
+    receive: ASGIReceive, limits: Limits, content_length: str | None
+) -> bytes | None:
+    """The whole body, or None if the client disconnected.
+
+    Over the limit, the rest is read and dropped (up to the limit again) so that the
+    client, still sending, gets to read the 413 instead of a reset connection.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size <= limits.body_bytes:
+            chunks.append(chunk)
+        elif size > 2 * limits.body_bytes:
+            break
+        if not message.get("more_body", False):
+            break
+    if size > limits.body_bytes and content_length is not None and content_length.isdigit():
+        size = max(size, int(content_length))  # the size the client said it was sending
+    elif size > 2 * limits.body_bytes:
+        check_size(size, limits, what="delivery", at_least=True)
+    check_size(size, limits, what="delivery")
+    return b"".join(chunks)
+
+
+def _error(reason: str) -> bytes:
+    return msgspec.json.encode({"error": reason})

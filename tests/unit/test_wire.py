@@ -1,0 +1,256 @@
+"""The wire format: Claims and Transitions as msgspec JSON, and what it refuses."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+
+from slayq.errors import ConfigError, InputError
+from slayq.model import (
+    CancelRule,
+    Claim,
+    Completed,
+    Continue,
+    ErrorInfo,
+    Failed,
+    Lease,
+    NewRun,
+    OutgoingEvent,
+    ParentLink,
+    PendingStep,
+    RunId,
+    StepRecord,
+    Suspend,
+    Transition,
+)
+from slayq.transport import (
+    BodyTooLargeError,
+    Limits,
+    WireError,
+    decode_delivery,
+    decode_transition,
+    encode_delivery,
+    encode_transition,
+)
+
+AT = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+RUN = RunId("run_01")
+
+CHILD = NewRun(
+    id=RunId("run_02"),
+    event="media/thumbnail",
+    data={"file_id": "f1"},
+    queue="media",
+    priority=-1,
+    max_attempts=6,
+    cancel_on=[CancelRule("media/cancel", "file_id", "f1")],
+    key="k",
+    delay=timedelta(seconds=90),
+    parent=ParentLink(RUN, "thumb"),
+)
+
+
+def claim(**changes: object) -> Claim:
+    base = Claim(
+        lease=Lease(run_id=RUN, token=7, expires_at=AT),
+        event="media/upload/process",
+        data={"file_id": "f1", "nested": {"list": [1, 2.5, None, True, "é"]}},
+        queue="media",
+        attempt=2,
+        max_attempts=6,
+        memo=[
+            StepRecord("probe", "run", output={"size": 3}, finished_at=AT),
+            StepRecord("cool-down", "sleep"),
+            StepRecord(
+                "thumb",
+                "invoke",
+                error=ErrorInfo("RuntimeError", "boom", "Traceback...", step="resize"),
+            ),
+        ],
+    )
+    return msgspec.structs.replace(base, **changes)
+
+
+TRANSITIONS = {
+    "continue": Transition(
+        steps=[StepRecord("probe", "run", output=[1, "two"])], outcome=Continue()
+    ),
+    "suspend": Transition(
+        steps=[],
+        outcome=Suspend(
+            [
+                PendingStep("nap", "sleep", until=AT + timedelta(days=365)),
+                PendingStep("cool-down", "sleep", delay=timedelta(minutes=5)),
+                PendingStep(
+                    "approval",
+                    "wait",
+                    delay=timedelta(days=1),
+                    event="media/approved",
+                    match_field="file_id",
+                    match_value="f1",
+                ),
+                PendingStep("thumb", "invoke", delay=timedelta(minutes=15), child=CHILD),
+            ]
+        ),
+    ),
+    "completed": Transition(
+        steps=[StepRecord("notify", "send")],
+        outcome=Completed({"meta": {"size": 3}, "thumb": None}),
+        sent=[
+            OutgoingEvent("mail/send", {"to": "ops"}, run=CHILD, logged=True),
+            OutgoingEvent("media/approved", {"file_id": "f1"}),
+        ],
+    ),
+    "completed-none": Transition(steps=[], outcome=Completed()),
+    "failed-retry": Transition(
+        steps=[],
+        outcome=Failed(
+            ErrorInfo("RuntimeError", "Yoinks.", "Traceback ...", step="third-step"),
+            retry_after=timedelta(seconds=12.5),
+        ),
+    ),
+    "failed-for-good": Transition(
+        steps=[], outcome=Failed(ErrorInfo("NoRetryError", "stop"), retry_after=None)
+    ),
+}
+
+
+def test_a_claim_round_trips() -> None:
+    original = claim()
+    body = encode_delivery(original)
+    assert isinstance(body, bytes)
+    assert decode_delivery(body) == original
+    assert decode_delivery(body).lease.expires_at.tzinfo is not None
+
+
+@pytest.mark.parametrize("name", sorted(TRANSITIONS))
+def test_a_transition_of_every_outcome_round_trips(name: str) -> None:
+    transition = TRANSITIONS[name]
+    decoded = decode_transition(encode_transition(transition))
+    assert decoded == transition
+    assert type(decoded.outcome) is type(transition.outcome)
+
+
+def test_every_outcome_kind_is_covered() -> None:
+    kinds = {type(t.outcome) for t in TRANSITIONS.values()}
+    assert kinds == {Continue, Suspend, Completed, Failed}
+
+
+def test_outcomes_are_tagged_on_the_wire() -> None:
+    body = msgspec.json.decode(encode_transition(TRANSITIONS["failed-retry"]))
+    assert body["outcome"]["type"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (b"", "not valid JSON"),
+        (b"not json", "not valid JSON"),
+        (b'{"lease": ', "not valid JSON"),
+        (b"[]", "Expected `object`, got `array`"),
+        (b"null", "Expected `object`, got `null`"),
+    ],
+)
+def test_garbage_deliveries_are_refused(body: bytes, match: str) -> None:
+    with pytest.raises(WireError, match=match):
+        decode_delivery(body)
+
+
+def test_a_delivery_with_a_wrong_type_names_the_field() -> None:
+    body = msgspec.json.decode(encode_delivery(claim()))
+    body["attempt"] = "two"
+    with pytest.raises(WireError, match=r"Expected `int`, got `str` - at `\$.attempt`"):
+        decode_delivery(msgspec.json.encode(body))
+    body = msgspec.json.decode(encode_delivery(claim()))
+    body["lease"]["token"] = None
+    with pytest.raises(WireError, match=r"at `\$.lease.token`"):
+        decode_delivery(msgspec.json.encode(body))
+
+
+def test_a_delivery_missing_a_field_names_it() -> None:
+    body = msgspec.json.decode(encode_delivery(claim()))
+    del body["memo"]
+    with pytest.raises(WireError, match="missing required field `memo`"):
+        decode_delivery(msgspec.json.encode(body))
+
+
+def test_a_step_of_an_unknown_kind_is_refused() -> None:
+    body = msgspec.json.decode(encode_delivery(claim()))
+    body["memo"][0]["kind"] = "teleport"
+    with pytest.raises(WireError, match=r"\$.memo\[0\].kind"):
+        decode_delivery(msgspec.json.encode(body))
+
+
+def test_a_transition_with_an_unknown_outcome_is_refused() -> None:
+    body = msgspec.json.decode(encode_transition(TRANSITIONS["completed"]))
+    body["outcome"]["type"] = "exploded"
+    with pytest.raises(WireError, match="Invalid value 'exploded'"):
+        decode_transition(msgspec.json.encode(body))
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (b"<html>502 Bad Gateway</html>", "not valid JSON"),
+        (b'{"steps": []}', "missing required field `outcome`"),
+        (b'{"steps": {}, "outcome": {"type": "continue"}}', r"at `\$.steps`"),
+        (
+            b'{"steps": [], "outcome": {"type": "failed", "error": {}}}',
+            r"missing required field `type` - at `\$.outcome.error`",
+        ),
+        (
+            b'{"steps": [], "outcome": {"type": "failed", "error": {"type": "E", '
+            b'"message": "m"}, "retry_after": "soon"}}',
+            r"at `\$.outcome.retry_after`",
+        ),
+    ],
+)
+def test_bad_transitions_are_refused_naming_what_is_wrong(body: bytes, match: str) -> None:
+    with pytest.raises(WireError, match=match):
+        decode_transition(body)
+
+
+def test_wire_errors_are_input_errors() -> None:
+    with pytest.raises(InputError):
+        decode_transition(b"{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        decode_transition(b"{")
+
+
+def test_oversize_bodies_are_refused_before_decoding() -> None:
+    limits = Limits(body_bytes=100)
+    big = encode_delivery(claim(data={"blob": "x" * 200}))
+    with pytest.raises(BodyTooLargeError, match=r"over the limit of .*100 bytes"):
+        decode_delivery(big, limits=limits)
+    # Refused by size even though it is not JSON at all: no decoding was tried.
+    with pytest.raises(BodyTooLargeError):
+        decode_transition(b"\xff" * 101, limits=limits)
+    assert issubclass(BodyTooLargeError, WireError)
+
+
+def test_a_body_exactly_at_the_limit_is_accepted() -> None:
+    body = encode_transition(TRANSITIONS["completed-none"])
+    assert (
+        decode_transition(body, limits=Limits(body_bytes=len(body)))
+        == TRANSITIONS["completed-none"]
+    )
+    with pytest.raises(BodyTooLargeError):
+        decode_transition(body, limits=Limits(body_bytes=len(body) - 1))
+
+
+def test_the_default_limit_is_8_mib() -> None:
+    assert Limits().body_bytes == 8 * 1024 * 1024
+
+
+@pytest.mark.parametrize("size", [0, -1])
+def test_a_limit_that_admits_nothing_is_refused(size: int) -> None:
+    with pytest.raises(ConfigError, match="body_bytes"):
+        Limits(body_bytes=size)
+
+
+def test_a_transition_that_is_not_json_cannot_be_encoded() -> None:
+    bad = Transition(steps=[StepRecord("s", "run", output={1j})], outcome=Continue())
+    with pytest.raises(WireError, match="cannot be encoded"):
+        encode_transition(bad)
