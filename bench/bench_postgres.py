@@ -77,8 +77,8 @@ def stop(worker: subprocess.Popen[bytes]) -> None:
     worker.wait(timeout=60)
 
 
-async def wait_all_finished(url: str, count: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_all_finished(url: str, count: int, within: float) -> None:
+    deadline = time.monotonic() + within
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         while True:
             cur = await conn.execute("select count(*) from slayq.runs where status = 'completed'")
@@ -86,7 +86,7 @@ async def wait_all_finished(url: str, count: int, timeout: float) -> None:
             if row is not None and row[0] >= count:
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"only {row} of {count} runs finished in {timeout}s")
+                raise TimeoutError(f"only {row} of {count} runs finished in {within}s")
             await anyio.sleep(0.1)
 
 
@@ -122,7 +122,7 @@ async def one_round(runs: int, workflows: int, samples: int) -> dict[str, Any]:
                 starts = workdir / "starts"
                 worker = start_worker(url, workdir, starts)
                 try:
-                    await wait_all_finished(url, total, timeout=600)
+                    await wait_all_finished(url, total, within=600)
                     seconds = await span_seconds(
                         url,
                         "select extract(epoch from max(finished_at) - min(finished_at)) "
@@ -133,7 +133,7 @@ async def one_round(runs: int, workflows: int, samples: int) -> dict[str, Any]:
                     await client.send_events(
                         [("bench/ten-steps", {"i": i}) for i in range(workflows)]
                     )
-                    await wait_all_finished(url, total + workflows, timeout=600)
+                    await wait_all_finished(url, total + workflows, within=600)
                     seconds = await span_seconds(
                         url,
                         "select extract(epoch from max(s.finished_at) - min(s.finished_at)) "
@@ -147,7 +147,7 @@ async def one_round(runs: int, workflows: int, samples: int) -> dict[str, Any]:
                         await anyio.sleep(0.02)  # idle between sends
                         sent[i] = time.time()
                         await client.send_event("bench/latency", {"i": i})
-                    await wait_all_finished(url, total + workflows + samples, timeout=120)
+                    await wait_all_finished(url, total + workflows + samples, within=120)
                 finally:
                     stop(worker)
                 delays = sorted(

@@ -464,5 +464,5 @@ def _safely(describe_error: Callable[[BaseException], str], exc: BaseException) 
     """User exceptions may break ``__str__``; the run's outcome must not break with them."""
     try:
         return describe_error(exc)
-    except Exception as broken:  # noqa: BLE001
+    except Exception as broken:
         return f"<{type(exc).__qualname__}: describing it raised {type(broken).__name__}>"
