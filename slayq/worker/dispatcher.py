@@ -1,0 +1,259 @@
+"""The dispatcher: claims runs from a store and hands each to an executor, in a task.
+
+The in-process worker's executor drives the engine here; the server's delivers the run
+over HTTP to the app. One loop claims runs for each queue group while the group has
+free local slots. Around it:
+
+* a listener sets ``_wake`` when the store announces new work (LISTEN/NOTIFY on
+  Postgres), so an idle worker starts a sent event within milliseconds; without one,
+  or if it drops, the loop still polls every ``poll_interval``;
+* a heartbeat extends the leases of runs in flight; a run whose lease was lost (it was
+  taken over after this process stalled, or cancelled) is stopped here;
+* a scheduler fires due cron ticks and removes old finished runs.
+
+``stop()`` (SIGTERM/SIGINT in ``python -m slayq.worker``) stops claiming, lets in-flight
+runs finish until ``grace`` runs out, then cancels the rest and releases their leases so
+another worker takes them at once instead of after the lease expires.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.lowlevel
+
+from slayq.errors import LeaseLostError, StoreUnavailableError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from slayq.model import Claim, Lease, Schedule, Transition
+    from slayq.runtime.driver import Commit
+    from slayq.store.protocol import QueueLimit, Store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Group:
+    limit: QueueLimit | None  # None: every queue, no cluster-wide limit
+    slots: int
+    in_flight: int = 0
+
+
+@dataclass
+class _InFlight:
+    lease: Lease
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+
+Execute = Callable[["Claim", "Commit"], Awaitable[object]]
+"""Runs a claim to its next stop, committing through the given function."""
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        execute: Execute,
+        *,
+        schedules: Sequence[Schedule] | None = None,
+        queues: Sequence[QueueLimit] | None = None,
+        concurrency: int = 10,
+        lease_for: timedelta = timedelta(seconds=30),
+        poll_interval: timedelta = timedelta(seconds=1),
+        grace: timedelta = timedelta(seconds=30),
+        retention: timedelta | None = timedelta(days=7),
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.execute = execute
+        self.schedules = schedules
+        self.lease_for = lease_for
+        self.poll_interval = poll_interval.total_seconds()
+        self.grace = grace.total_seconds()
+        self.retention = retention
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self._groups = (
+            [_Group(limit, limit.concurrency) for limit in queues]
+            if queues is not None
+            else [_Group(None, concurrency)]
+        )
+        self._in_flight: dict[str, _InFlight] = {}
+        self._wake = anyio.Event()
+        self._stopping = anyio.Event()
+        self.started = anyio.Event()
+
+    def stop(self) -> None:
+        """Stop claiming and drain; ``run()`` returns when done."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        if self.schedules is not None:
+            await self.store.set_schedules(self.schedules)
+        async with anyio.create_task_group() as services:
+            services.start_soon(self._listen)
+            services.start_soon(self._heartbeat)
+            services.start_soon(self._housekeeping)
+            async with anyio.create_task_group() as runs:
+                self.started.set()
+                await self._claim_loop(runs)
+                with anyio.move_on_after(self.grace):
+                    while self._in_flight:
+                        await self._wait_for_wake(None)
+                for run in list(self._in_flight.values()):
+                    run.scope.cancel()
+            services.cancel_scope.cancel()
+
+    # -- claiming ----------------------------------------------------------------------
+
+    async def _claim_loop(self, runs: anyio.abc.TaskGroup) -> None:
+        while not self._stopping.is_set():
+            self._wake = anyio.Event()
+            busy = False
+            for group in self._groups:
+                free = group.slots - group.in_flight
+                if free <= 0:
+                    continue
+                try:
+                    claims = await self.store.claim(
+                        queues=None if group.limit is None else [group.limit],
+                        limit=free,
+                        lease_for=self.lease_for,
+                        owner=self.owner,
+                    )
+                except StoreUnavailableError as exc:
+                    logger.warning("claiming failed, will retry: %s", exc)
+                    break
+                for claim in claims:
+                    group.in_flight += 1
+                    entry = _InFlight(claim.lease)
+                    self._in_flight[claim.lease.run_id] = entry
+                    runs.start_soon(self._execute, group, claim, entry)
+                busy = busy or len(claims) == free
+            if not busy:
+                await self._wait_for_wake(await self._idle_timeout())
+
+    async def _idle_timeout(self) -> float:
+        """Sleep until the next sleeper or timeout is due, but at most ``poll_interval``.
+
+        The database decides what is due at claim time; this only picks when to ask.
+        """
+        try:
+            wakeup = await self.store.next_wakeup()
+        except StoreUnavailableError:
+            return self.poll_interval
+        if wakeup is None:
+            return self.poll_interval
+        until = (wakeup - datetime.now(UTC)).total_seconds()
+        if until <= 0:  # due already, yet not claimed: not ours, or our slots are full
+            return self.poll_interval
+        return min(self.poll_interval, until + 0.002)
+
+    async def _wait_for_wake(self, at_most: float | None) -> None:
+        with anyio.move_on_after(at_most):
+            await self._wake.wait()
+        self._wake = anyio.Event()
+
+    async def _execute(self, group: _Group, claim: Claim, entry: _InFlight) -> None:
+        extra = {"run_id": claim.lease.run_id, "event": claim.event, "queue": claim.queue}
+        try:
+            with entry.scope:
+                await self.execute(claim, self._commit)
+        except LeaseLostError:
+            logger.info("run %s was taken over or cancelled", claim.lease.run_id, extra=extra)
+        except Exception:
+            logger.exception("executing run %s failed", claim.lease.run_id, extra=extra)
+        finally:
+            group.in_flight -= 1
+            self._in_flight.pop(claim.lease.run_id, None)
+            if entry.scope.cancel_called and self._stopping.is_set():
+                # Shutdown cut the run short: hand it back so another worker starts it now.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await self._release(claim.lease)
+            self._wake.set()
+
+    async def _commit(self, lease: Lease, transition: Transition) -> None:
+        """Commit, riding out a database restart for as long as the lease lasts."""
+        deadline = anyio.current_time() + self.lease_for.total_seconds()
+        delay = 0.05
+        while True:
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self.store.commit(lease, transition)
+                return
+            except StoreUnavailableError:
+                if anyio.current_time() + delay > deadline:
+                    raise
+                logger.warning("commit of run %s failed; retrying in %.2fs", lease.run_id, delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _release(self, lease: Lease) -> None:
+        try:
+            await self.store.release(lease)
+        except Exception:
+            logger.warning("could not release run %s; it will be taken over", lease.run_id)
+
+    # -- services ----------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        listen = getattr(self.store, "listen", None)
+        if listen is None:
+            return
+        delay = 0.1
+        while True:
+            try:
+                async for _queue in listen():
+                    delay = 0.1
+                    self._wake.set()
+            except Exception as exc:
+                logger.warning("listening for new work failed, polling meanwhile: %s", exc)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _heartbeat(self) -> None:
+        interval = self.lease_for.total_seconds() / 3
+        while True:
+            await anyio.sleep(interval)
+            held = {entry.lease.run_id: entry for entry in self._in_flight.values()}
+            if not held:
+                continue
+            try:
+                kept = await self.store.extend_leases(
+                    [entry.lease for entry in held.values()], self.lease_for
+                )
+            except StoreUnavailableError as exc:
+                logger.warning("extending leases failed: %s", exc)
+                continue
+            kept_ids = {lease.run_id for lease in kept}
+            for run_id, entry in held.items():
+                if run_id not in kept_ids and run_id in self._in_flight:
+                    logger.warning("lost the lease of run %s; stopping it here", run_id)
+                    entry.scope.cancel()
+
+    async def _housekeeping(self) -> None:
+        last_cleanup = 0.0
+        while True:
+            try:
+                await self.store.fire_schedules()
+                if self.retention is not None and anyio.current_time() - last_cleanup > 60:
+                    last_cleanup = anyio.current_time()
+                    while await self.store.delete_finished(self.retention) > 0:
+                        await anyio.lowlevel.checkpoint()
+            except StoreUnavailableError as exc:
+                logger.warning("housekeeping failed: %s", exc)
+            await anyio.sleep(_seconds_to_next_second())
+
+
+def _seconds_to_next_second() -> float:
+    now = datetime.now(UTC)
+    return 1.0 - now.microsecond / 1_000_000 + 0.01
