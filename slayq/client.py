@@ -7,26 +7,81 @@ from typing import TYPE_CHECKING, Any
 from slayq.runtime.limits import DEFAULT_LIMITS, SizeLimits
 from slayq.runtime.registry import Registry
 from slayq.runtime.sending import outgoing_event
+from slayq.transport.receiver import Receiver, asgi_app
+from slayq.transport.signing import secrets_from_env
+from slayq.transport.wire import DEFAULT_LIMITS as DEFAULT_BODY_LIMITS
+from slayq.transport.wire import Limits
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
     from datetime import datetime
 
     from slayq.model import RunId, RunInfo
     from slayq.runtime.durations import Duration
     from slayq.runtime.functions import Function
     from slayq.store.protocol import Store
+    from slayq.transport.receiver import ASGIApp, ASGIReceive, ASGISend, Scope
 
 
 class Client:
     """Knows the app's functions and a store. Event data is validated here, before
-    anything is stored, so a bad event raises to its sender."""
+    anything is stored, so a bad event raises to its sender.
+
+    With ``endpoint`` (the URL where this app mounts ``client.asgi``), runs it sends are
+    delivered there by ``python -m slayq.server``; ``secret`` (or ``SLAY_Q_SECRET`` /
+    ``SLAY_Q_WORKER_SECRET``) verifies those deliveries.
+    """
 
     def __init__(
-        self, functions: Iterable[Function], *, store: Store, limits: SizeLimits = DEFAULT_LIMITS
+        self,
+        functions: Iterable[Function],
+        *,
+        store: Store,
+        endpoint: str | None = None,
+        secret: str | Sequence[str] | None = None,
+        limits: SizeLimits = DEFAULT_LIMITS,
+        body_limits: Limits = DEFAULT_BODY_LIMITS,
     ) -> None:
-        self.registry = Registry(functions, limits=limits)
+        self.registry = Registry(functions, limits=limits, endpoint=endpoint)
         self.store = store
+        self.endpoint = endpoint
+        self._secret = secret
+        self._body_limits = body_limits
+        self._receiver: Receiver | None = None
+        self._asgi: ASGIApp | None = None
+
+    @property
+    def receiver(self) -> Receiver:
+        """Runs deliveries from the server; made on first use, so senders need no secret."""
+        if self._receiver is None:
+            secrets = (
+                secrets_from_env()
+                if self._secret is None
+                else [self._secret]
+                if isinstance(self._secret, str)
+                else list(self._secret)
+            )
+            self._receiver = Receiver(self.registry, secrets, limits=self._body_limits)
+        return self._receiver
+
+    async def receive(self, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
+        """Answer one delivery (any framework): pass the request's headers and exact body
+        bytes; answer with the returned HTTP status and JSON body."""
+        return await self.receiver.receive(headers, body)
+
+    @property
+    def asgi(self) -> ASGIApp:
+        """An ASGI app that receives deliveries: mount it at ``endpoint``'s path.
+
+        The secret is read on the first request, so mounting it at import time is safe.
+        """
+
+        async def app(scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
+            if self._asgi is None:
+                self._asgi = asgi_app(self.receiver)
+            await self._asgi(scope, receive, send)
+
+        return app
 
     @property
     def functions(self) -> list[Function]:
@@ -63,8 +118,14 @@ class Client:
         return await self.store.cancel_run(run_id)
 
     async def open(self) -> None:
-        """Connect the store (on Postgres: create the pool, run migrations)."""
+        """Connect the store (on Postgres: create the pool, run migrations).
+
+        An app served by the slayq server also registers its cron schedules here, since
+        the server knows no functions.
+        """
         await self.store.open()
+        if self.endpoint is not None:
+            await self.store.set_schedules(self.registry.schedules())
 
     async def aclose(self) -> None:
         await self.store.aclose()

@@ -72,6 +72,8 @@ class NewRun(msgspec.Struct, frozen=True):
     delay: timedelta | None = None
     run_at: datetime | None = None
     parent: ParentLink | None = None
+    # Where the slayq server delivers the run: the sending client's receiver URL.
+    endpoint: str | None = None
 
 
 class OutgoingEvent(msgspec.Struct, frozen=True):
@@ -157,6 +159,7 @@ class Claim(msgspec.Struct, frozen=True):
     attempt: int
     max_attempts: int
     memo: list[StepRecord]
+    endpoint: str | None = None
 
 
 class RunInfo(msgspec.Struct, frozen=True):
@@ -180,6 +183,7 @@ class RunInfo(msgspec.Struct, frozen=True):
     key: str | None = None
     parent: ParentLink | None = None
     finished_at: datetime | None = None
+    endpoint: str | None = None
 
 
 class Schedule(msgspec.Struct, frozen=True):

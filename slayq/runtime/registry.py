@@ -28,9 +28,11 @@ class Registry:
         functions: Iterable[Function],
         *,
         limits: SizeLimits = DEFAULT_LIMITS,
+        endpoint: str | None = None,
         new_id: Callable[[], RunId] = new_run_id,
     ) -> None:
         self.limits = limits
+        self.endpoint = endpoint
         self.functions: dict[str, Function] = {}
         for fn in functions:
             if not isinstance(fn, Function):
@@ -126,6 +128,7 @@ class Registry:
             delay=delay,
             run_at=run_at,
             parent=parent,
+            endpoint=self.endpoint,
         )
 
     def schedules(self) -> list[Schedule]:

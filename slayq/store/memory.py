@@ -78,6 +78,7 @@ class _Run:
     cancel_on: list[CancelRule]
     key: str | None
     parent: ParentLink | None
+    endpoint: str | None
     created_at: datetime
     updated_at: datetime
     run_at: datetime | None
@@ -160,6 +161,7 @@ class MemoryStore:
             cancel_on=list(new.cancel_on),
             key=new.key,
             parent=new.parent,
+            endpoint=new.endpoint,
             created_at=now,
             updated_at=now,
             run_at=run_at,
@@ -215,6 +217,7 @@ class MemoryStore:
                     attempt=run.attempt,
                     max_attempts=run.max_attempts,
                     memo=[_copy_struct(step) for step in run.steps],
+                    endpoint=run.endpoint,
                 )
             )
         return claims
@@ -409,6 +412,7 @@ class MemoryStore:
                 key=run.key,
                 parent=run.parent,
                 finished_at=run.finished_at,
+                endpoint=run.endpoint,
             )
         )
 

@@ -1,0 +1,1 @@
+"""``python -m slayq.server``: claims runs from PostgreSQL and delivers them over HTTP."""

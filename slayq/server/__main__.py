@@ -1,0 +1,128 @@
+"""``python -m slayq.server slay-config.json`` (also the ``slayq-server`` command).
+
+Runs next to PostgreSQL, 24/7: migrates the database, claims runs per queue and
+delivers each, signed, to the endpoint of the app that sent it; serves ``/health`` and
+the ingest RPC on ``SLAY_Q_PORT``. SIGTERM or SIGINT stops claiming, lets in-flight
+deliveries finish within the grace period, and hands back the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import anyio
+import uvicorn
+
+from slayq.errors import SlayqError
+from slayq.runtime.durations import parse_duration
+from slayq.server.delivery import HttpExecutor
+from slayq.server.http import create_app
+from slayq.server.settings import settings_from_env
+from slayq.store.postgres import PostgresStore
+from slayq.transport.deliverer import Deliverer
+from slayq.worker.config import load_config
+from slayq.worker.dispatcher import Dispatcher
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+logger = logging.getLogger("slayq.server")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the server drains its runs first."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m slayq.server", description=__doc__)
+    parser.add_argument("config", help="slay-config.json: queues and their concurrency")
+    parser.add_argument("--grace", default="30s", help="how long to drain on shutdown (30s)")
+    parser.add_argument("--delivery-timeout", default="30s", help="per delivery (30s)")
+    parser.add_argument(
+        "--retention", default="7d", help="remove finished runs older than this; 'off' keeps them"
+    )
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    settings = settings_from_env(os.environ)
+    config = load_config(args.config)
+    timeout = parse_duration(args.delivery_timeout, what="--delivery-timeout")
+    store = PostgresStore(settings.database_url)
+    await store.open()
+    deliverer = Deliverer(settings.secrets[0], timeout=timeout.total_seconds())
+    dispatcher = Dispatcher(
+        store,
+        HttpExecutor(
+            deliverer,
+            allowed_endpoints=config.allowed_endpoints,
+            fallback_endpoint=settings.cron_url,
+        ),
+        queues=config.queue_limits(),
+        # Heartbeats extend leases while a delivery is in flight; the lease only has to
+        # outlast a stalled server, not the slowest handler.
+        lease_for=max(timedelta(seconds=30), timeout + timedelta(seconds=5)),
+        grace=parse_duration(args.grace, what="--grace"),
+        retention=None
+        if args.retention == "off"
+        else parse_duration(args.retention, what="--retention"),
+    )
+    http = _Server(
+        uvicorn.Config(
+            create_app(store, settings.secrets),
+            host=settings.host,
+            port=settings.port,
+            log_level=args.log_level.lower(),
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    queues = ", ".join(
+        "/".join(limit.names) + f"={limit.concurrency}" for limit in config.queue_limits()
+    )
+    logger.info("serving queues %s; HTTP on %s:%s", queues, settings.host, settings.port)
+    try:
+        async with anyio.create_task_group() as group:
+
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for signum in signals:
+                        logger.info("%s: draining deliveries", signal.Signals(signum).name)
+                        dispatcher.stop()
+                        return
+
+            group.start_soon(stop_on_signal)
+            group.start_soon(http.serve)
+            await dispatcher.run()
+            http.should_exit = True
+            group.cancel_scope.cancel()
+    finally:
+        await deliverer.aclose()
+        await store.aclose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        anyio.run(serve, args)
+    except SlayqError as exc:
+        sys.exit(f"slayq.server: {exc}")
+
+
+if __name__ == "__main__":
+    main()

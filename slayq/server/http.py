@@ -1,0 +1,107 @@
+"""The server's HTTP side (Starlette): a health check and the signed ingest RPC."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+from slayq.errors import RunNotFoundError, StoreUnavailableError
+from slayq.transport import ingest
+from slayq.transport.errors import SignatureError
+from slayq.transport.signing import verify
+from slayq.transport.wire import DEFAULT_LIMITS, Limits
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from starlette.requests import Request
+
+    from slayq.store.protocol import Store
+
+T = TypeVar("T")
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(value), status_code=status, media_type="application/json")
+
+
+def _failure(status: int, reason: str) -> Response:
+    return _json(ingest.Failure(error=reason), status)
+
+
+def create_app(
+    store: Store, secrets: Sequence[str], *, limits: Limits = DEFAULT_LIMITS
+) -> Starlette:
+    async def read(request: Request, type_: type[T]) -> T | Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limits.body_bytes:
+            return _failure(413, f"body of {declared} bytes is over {limits.body_bytes}")
+        buffer = bytearray()
+        async for chunk in request.stream():
+            buffer += chunk
+            if len(buffer) > limits.body_bytes:
+                return _failure(413, f"body is over {limits.body_bytes} bytes")
+        body = bytes(buffer)
+        try:
+            verify(request.headers, body, secrets)
+        except SignatureError as exc:
+            return _failure(401, exc.reason)
+        try:
+            return msgspec.json.decode(body, type=type_)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            return _failure(400, f"not a valid {type_.__name__} request: {exc}")
+
+    def rpc(
+        type_: type[T], handle: Callable[[T], Awaitable[Any]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            parsed = await read(request, type_)
+            if isinstance(parsed, Response):
+                return parsed
+            try:
+                return _json(await handle(parsed))
+            except RunNotFoundError as exc:
+                return _failure(404, str(exc))
+            except StoreUnavailableError as exc:
+                return _failure(503, str(exc))
+
+        return endpoint
+
+    async def send_events(request: ingest.SendEvents) -> ingest.SentEvents:
+        return ingest.SentEvents(run_ids=await store.send_events(request.events))
+
+    async def get_run(request: ingest.RunRef) -> Any:
+        return await store.get_run(request.run_id)
+
+    async def cancel_run(request: ingest.RunRef) -> ingest.Cancelled:
+        return ingest.Cancelled(cancelled=await store.cancel_run(request.run_id))
+
+    async def set_schedules(request: ingest.SetSchedules) -> dict[str, bool]:
+        await store.set_schedules(request.schedules)
+        return {"ok": True}
+
+    async def health(request: Request) -> Response:
+        try:
+            await store.next_wakeup()
+        except StoreUnavailableError as exc:
+            return _json({"status": "unavailable", "error": str(exc)}, 503)
+        return _json({"status": "ok"})
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route(
+            f"/ingest/{ingest.SEND_EVENTS}", rpc(ingest.SendEvents, send_events), methods=["POST"]
+        ),
+        Route(f"/ingest/{ingest.GET_RUN}", rpc(ingest.RunRef, get_run), methods=["POST"]),
+        Route(f"/ingest/{ingest.CANCEL_RUN}", rpc(ingest.RunRef, cancel_run), methods=["POST"]),
+        Route(
+            f"/ingest/{ingest.SET_SCHEDULES}",
+            rpc(ingest.SetSchedules, set_schedules),
+            methods=["POST"],
+        ),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,65 @@
+"""The server's settings: environment variables, checked at start with a fix for each.
+
+* ``SLAY_Q_DATABASE_URL`` (required): ``postgresql://user:password@host:5432/db``
+* ``SLAY_Q_SECRET`` (required): the secret shared with the apps (see ``signing``)
+* ``SLAY_Q_CRON_URL``: where runs with no endpoint of their own are delivered
+* ``SLAY_Q_PORT`` (7700) and ``SLAY_Q_HOST`` (127.0.0.1): the health and ingest HTTP port
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import msgspec
+
+from slayq.errors import ConfigError
+from slayq.transport.signing import secrets_from_env
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+DEFAULT_PORT = 7700
+
+
+class Settings(msgspec.Struct, frozen=True):
+    database_url: str
+    secrets: list[str]
+    cron_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+
+
+def _http_url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"{name}={value!r} is not an http(s) URL; set it like "
+            f"{name}=http://host.docker.internal:3000/api/slay-q"
+        )
+    return value
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    url = env.get("SLAY_Q_DATABASE_URL", "").strip()
+    if not url:
+        raise ConfigError(
+            "SLAY_Q_DATABASE_URL is not set; set it to your PostgreSQL database, like "
+            "SLAY_Q_DATABASE_URL=postgresql://postgres:postgres@localhost:5432/postgres"
+        )
+    if urlsplit(url).scheme not in ("postgres", "postgresql"):
+        raise ConfigError(
+            "SLAY_Q_DATABASE_URL must be a postgresql:// URL, like "
+            "SLAY_Q_DATABASE_URL=postgresql://postgres:postgres@localhost:5432/postgres"
+        )
+    cron_url = env.get("SLAY_Q_CRON_URL", "").strip() or None
+    port_text = env.get("SLAY_Q_PORT", str(DEFAULT_PORT)).strip()
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"SLAY_Q_PORT={port_text!r} is not a port number; like SLAY_Q_PORT=7700")
+    return Settings(
+        database_url=url,
+        secrets=secrets_from_env(env),
+        cron_url=_http_url("SLAY_Q_CRON_URL", cron_url) if cron_url else None,
+        host=env.get("SLAY_Q_HOST", "127.0.0.1").strip() or "127.0.0.1",
+        port=int(port_text),
+    )
