@@ -48,7 +48,6 @@ class Client:
         self._secret = secret
         self._body_limits = body_limits
         self._receiver: Receiver | None = None
-        self._asgi: ASGIApp | None = None
 
     @property
     def receiver(self) -> Receiver:
@@ -76,12 +75,7 @@ class Client:
         The secret is read on the first request, so mounting it at import time is safe.
         """
 
-        async def app(scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
-            if self._asgi is None:
-                self._asgi = asgi_app(self.receiver)
-            await self._asgi(scope, receive, send)
-
-        return app
+        return _LazyAsgi(self)
 
     @property
     def functions(self) -> list[Function]:
@@ -136,3 +130,16 @@ class Client:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+class _LazyAsgi:
+    """An ASGI app object (not a function, so routers treat it as a whole app)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
+        if self._app is None:
+            self._app = asgi_app(self._client.receiver)
+        await self._app(scope, receive, send)

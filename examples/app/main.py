@@ -17,7 +17,7 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 import slayq
 from examples.app.functions import FUNCTIONS
@@ -65,7 +65,7 @@ app = Starlette(
     routes=[
         Route("/trigger/{event:path}", trigger, methods=["POST"]),
         Route("/runs/{run_id}", show_run, methods=["GET"]),
-        Mount("/api/slay-q", app=client.asgi),
+        Route("/api/slay-q", client.asgi, methods=["POST"]),
     ],
     lifespan=lifespan,
 )

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import msgspec
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from slayq.errors import ConfigError
 from slayq.transport.signing import secrets_from_env
@@ -40,6 +42,16 @@ def _http_url(name: str, value: str) -> str:
     return value
 
 
+def _is_database_url(url: str) -> bool:
+    if "://" in url and urlsplit(url).scheme not in ("postgres", "postgresql"):
+        return False
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return False
+    return True
+
+
 def settings_from_env(env: Mapping[str, str]) -> Settings:
     url = env.get("SLAY_Q_DATABASE_URL", "").strip()
     if not url:
@@ -47,10 +59,10 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             "SLAY_Q_DATABASE_URL is not set; set it to your PostgreSQL database, like "
             "SLAY_Q_DATABASE_URL=postgresql://postgres:postgres@localhost:5432/postgres"
         )
-    if urlsplit(url).scheme not in ("postgres", "postgresql"):
+    if not _is_database_url(url):
         raise ConfigError(
-            "SLAY_Q_DATABASE_URL must be a postgresql:// URL, like "
-            "SLAY_Q_DATABASE_URL=postgresql://postgres:postgres@localhost:5432/postgres"
+            "SLAY_Q_DATABASE_URL must be a postgresql:// URL (or a libpq 'host=... dbname=...' "
+            "string), like SLAY_Q_DATABASE_URL=postgresql://postgres:postgres@localhost:5432/postgres"
         )
     cron_url = env.get("SLAY_Q_CRON_URL", "").strip() or None
     port_text = env.get("SLAY_Q_PORT", str(DEFAULT_PORT)).strip()

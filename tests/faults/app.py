@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import anyio
 import msgspec
@@ -60,3 +61,34 @@ async def solo(ctx: slayq.Context[Job]) -> slayq.Workflow:
 
 
 client = Client([three_steps, solo], store=PostgresStore(os.environ.get("SLAY_Q_DATABASE_URL", "")))
+
+
+# Served over HTTP for the server's fault tests: uvicorn tests.faults.app:app
+def _http_app() -> Any:
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    failures_left = [int(os.environ.get("FAIL_FIRST", "0"))]
+    receiver = client.asgi
+
+    async def flaky(scope: Any, receive: Any, send: Any) -> None:
+        # Answers 500 to the first FAIL_FIRST deliveries, as an app mid-deploy might.
+        if scope["type"] == "http" and failures_left[0] > 0:
+            failures_left[0] -= 1
+            await Response("deploying", status_code=500)(scope, receive, send)
+            return
+        await receiver(scope, receive, send)
+
+    return Starlette(routes=[Route("/api/slay-q", _Asgi(flaky), methods=["POST"])])
+
+
+class _Asgi:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.inner(scope, receive, send)
+
+
+app = _http_app()

@@ -31,7 +31,7 @@ async def running(
 ) -> AsyncIterator[Client]:
     client = Client(functions, store=PostgresStore(url))
     await client.open()
-    worker = Worker(client, retry_policy=FAST_RETRY, **options)  # type: ignore[arg-type]
+    worker = Worker(client, retry_policy=FAST_RETRY, **options)
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(worker.run)

@@ -1,0 +1,150 @@
+"""The server and an app as real processes on loopback, with faults injected.
+
+The app is ``tests.faults.app:app``: its handlers log each start and check the store,
+so a step that ran again after it was committed would show.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from slayq.client import Client
+from slayq.model import RunId
+from slayq.store.postgres import PostgresStore
+from tests.faults.app import solo, three_steps
+from tests.faults.processes import kill_9, read_log, wait_for, write_config
+from tests.integration.servers import SECRET, free_port, spawn, start_server, stop, wait_until_up
+
+pytestmark = pytest.mark.anyio
+
+
+def start_fault_app(url: str, port: int, log: Path, **env: str):  # type: ignore[no-untyped-def]
+    return spawn(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.faults.app:app",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--log-level",
+            "warning",
+        ],
+        {
+            "SLAY_Q_DATABASE_URL": url,
+            "SLAY_Q_SECRET": SECRET,
+            "FAULT_LOG": str(log),
+            "APP_URL": f"http://127.0.0.1:{port}",
+            **env,
+        },
+        log.with_suffix(".app.out"),
+    )
+
+
+async def all_completed(client: Client, run_ids: list[RunId]) -> bool:
+    statuses = [(await client.get_run(r)).status for r in run_ids]
+    assert "failed" not in statuses and "cancelled" not in statuses, statuses
+    return all(status == "completed" for status in statuses)
+
+
+def app_client(url: str, port: int) -> Client:
+    return Client(
+        [three_steps, solo],
+        store=PostgresStore(url),
+        endpoint=f"http://127.0.0.1:{port}/api/slay-q",
+    )
+
+
+async def test_kill_9_of_the_server_mid_delivery_reruns_no_committed_step(
+    pg_url: str, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "slay-config.json", general=10, solo=1)
+    log = tmp_path / "handlers.log"
+    app_port, server_port = free_port(), free_port()
+    app = start_fault_app(pg_url, app_port, log)
+    server = start_server(
+        pg_url, server_port, config, tmp_path / "server.out", "--delivery-timeout", "10s"
+    )
+    restarted = None
+    try:
+        wait_until_up(f"http://127.0.0.1:{server_port}/health", server)
+        async with app_client(pg_url, app_port) as client:
+            sent = await client.send_events(
+                [("faults/three-steps", {"n": n, "step_seconds": 0.2}) for n in range(30)]
+            )
+            run_ids = [r for r in sent if r is not None]
+            await wait_for(lambda: _started(log, 5), seconds=30, what="deliveries to start")
+            kill_9(server)
+            restarted = start_server(pg_url, server_port, config, tmp_path / "server2.out")
+            await wait_for(lambda: all_completed(client, run_ids), seconds=120, what="all runs")
+            runs = [await client.get_run(r) for r in run_ids]
+    finally:
+        stop(app, server, *([restarted] if restarted else []))
+    for run in runs:
+        n = run.data["n"]
+        assert run.result == [f"one:{n}", f"two:{n}", f"three:{n}"]
+    assert [e for e in read_log(log) if e.committed_already] == []
+
+
+async def test_an_app_that_is_down_for_a_while_then_back_loses_nothing(
+    pg_url: str, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "slay-config.json", general=10, solo=1)
+    log = tmp_path / "handlers.log"
+    app_port, server_port = free_port(), free_port()
+    server = start_server(pg_url, server_port, config, tmp_path / "server.out")
+    app = None
+    try:
+        wait_until_up(f"http://127.0.0.1:{server_port}/health", server)
+        async with app_client(pg_url, app_port) as client:
+            sent = await client.send_events(
+                [("faults/three-steps", {"n": n, "step_seconds": 0.0}) for n in range(10)]
+            )
+            run_ids = [r for r in sent if r is not None]
+
+            async def errors_recorded() -> bool:
+                runs = [await client.get_run(r) for r in run_ids]
+                return all(r.error is not None and r.error.type == "DeliveryError" for r in runs)
+
+            await wait_for(errors_recorded, seconds=30, what="delivery errors on every run")
+            assert {(await client.get_run(r)).status for r in run_ids} == {"queued"}
+            app = start_fault_app(pg_url, app_port, log)
+            await wait_for(lambda: all_completed(client, run_ids), seconds=90, what="all runs")
+    finally:
+        stop(server, *([app] if app else []))
+    assert len([e for e in read_log(log) if e.phase == "start"]) == 30
+
+
+async def test_an_app_answering_500_then_200_finishes_every_run(
+    pg_url: str, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "slay-config.json", general=10, solo=1)
+    log = tmp_path / "handlers.log"
+    app_port, server_port = free_port(), free_port()
+    app = start_fault_app(pg_url, app_port, log, FAIL_FIRST="8")
+    server = start_server(pg_url, server_port, config, tmp_path / "server.out")
+    try:
+        wait_until_up(f"http://127.0.0.1:{server_port}/health", server)
+        async with app_client(pg_url, app_port) as client:
+            sent = await client.send_events(
+                [("faults/three-steps", {"n": n, "step_seconds": 0.0}) for n in range(5)]
+            )
+            run_ids = [r for r in sent if r is not None]
+            await wait_for(lambda: all_completed(client, run_ids), seconds=90, what="all runs")
+            runs = [await client.get_run(r) for r in run_ids]
+    finally:
+        stop(app, server)
+    assert any(r.attempts > 1 for r in runs)
+    assert [e for e in read_log(log) if e.committed_already] == []
+
+
+async def _started(log: Path, count: int) -> bool:
+    await anyio.lowlevel.checkpoint()
+    return len([e for e in read_log(log) if e.phase == "start"]) >= count
