@@ -11,7 +11,7 @@ it was sent, never re-serialized JSON. Binding the timestamp bounds how long a c
 request can be replayed; binding the delivery id lets a receiver refuse a second copy.
 
 Several secrets may be accepted at once, so a secret can be rotated without downtime:
-configure the new one on the apps (``SLAY_Q_SECRET=new,old``), then on the server.
+give the apps ``SLAY_Q_SECRET=new`` and ``SLAY_Q_PREVIOUS_SECRETS=old``, then the server.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import msgspec
 import pytest
 
 from slayq.errors import LeaseLostError, RunNotFoundError, StoreError
@@ -13,6 +14,7 @@ from slayq.model import (
     Continue,
     ErrorInfo,
     Failed,
+    NewRun,
     ParentLink,
     PendingStep,
     RunId,
@@ -598,3 +600,13 @@ async def test_an_event_lacking_the_match_field_matches_nothing(store: Store) ->
     assert (await store.get_run(run_id)).status == "waiting"
     await store.send_events([plain_event("media/approved", {"file_id": None})])
     assert (await store.get_run(run_id)).status == "queued"
+
+
+async def test_a_runs_endpoint_is_kept_for_delivery(store: Store) -> None:
+    run = new_run()
+    run = NewRun(**{**msgspec.structs.asdict(run), "endpoint": "http://app.test/api/slay-q"})
+    (run_id,) = await store.send_events([starting(run)])
+    assert run_id is not None
+    claim = await claim_one(store)
+    assert claim.endpoint == "http://app.test/api/slay-q"
+    assert (await store.get_run(run_id)).endpoint == "http://app.test/api/slay-q"

@@ -1,0 +1,86 @@
+"""The ingest RPC over a real socket: HttpStore round trips; bad calls change nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+
+from examples.app.functions import FUNCTIONS
+from slayq.client import Client
+from slayq.errors import RunNotFoundError, StoreError
+from slayq.http_store import HttpStore
+from slayq.model import RunId
+from slayq.store.postgres import PostgresStore
+from slayq.transport.signing import sign
+from tests.integration.servers import SECRET, free_port, start_server, stop, wait_until_up
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def server(pg_url: str, tmp_path: Path) -> Iterator[str]:
+    config = tmp_path / "slay-config.json"
+    config.write_text('{"queues": {"nobody-serves-this": {"concurrency": 1}}}')
+    port = free_port()
+    process = start_server(pg_url, port, config, tmp_path / "server.out")
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/health", process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+async def test_http_store_sends_reads_and_cancels_through_the_server(
+    server: str, pg_url: str
+) -> None:
+    client = Client(FUNCTIONS, store=HttpStore(server, SECRET), endpoint="http://app.test/slay")
+    async with client:
+        run_id = await client.send_event("testing/cancel-on-test", {"some_data_id": "x"})
+        assert run_id is not None
+        run = await client.get_run(run_id)
+        assert (run.status, run.endpoint) == ("queued", "http://app.test/slay")
+        assert await client.cancel(run_id)
+        assert (await client.get_run(run_id)).status == "cancelled"
+        with pytest.raises(RunNotFoundError):
+            await client.get_run(RunId("01900000-0000-7000-8000-000000000000"))
+        with pytest.raises(StoreError, match="only the slayq server claims"):
+            await client.store.next_wakeup()
+    # What went through HTTP is in the database.
+    async with Client(FUNCTIONS, store=PostgresStore(pg_url)) as direct:
+        assert (await direct.get_run(run_id)).status == "cancelled"
+
+
+async def test_bad_ingest_calls_are_refused_and_change_nothing(server: str, pg_url: str) -> None:
+    body = msgspec.json.encode({"events": []})
+    good = sign(body, SECRET)
+    url = f"{server}/ingest/send-events"
+    cases = {
+        "forged": (body, sign(body, "not-the-secret-0123456789abcdef")),
+        "old": (body, sign(body, SECRET, now=time.time() - 60)),
+        "truncated": (body[:-2], good),
+        "unsigned": (body, {}),
+    }
+    async with httpx.AsyncClient() as http:
+        for name, (content, headers) in cases.items():
+            response = await http.post(url, content=content, headers=headers)
+            assert response.status_code == 401, (name, response.text)
+            assert SECRET not in response.text
+        huge = b"x" * (9 * 1024 * 1024)
+        response = await http.post(url, content=huge, headers=sign(huge, SECRET))
+        assert response.status_code == 413
+        garbage = b'{"events": [{"name": 1}]}'
+        response = await http.post(url, content=garbage, headers=sign(garbage, SECRET))
+        assert response.status_code == 400
+        assert "events" in response.json()["error"]
+        health = await http.get(f"{server}/health")
+        assert health.json() == {"status": "ok"}
+    async with Client(FUNCTIONS, store=PostgresStore(pg_url)) as direct:
+        # Nothing was stored: a fresh send starts the first run of the database.
+        run_id = await direct.send_event("test/callee")
+        assert run_id is not None
+        assert (await direct.get_run(run_id)).status == "queued"
