@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -12,7 +13,7 @@ from starlette.routing import Route
 from slayq.errors import RunNotFoundError, StoreUnavailableError
 from slayq.transport import ingest
 from slayq.transport.errors import SignatureError
-from slayq.transport.signing import verify
+from slayq.transport.signing import ReplayGuard, verify
 from slayq.transport.wire import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ def _failure(status: int, reason: str) -> Response:
 def create_app(
     store: Store, secrets: Sequence[str], *, limits: Limits = DEFAULT_LIMITS
 ) -> Starlette:
+    replays = ReplayGuard()
+
     async def read(request: Request, type_: type[T]) -> T | Response:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limits.body_bytes:
@@ -46,10 +49,13 @@ def create_app(
             if len(buffer) > limits.body_bytes:
                 return _failure(413, f"body is over {limits.body_bytes} bytes")
         body = bytes(buffer)
+        now = time.time()
         try:
-            verify(request.headers, body, secrets)
+            verify(request.headers, body, secrets, now=now)
         except SignatureError as exc:
             return _failure(401, exc.reason)
+        if not replays.first_sight(request.headers, now):
+            return _failure(401, "this request was already received; replays are refused")
         try:
             return msgspec.json.decode(body, type=type_)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:

@@ -31,6 +31,7 @@ from slayq.transport.errors import BodyTooLargeError, SignatureError, WireError
 from slayq.transport.signing import (
     DEFAULT_TOLERANCE,
     DELIVERY_HEADER,
+    ReplayGuard,
     check_secrets,
     verify,
 )
@@ -76,9 +77,7 @@ class Receiver:
         self.max_new_steps = max_new_steps
         self.tolerance = tolerance
         self._secrets = check_secrets(secrets)
-        # Delivery ids seen while their signature is still fresh: a captured request
-        # replayed within the time window is refused (per process, in memory).
-        self._seen: dict[str, float] = {}
+        self._replays = ReplayGuard(tolerance)
 
     async def receive(self, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
         """Answer one delivery: an HTTP status and a JSON body. Never raises ``Exception``."""
@@ -101,8 +100,8 @@ class Receiver:
         except SignatureError as exc:
             logger.warning("refused a delivery: %s", exc.reason)
             return 401, _error(exc.reason)
-        delivery_id = {k.lower(): v for k, v in headers.items()}[DELIVERY_HEADER.lower()].strip()
-        if not self._first_sight(delivery_id, now):
+        if not self._replays.first_sight(headers, now):
+            delivery_id = {k.lower(): v for k, v in headers.items()}[DELIVERY_HEADER.lower()]
             logger.warning("refused a replayed delivery %s", delivery_id)
             return 401, _error(f"delivery {delivery_id} was already received; replays are refused")
         try:
@@ -125,17 +124,6 @@ class Receiver:
             "run %s: %s", claim.lease.run_id, type(transition.outcome).__name__, extra=extra
         )
         return 200, encode_transition(transition)
-
-    def _first_sight(self, delivery_id: str, now: float) -> bool:
-        for seen_id, forget_at in list(self._seen.items()):
-            if forget_at > now:
-                break  # insertion order is expiry order
-            del self._seen[seen_id]
-        if delivery_id in self._seen:
-            return False
-        # A timestamp up to ``tolerance`` ahead stays valid until 2 * tolerance from now.
-        self._seen[delivery_id] = now + 2 * self.tolerance
-        return True
 
 
 def asgi_app(receiver: Receiver) -> ASGIApp:

@@ -174,3 +174,26 @@ def _digest(key: bytes, timestamp: str, delivery_id: str, body: bytes) -> str:
     mac = hmac.new(key, f"{timestamp}.{delivery_id}.".encode(), hashlib.sha512)
     mac.update(body)
     return mac.hexdigest()
+
+
+class ReplayGuard:
+    """Delivery ids seen while their signature is still fresh, so a captured request
+    replayed within the time window is refused (per process, in memory)."""
+
+    def __init__(self, tolerance: float = DEFAULT_TOLERANCE) -> None:
+        self.tolerance = tolerance
+        self._seen: dict[str, float] = {}
+
+    def first_sight(self, headers: Mapping[str, str], now: float) -> bool:
+        """True the first time a (verified) request's delivery id is seen."""
+        lowered = {name.lower(): value for name, value in headers.items()}
+        delivery_id = lowered[DELIVERY_HEADER.lower()].strip()
+        for seen_id, forget_at in list(self._seen.items()):
+            if forget_at > now:
+                break  # insertion order is expiry order
+            del self._seen[seen_id]
+        if delivery_id in self._seen:
+            return False
+        # A timestamp up to ``tolerance`` ahead stays valid until 2 * tolerance from now.
+        self._seen[delivery_id] = now + 2 * self.tolerance
+        return True

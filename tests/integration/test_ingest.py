@@ -77,6 +77,11 @@ async def test_bad_ingest_calls_are_refused_and_change_nothing(server: str, pg_u
         response = await http.post(url, content=garbage, headers=sign(garbage, SECRET))
         assert response.status_code == 400
         assert "events" in response.json()["error"]
+        replayed = sign(body, SECRET)
+        first = await http.post(url, content=body, headers=replayed)
+        again = await http.post(url, content=body, headers=replayed)
+        assert (first.status_code, again.status_code) == (200, 401)
+        assert "replays are refused" in again.json()["error"]
         health = await http.get(f"{server}/health")
         assert health.json() == {"status": "ok"}
     async with Client(FUNCTIONS, store=PostgresStore(pg_url)) as direct:
