@@ -7,6 +7,7 @@ directory, on a free port. initdb refuses to run as root, so as root it runs as 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -83,8 +84,6 @@ def own_cluster() -> Iterator[Cluster]:
     try:
         yield cluster
     finally:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
             cluster.stop("immediate")
-        except subprocess.CalledProcessError:
-            pass  # already stopped
         shutil.rmtree(directory, ignore_errors=True)
