@@ -6,6 +6,8 @@ import os
 import time
 
 import msgspec
+from starlette.applications import Starlette
+from starlette.routing import Route
 
 import slayq
 from slayq import step
@@ -51,5 +53,10 @@ async def latency(ctx: slayq.Context[Item]) -> slayq.Workflow:
 
 
 client = Client(
-    [noop, ten_steps, latency], store=PostgresStore(os.environ.get("SLAY_Q_DATABASE_URL", ""))
+    [noop, ten_steps, latency],
+    store=PostgresStore(os.environ.get("SLAY_Q_DATABASE_URL", "")),
+    endpoint=os.environ.get("BENCH_ENDPOINT"),
 )
+
+# Served by uvicorn for the benchmark through the server: uvicorn bench.app:app
+app = Starlette(routes=[Route("/api/slay-q", client.asgi, methods=["POST"])])

@@ -1,6 +1,10 @@
 """Worker and store throughput against the local PostgreSQL; prints one JSON line.
 
     .venv/bin/python -m bench.bench_postgres [--runs 20000] [--workflows 1000] [--repeat 3]
+    .venv/bin/python -m bench.bench_postgres --via server   # through slayq.server and HTTP
+
+With ``--via server``, runs go through ``python -m slayq.server`` to the app
+(``bench.app:app`` under uvicorn) over loopback HTTP instead of an in-process worker.
 
 Figures (medians over ``--repeat`` rounds, each on a fresh database):
 - ``send_event_per_s``: single ``client.send_event`` calls, one after another;
@@ -35,6 +39,8 @@ from slayq.store.postgres import PostgresStore
 
 ADMIN_URL = os.environ.get("SLAY_Q_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parents[1]
+BENCH_SECRET = "bench-secret-0123456789abcdef"
+APP_PORT = 17300
 CONFIG = '{"queues": {"general": {"concurrency": 10}}}'
 
 
@@ -51,30 +57,50 @@ def drop_database(url: str) -> None:
         conn.execute(f'drop database if exists "{name}" with (force)')
 
 
-def start_worker(url: str, workdir: Path, starts: Path) -> subprocess.Popen[bytes]:
+def start_executors(
+    url: str, workdir: Path, starts: Path, via: str
+) -> list[subprocess.Popen[bytes]]:
+    """One worker process, or the server plus the app under uvicorn (HTTP on loopback)."""
     config = workdir / "slay-config.json"
     config.write_text(CONFIG)
-    env = {**os.environ, "SLAY_Q_DATABASE_URL": url, "BENCH_STARTS": str(starts)}
-    return subprocess.Popen(
+    env = {
+        **os.environ,
+        "SLAY_Q_DATABASE_URL": url,
+        "BENCH_STARTS": str(starts),
+        "SLAY_Q_SECRET": BENCH_SECRET,
+        "BENCH_ENDPOINT": f"http://127.0.0.1:{APP_PORT}/api/slay-q",
+    }
+    quiet = ["--log-level", "WARNING", "--retention", "off"]
+    if via == "worker":
+        command = [sys.executable, "-m", "slayq.worker", "bench.app:client", str(config), *quiet]
+        return [subprocess.Popen(command, cwd=REPO, env=env)]
+    app = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "slayq.worker",
-            "bench.app:client",
-            str(config),
+            "uvicorn",
+            "bench.app:app",
+            "--port",
+            str(APP_PORT),
             "--log-level",
-            "WARNING",
-            "--retention",
-            "off",
+            "warning",
+            "--no-access-log",
         ],
         cwd=REPO,
         env=env,
     )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "slayq.server", str(config), *quiet],
+        cwd=REPO,
+        env={**env, "SLAY_Q_PORT": str(APP_PORT + 1)},
+    )
+    return [server, app]
 
 
-def stop(worker: subprocess.Popen[bytes]) -> None:
-    worker.terminate()
-    worker.wait(timeout=60)
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=60)
 
 
 async def wait_all_finished(url: str, count: int, within: float) -> None:
@@ -98,11 +124,12 @@ async def span_seconds(url: str, sql: str) -> float:
         return float(row[0])
 
 
-async def one_round(runs: int, workflows: int, samples: int) -> dict[str, Any]:
+async def one_round(runs: int, workflows: int, samples: int, via: str) -> dict[str, Any]:
     url = fresh_database()
     figures: dict[str, Any] = {}
     try:
-        client = Client([noop, ten_steps, latency], store=PostgresStore(url))
+        endpoint = f"http://127.0.0.1:{APP_PORT}/api/slay-q" if via == "server" else None
+        client = Client([noop, ten_steps, latency], store=PostgresStore(url), endpoint=endpoint)
         async with client:
             n = 1000
             began = time.perf_counter()
@@ -120,7 +147,7 @@ async def one_round(runs: int, workflows: int, samples: int) -> dict[str, Any]:
             with tempfile.TemporaryDirectory() as tmp:
                 workdir = Path(tmp)
                 starts = workdir / "starts"
-                worker = start_worker(url, workdir, starts)
+                worker = start_executors(url, workdir, starts, via)
                 try:
                     await wait_all_finished(url, total, within=600)
                     seconds = await span_seconds(
@@ -177,11 +204,13 @@ def main() -> None:
     parser.add_argument("--workflows", type=int, default=1_000)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--via", choices=["worker", "server"], default="worker")
     args = parser.parse_args()
     rounds = [
-        anyio.run(one_round, args.runs, args.workflows, args.samples) for _ in range(args.repeat)
+        anyio.run(one_round, args.runs, args.workflows, args.samples, args.via)
+        for _ in range(args.repeat)
     ]
-    print(json.dumps({"rounds": args.repeat, **median_of(rounds)}))
+    print(json.dumps({"via": args.via, "rounds": args.repeat, **median_of(rounds)}))
 
 
 if __name__ == "__main__":

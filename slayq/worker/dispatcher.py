@@ -117,12 +117,12 @@ class Dispatcher:
 
     async def _claim_loop(self, runs: anyio.abc.TaskGroup) -> None:
         while not self._stopping.is_set():
-            self._wake = anyio.Event()
-            busy = False
+            room = starved = False
             for group in self._groups:
                 free = group.slots - group.in_flight
                 if free <= 0:
                     continue
+                room = True
                 try:
                     claims = await self.store.claim(
                         queues=None if group.limit is None else [group.limit],
@@ -132,15 +132,20 @@ class Dispatcher:
                     )
                 except StoreUnavailableError as exc:
                     logger.warning("claiming failed, will retry: %s", exc)
+                    starved = True
                     break
                 for claim in claims:
                     group.in_flight += 1
                     entry = _InFlight(claim.lease)
                     self._in_flight[claim.lease.run_id] = entry
                     runs.start_soon(self._execute, group, claim, entry)
-                busy = busy or len(claims) == free
-            if not busy:
+                starved = starved or len(claims) < free
+            if not room:
+                # Every slot is busy: a finishing run wakes us; no need to ask the store.
+                await self._wait_for_wake(self.poll_interval)
+            elif starved:
                 await self._wait_for_wake(await self._idle_timeout())
+            # else: every group filled its slots and may have more work; claim again now.
 
     async def _idle_timeout(self) -> float:
         """Sleep until the next sleeper or timeout is due, but at most ``poll_interval``.
@@ -159,8 +164,14 @@ class Dispatcher:
         return min(self.poll_interval, until + 0.002)
 
     async def _wait_for_wake(self, at_most: float | None) -> None:
-        with anyio.move_on_after(at_most):
-            await self._wake.wait()
+        """Wait for a wake-up (new work, a free slot), consuming it.
+
+        A wake-up that came while we were claiming is already set and returns at once:
+        resetting the event only here, after waiting, means no signal is lost.
+        """
+        if not self._wake.is_set():
+            with anyio.move_on_after(at_most):
+                await self._wake.wait()
         self._wake = anyio.Event()
 
     async def _execute(self, group: _Group, claim: Claim, entry: _InFlight) -> None:
