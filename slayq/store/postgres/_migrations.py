@@ -65,9 +65,28 @@ def check_schema(schema: str) -> str:
     return schema
 
 
+async def _up_to_date(conn: AsyncConnection[Any], schema: str) -> bool:
+    """Read-only check first, so a role without DDL rights can open an up-to-date store."""
+    cursor = await conn.execute(
+        "select to_regclass(format('%%I.migrations', %s::text)) is not null", [schema]
+    )
+    row = await cursor.fetchone()
+    if row is None or not row[0]:
+        return False
+    query = sql.SQL("select version from {}.migrations").format(sql.Identifier(schema))
+    try:
+        cursor = await conn.execute(query)
+    except psycopg.errors.InsufficientPrivilege:
+        return False
+    done = {version for (version,) in await cursor.fetchall()}
+    return all(m.version in done for m in load_migrations())
+
+
 async def apply_migrations(conn: AsyncConnection[Any], schema: str) -> list[str]:
     """Apply the missing migrations on ``conn`` (autocommit); returns the names applied."""
     ident = sql.Identifier(check_schema(schema))
+    if await _up_to_date(conn, schema):
+        return []
     applied: list[str] = []
     async with conn.transaction():
         await conn.execute(
