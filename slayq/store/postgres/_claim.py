@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 from slayq.model import Claim, Lease, RunId
 from slayq.store.memory import CANCELLED, LEASE_EXPIRED
 from slayq.store.postgres import _queries as q
-from slayq.store.postgres import _run_queries as rq
 from slayq.store.postgres._codec import dump, load_memo
+from slayq.store.postgres._queries import NOW, TIMED, compact
+from slayq.store.postgres._run_queries import STEP_JSON
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -25,6 +26,131 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
     from slayq.store.protocol import QueueLimit
+
+
+# Queue groups: ``member`` lists every (queue, group) to count held slots by,
+# ``route`` the group whose slots each queue uses. Due runs come from a loose scan over
+# the (queue, priority) pairs of the runs_due index, then each pair's due runs in
+# order, so a million runs sleeping until next year cost nothing here.
+CLAIM = compact(f"""
+with recursive
+member as (select * from unnest(%(member_queues)s::text[], %(member_groups)s::int[]) as m(queue, grp)),
+held as (
+    select m.grp, count(*) as n
+    from member as m
+    join runs as r on r.queue = m.queue
+    where r.status = 'running' and r.lease_expires_at > {NOW}
+    group by m.grp
+),
+route as (
+    select q.queue, q.grp, greatest(g.concurrency - coalesce(h.n, 0), 0) as free
+    from unnest(%(route_queues)s::text[], %(route_groups)s::int[]) as q(queue, grp)
+    join unnest(%(concurrency)s::int[]) with ordinality as g(concurrency, grp) on g.grp = q.grp
+    left join held as h on h.grp = q.grp
+),
+pairs(queue, priority) as (
+    (select queue, priority from runs where status in {TIMED} order by queue, priority limit 1)
+    union all
+    select nxt.queue, nxt.priority
+    from pairs as p
+    cross join lateral (
+        select queue, priority from runs
+        where status in {TIMED} and (queue, priority) > (p.queue, p.priority)
+        order by queue, priority
+        limit 1
+    ) as nxt
+),
+due as (
+    select d.*
+    from pairs as p
+    left join route as c on c.queue = p.queue
+    cross join lateral (
+        select r.id, r.queue, r.priority, r.run_at, r.seq
+        from runs as r
+        where r.queue = p.queue and r.priority = p.priority
+          and r.status in {TIMED} and r.run_at <= {NOW}
+        order by r.run_at, r.seq
+        limit case when %(all)s then %(limit)s else least(%(limit)s, coalesce(c.free, 0)) end
+        for update of r skip locked
+    ) as d
+    where %(all)s or c.queue is not null
+),
+expired as (
+    -- every lease that ran out: few, as there are only as many as runs in flight
+    select r.id, r.queue, r.priority, r.run_at, r.seq, r.attempt >= r.max_attempts as exhausted
+    from runs as r
+    where r.status = 'running' and r.lease_expires_at <= {NOW}
+      and (%(all)s or r.queue in (select queue from route))
+    for update of r skip locked
+),
+ranked as (
+    select c.*, coalesce(c.run_at, {NOW}) as due_at, k.free,
+           -- claimable runs of the group up to this one; an exhausted run is not claimed
+           count(*) filter (where not c.exhausted) over (
+               partition by k.grp order by c.priority, coalesce(c.run_at, {NOW}), c.seq
+               rows unbounded preceding
+           ) as nth_in_group
+    from (select *, false as exhausted from due union all select * from expired) as c
+    left join route as k on k.queue = c.queue
+),
+placed as (
+    select r.*,
+           (%(all)s or r.nth_in_group <= r.free) and not r.exhausted as fits,
+           count(*) filter (where (%(all)s or r.nth_in_group <= r.free) and not r.exhausted)
+               over (order by r.priority, r.due_at, r.seq rows unbounded preceding) as nth
+    from ranked as r
+),
+-- As MemoryStore walks due runs in order: a run is claimed while the limit and its
+-- group's slots last; a run whose lease ran out on its last attempt fails instead, if
+-- the walk reaches it (no slot is spent on it).
+chosen as (select * from placed where fits and nth <= %(limit)s),
+doomed as (
+    select * from placed
+    where exhausted and (%(all)s or nth_in_group < free) and nth < %(limit)s
+),
+claimed as (
+    update runs as r set
+        status = 'running',
+        lease_token = nextval('lease_tokens'),
+        lease_owner = %(owner)s,
+        lease_expires_at = {NOW} + %(lease_for)s::interval,
+        updated_at = {NOW},
+        -- taking over an expired lease: its holder is presumed dead, an attempt is spent
+        attempt = case when r.status = 'running' then r.attempt + 1 else r.attempt end,
+        error = case when r.status = 'running' then %(lease_expired)s::jsonb else r.error end
+    from chosen as c
+    where r.id = c.id
+    returning r.id, r.lease_token, r.lease_expires_at, r.event, r.data, r.queue, r.attempt,
+              r.max_attempts, r.endpoint, c.priority, c.due_at, c.seq
+)
+select id::text, lease_token, lease_expires_at, event, data, queue, attempt, max_attempts,
+       endpoint, null::text as parent, priority, due_at, seq
+from claimed
+union all
+select d.id::text, null, null, null, null, null, null, null, null, r.parent_run_id::text,
+       d.priority, d.due_at, d.seq
+from doomed as d
+join runs as r on r.id = d.id
+order by priority, due_at, seq
+""")
+
+# A claimed run that was suspended: whatever is still pending has expired (it was due)
+# and resolves to null.
+EXPIRE_PENDING = compact(f"""
+with gone as (
+    delete from pending where run_id = any(%(ids)s::uuid[]) returning run_id, name, kind, pos
+)
+insert into steps (run_id, name, kind, output, finished_at)
+select run_id, name, kind, 'null'::jsonb, {NOW} from gone order by run_id, pos
+on conflict (run_id, name) do nothing
+""")
+
+MEMOS = compact(f"""
+select s.run_id::text, json_agg({STEP_JSON} order by s.id)::text
+from steps as s
+where s.run_id = any(%(ids)s::uuid[])
+group by s.run_id
+""")
 
 
 def group_params(queues: Sequence[QueueLimit] | None) -> dict[str, Any]:
@@ -69,10 +195,10 @@ async def claim(
             names = sorted(set(groups["member_queues"]))
             lock = {"ns": q.QUEUE_LOCKS, "names": names, "exclusive": [True] * len(names)}
             await conn.execute(q.LOCK_NAMES, lock)
-        cursor = await conn.execute(rq.CLAIM, params)
+        cursor = await conn.execute(CLAIM, params)
         await pipeline.sync()
         rows = await cursor.fetchall()
-        claimed = [row[:8] for row in rows if row[1] is not None]
+        claimed = [row[:9] for row in rows if row[1] is not None]
         dead = [row[0] for row in rows if row[1] is None]
         if dead:
             # A caller claimed before its callee failed here already had its pending
@@ -82,7 +208,7 @@ async def claim(
             for row in rows:
                 if row[1] is not None:
                     seen.add(row[0])
-                elif row[8] not in seen:
+                elif row[9] not in seen:
                     answering.append(row[0])
             base = {"now": now, "channel": channel, "ids": dead}
             finish = {"status": "failed", "result": None, "error": dump(LEASE_EXPIRED)}
@@ -94,8 +220,8 @@ async def claim(
         memos = None
         if claimed:
             ids = {"ids": [row[0] for row in claimed], "now": now}
-            await conn.execute(rq.EXPIRE_PENDING, ids)
-            memos = await conn.execute(rq.MEMOS, ids)
+            await conn.execute(EXPIRE_PENDING, ids)
+            memos = await conn.execute(MEMOS, ids)
     memo_by_run: dict[str, str] = dict(await memos.fetchall()) if memos is not None else {}
     return [
         Claim(
@@ -106,6 +232,9 @@ async def claim(
             attempt=attempt,
             max_attempts=max_attempts,
             memo=load_memo(memo_by_run.get(run_id)),
+            endpoint=endpoint,
         )
-        for run_id, token, expires_at, event, data, queue, attempt, max_attempts in claimed
+        for run_id, token, expires_at, event, data, queue, attempt, max_attempts, endpoint in (
+            claimed
+        )
     ]

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from slayq.model import NewRun, PendingStep, RunId, StepRecord
+from slayq.model import CancelRule, NewRun, PendingStep, RunId, StepRecord
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 _encoder = msgspec.json.Encoder()
+_MICROSECOND = timedelta(microseconds=1)
 _memo_decoder = msgspec.json.Decoder(list[StepRecord])
 
 
@@ -42,28 +43,56 @@ def valid_id(run_id: str) -> bool:
     return True
 
 
+class _RunRow(msgspec.Struct):
+    """One row of INSERT_RUNS: a NewRun, flattened, with its place in the batch."""
+
+    idx: int
+    cursor: int | None
+    id: str
+    event: str
+    data: dict[str, Any]
+    queue: str
+    priority: int
+    max_attempts: int
+    key: str | None
+    delay_us: int | None  # ISO 8601 durations cannot be negative in Postgres
+    run_at: datetime | None
+    parent_id: str | None
+    parent_step: str | None
+    cancel_on: list[CancelRule]
+    endpoint: str | None
+
+
 def run_rows(
     runs: Sequence[tuple[int, NewRun, int | None]],
     *,
     first_seq: int | None = None,
     guard: tuple[RunId, int] | None = None,
 ) -> dict[str, Any]:
-    """Parameters of INSERT_RUNS for (index, run, event cursor or None) triples."""
+    """Parameters of INSERT_RUNS for (index, run, event cursor or None) triples: the
+    rows go as one JSON document, which Postgres parses far faster than 14 arrays."""
+    rows = [
+        _RunRow(
+            idx=idx,
+            cursor=cursor,
+            id=run.id,
+            event=run.event,
+            data=run.data,
+            queue=run.queue,
+            priority=run.priority,
+            max_attempts=run.max_attempts,
+            key=run.key,
+            delay_us=None if run.delay is None else run.delay // _MICROSECOND,
+            run_at=run.run_at,
+            parent_id=run.parent.run_id if run.parent else None,
+            parent_step=run.parent.step if run.parent else None,
+            cancel_on=run.cancel_on,
+            endpoint=run.endpoint,
+        )
+        for idx, run, cursor in runs
+    ]
     return {
-        "idx": [idx for idx, _, _ in runs],
-        "ids": [run.id for _, run, _ in runs],
-        "events": [run.event for _, run, _ in runs],
-        "datas": [dump(run.data) for _, run, _ in runs],
-        "queues": [run.queue for _, run, _ in runs],
-        "priorities": [run.priority for _, run, _ in runs],
-        "max_attempts": [run.max_attempts for _, run, _ in runs],
-        "keys": [run.key for _, run, _ in runs],
-        "delays": [run.delay for _, run, _ in runs],
-        "run_ats": [run.run_at for _, run, _ in runs],
-        "parent_ids": [run.parent.run_id if run.parent else None for _, run, _ in runs],
-        "parent_steps": [run.parent.step if run.parent else None for _, run, _ in runs],
-        "cursors": [cursor for _, _, cursor in runs],
-        "cancel_on": [dump(run.cancel_on) if run.cancel_on else None for _, run, _ in runs],
+        "rows": dump(rows),
         "first_seq": first_seq,
         "guard_id": guard[0] if guard else None,
         "token": guard[1] if guard else None,

@@ -1,10 +1,12 @@
-"""``commit``: a transition applied in one transaction, usually in one round trip.
+"""``commit``: a transition applied in one transaction, mostly in one statement.
 
-The run is locked and its lease checked by the first statement; every statement after
-it that changes the run repeats the lease check in its WHERE clause. So when the
-transition sends no events, everything including COMMIT is pipelined at once, and a
-lost lease makes every statement a no-op before ``LeaseLostError`` is raised. Sent
-events need the lease checked before they are ingested, which costs a round trip.
+Most commits touch only their own run: Continue, a retry, a sleep, finishing a run no
+caller waits for. They are one statement (``COMMIT_DIRECT``), which is a transaction of
+its own. The rest (waits, invocations, sent events, answering a caller) run as a
+pipelined transaction: the first statement locks the run and checks the lease, and
+every later statement that changes the run repeats the check in its WHERE clause, so a
+lost lease makes them no-ops before ``LeaseLostError`` is raised. Sent events need the
+lease checked before they are ingested, which costs a round trip.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ async def commit(
     channel: str,
 ) -> None:
     outcome = transition.outcome
-    if not transition.sent and not isinstance(outcome, Suspend):
+    if not transition.sent and _direct(outcome):
         row = await _commit_direct(conn, lease, transition, now=now, channel=channel)
         _check(row, lease)
         if row is not None and not (row[1] and _finishes(outcome)):
@@ -67,6 +69,11 @@ async def commit(
         _check(await held.fetchone(), lease)
 
 
+def _direct(outcome: Outcome) -> bool:
+    """Whether ``COMMIT_DIRECT`` can apply the outcome (to a run without a caller)."""
+    return not isinstance(outcome, Suspend) or all(p.kind == "sleep" for p in outcome.pending)
+
+
 def _finishes(outcome: Outcome) -> bool:
     return isinstance(outcome, Completed) or (
         isinstance(outcome, Failed) and outcome.retry_after is None
@@ -91,6 +98,10 @@ async def _commit_direct(
         "result": None,
         "error": None,
         "retry_after": None,
+        "nap_names": [],
+        "nap_untils": [],
+        "nap_delays": [],
+        "nap_specs": [],
     }
     if isinstance(outcome, Completed):
         params |= {"outcome": "completed", "result": dump(outcome.result)}
@@ -98,6 +109,14 @@ async def _commit_direct(
         kind = "failed" if outcome.retry_after is None else "retry"
         params |= {"outcome": kind, "error": dump(outcome.error)}
         params["retry_after"] = outcome.retry_after
+    elif isinstance(outcome, Suspend):
+        params |= {
+            "outcome": "sleep",
+            "nap_names": [p.name for p in outcome.pending],
+            "nap_untils": [p.until for p in outcome.pending],
+            "nap_delays": [p.delay for p in outcome.pending],
+            "nap_specs": [dump(p) for p in outcome.pending],
+        }
     cursor = await conn.execute(rq.COMMIT_DIRECT, params)
     return await cursor.fetchone()
 

@@ -4,8 +4,10 @@ Per event, in order, as ``MemoryStore`` does: cancel the runs its rules match, l
 answer the waits it matches, start its run. Most events can do nothing but log and
 start: when no unfinished run has a cancel rule or a wait on any name of the batch, and
 no run of the batch cancels on a later event of it, the whole batch is a few set-based
-statements. Otherwise the runs it may touch are locked first, then each event that may
-cancel or wake gets its own statements, still pipelined in one round trip.
+statements. Otherwise the runs it may touch are locked first; a batch that only wakes,
+or only cancels runs that answer no caller, is still set-based (order then matters only
+in ways the set-based statements reproduce); any other batch gets statements per event
+that may cancel or wake, still pipelined in one round trip.
 """
 
 from __future__ import annotations
@@ -56,13 +58,9 @@ class Ingest:
         """Log the logged events and ask which names can cancel or wake anything."""
         logged = [e for e in self.events if e.logged]
         if logged:
+            rows = dump([{"ord": i, "name": e.name, "data": e.data} for i, e in enumerate(logged)])
             self._events_cursor = await conn.execute(
-                q.INSERT_EVENTS,
-                {
-                    "now": self._now,
-                    "names": [e.name for e in logged],
-                    "datas": [dump(e.data) for e in logged],
-                },
+                q.INSERT_EVENTS, {"now": self._now, "rows": rows}
             )
         self._names_cursor = await conn.execute(
             q.INTERESTING_NAMES, {"names": sorted({e.name for e in self.events})}
@@ -153,13 +151,36 @@ class Ingest:
             {"names": [e.name for e in touchy], "datas": [dump(e.data) for e in touchy]},
         )
         await pipeline.sync()
-        locked = [row[0] for row in await cursor.fetchall()]
-        new_ids = [e.run.id for e in self.events if e.run is not None]
-        allowed = locked + new_ids
-        # A cancelled run with a parent answers it; LOCK_AFFECTED cannot say which locked
-        # runs have one without a further round trip, so ask for all of them.
-        parented = locked + [e.run.id for e in self.events if e.run and e.run.parent]
+        rows = await cursor.fetchall()
+        locked = [run_id for run_id, _ in rows]
         base = {"now": self._now, "channel": self._channel, "cancelled": dump(CANCELLED)}
+        if not cancels:
+            if locked:
+                woken = [
+                    {"ord": i, "name": e.name, "data": e.data, "seq": self._seqs[i]}
+                    for i, e in enumerate(self.events)
+                    if e.name in waits
+                ]
+                params = base | {"rows": dump(woken), "allowed": locked}
+                await conn.execute(q.WAKE_ALL_WAITERS, params)
+            await self._insert_runs(conn, range(len(self.events)))
+            return
+        # A cancelled run with a parent answers it.
+        parented = [run_id for run_id, has_parent in rows if has_parent]
+        parented += [e.run.id for e in self.events if e.run and e.run.parent]
+        if not waits and not parented:
+            await self._insert_runs(conn, range(len(self.events)))
+            cancelling = [
+                {"ord": i, "name": e.name, "data": e.data}
+                for i, e in enumerate(self.events)
+                if e.name in cancels
+            ]
+            born = [{"id": e.run.id, "idx": i} for i, e in enumerate(self.events) if e.run]
+            params = base | {"rows": dump(cancelling), "born": dump(born), "allowed": locked}
+            finish = {"status": "cancelled", "result": None, "error": None}
+            await conn.execute(q.CANCEL_ALL_MATCHING, params | finish)
+            return
+        allowed = locked + [e.run.id for e in self.events if e.run is not None]
         start = 0
         for i, event in enumerate(self.events):
             cancel, wake = event.name in cancels, event.name in waits

@@ -32,6 +32,21 @@ TIMED = "('queued', 'sleeping', 'waiting')"  # statuses whose run_at says when t
 HELD = "status = 'running' and lease_token = %(token)s"
 CLOCK = f"select {NOW}"
 
+
+def backlog(queue: str) -> str:
+    """Whether runs of ``queue`` are due and waiting: a run that leaves the running state
+    then frees a slot someone may be waiting for, so its queue is notified. A hint
+    (polling stays the safety net), so it reads one index entry: the queue's first in
+    claim order. Runs due behind a lower priority's future ones go unannounced."""
+    return f"""exists (
+        select 1 from (
+            select run_at from runs where queue = {queue} and status in {TIMED}
+            order by queue, priority, run_at limit 1
+        ) as b
+        where b.run_at <= {NOW}
+    )"""
+
+
 # Advisory lock namespaces (the first key of the two-key form).
 EVENT_LOCKS = 0x736C_0001
 QUEUE_LOCKS = 0x736C_0002
@@ -54,7 +69,7 @@ from (
 INSERT_EVENTS = compact(f"""
 insert into events (name, data, created_at)
 select t.name, t.data, {NOW}
-from unnest(%(names)s::text[], %(datas)s::jsonb[]) with ordinality as t(name, data, ord)
+from jsonb_to_recordset(%(rows)s::jsonb) as t(ord int, name text, data jsonb)
 order by t.ord
 returning seq
 """)
@@ -73,13 +88,10 @@ from unnest(%(names)s::text[]) as n(name)
 INSERT_RUNS = compact(f"""
 with x as (
     select *
-    from unnest(
-        %(idx)s::int[], %(ids)s::uuid[], %(events)s::text[], %(datas)s::jsonb[],
-        %(queues)s::text[], %(priorities)s::int[], %(max_attempts)s::int[], %(keys)s::text[],
-        %(delays)s::interval[], %(run_ats)s::timestamptz[], %(parent_ids)s::uuid[],
-        %(parent_steps)s::text[], %(cursors)s::bigint[], %(cancel_on)s::jsonb[]
-    ) as t(idx, id, event, data, queue, priority, max_attempts, key, delay, run_at,
-           parent_run_id, parent_step, cursor, cancel_on)
+    from jsonb_to_recordset(%(rows)s::jsonb) as t(
+        idx int, cursor bigint, id uuid, event text, data jsonb, queue text, priority int,
+        max_attempts int, key text, delay_us bigint, run_at timestamptz, parent_id uuid,
+        parent_step text, cancel_on jsonb, endpoint text)
     where %(guard_id)s::uuid is null
        or exists (select 1 from runs where id = %(guard_id)s::uuid and {HELD})
 ),
@@ -89,11 +101,11 @@ base as (
 ),
 inserted as (
     insert into runs (id, event, data, queue, priority, max_attempts, key, parent_run_id,
-                      parent_step, created_at, updated_at, run_at, event_cursor)
+                      parent_step, created_at, updated_at, run_at, event_cursor, endpoint)
     select x.id, x.event, x.data, x.queue, x.priority, x.max_attempts, x.key,
-           x.parent_run_id, x.parent_step, {NOW}, {NOW},
-           coalesce(x.run_at, {NOW} + coalesce(x.delay, interval '0')),
-           coalesce(x.cursor, base.seq)
+           x.parent_id, x.parent_step, {NOW}, {NOW},
+           coalesce(x.run_at, {NOW} + coalesce(x.delay_us, 0) * interval '1 microsecond'),
+           coalesce(x.cursor, base.seq), x.endpoint
     from x, base
     order by x.idx
     on conflict (event, key) where key is not null do nothing
@@ -122,6 +134,30 @@ join runs as r on r.event = t.event and r.key = t.key
 
 NOTIFY = "select count(pg_notify(%(channel)s, q)) from unnest(%(queues)s::text[]) as q"
 
+# Matching an event to cancel rules and waits goes by (name, field, value) for each
+# field of the event's data, so that a million runs waiting on one event name cost an
+# index probe per field. OFFSET 0 keeps the planner from turning the probes into a hash
+# join over every rule or wait of that name (it guesses 100 fields per event).
+_RULES = """
+    select run_id from cancel_rules
+    where event = {name} and field = kv.key and value = kv.value
+    offset 0
+"""
+
+_ANSWERED = """
+    select p.run_id, p.name
+    from jsonb_each({data}) as kv
+    cross join lateral (
+        select run_id, name from pending
+        where kind = 'wait' and event = {name} and match_field = kv.key
+          and match_value = kv.value
+        offset 0
+    ) as p
+    union all
+    select run_id, name from pending
+    where kind = 'wait' and event = {name} and match_field is null
+"""
+
 # The unfinished runs that events of a batch may cancel or wake, locked before the
 # per-event statements that change them.
 LOCK_AFFECTED = compact(f"""
@@ -129,18 +165,12 @@ with ev as (select * from unnest(%(names)s::text[], %(datas)s::jsonb[]) as t(nam
 hits as (
     select c.run_id from ev
     cross join lateral jsonb_each(ev.data) as kv
-    join cancel_rules as c on c.event = ev.name and c.field = kv.key and c.value = kv.value
+    cross join lateral ({_RULES.format(name="ev.name")}) as c
     union
-    select p.run_id from ev
-    join pending as p on p.kind = 'wait' and p.event = ev.name and p.match_field is null
-    union
-    select p.run_id from ev
-    cross join lateral jsonb_each(ev.data) as kv
-    join pending as p
-      on p.kind = 'wait' and p.event = ev.name
-     and p.match_field = kv.key and p.match_value = kv.value
+    select a.run_id from ev
+    cross join lateral ({_ANSWERED.format(data="ev.data", name="ev.name")}) as a
 )
-select id::text from runs
+select id::text, parent_run_id is not null from runs
 where id in (select run_id from hits) and status not in {FINISHED}
 order by id
 for update
@@ -159,22 +189,44 @@ finished as (
         finished_at = {NOW}, updated_at = {NOW},
         run_at = null, lease_expires_at = null, lease_owner = null
     where id in (select id from targets) and status not in {FINISHED}
-    returning id
+    returning id, queue
 ),
 dropped_pending as (delete from pending where run_id in (select id from finished)),
-dropped_rules as (delete from cancel_rules where run_id in (select id from finished))
-select id::text from finished
+dropped_rules as (delete from cancel_rules where run_id in (select id from finished)),
+notified as (
+    select pg_notify(%(channel)s, q.queue) from (select distinct queue from finished) as q
+    where {backlog("q.queue")}
+)
+select id::text, (select count(*) from notified) from finished
 """)
 
 
 FINISH_HELD = _finish(f"select id from runs where id = %(id)s::uuid and {HELD}")
 FINISH_IDS = _finish("select unnest(%(ids)s::uuid[]) as id")
 CANCEL_MATCHING = _finish(
-    """
+    f"""
     select c.run_id as id
     from jsonb_each(%(data)s::jsonb) as kv
-    join cancel_rules as c on c.event = %(name)s and c.field = kv.key and c.value = kv.value
-    where c.run_id = any(%(allowed)s::uuid[])
+    cross join lateral ({_RULES.format(name="%(name)s")}) as c
+    where c.run_id in (select unnest(%(allowed)s::uuid[]))
+    """
+)
+
+# A batch whose events can cancel but wake nothing, and whose cancelled runs answer no
+# caller: all at once. An unfinished run from before the batch is cancelled by any event
+# of it; a run the batch starts (``born``) only by an event that follows its own.
+CANCEL_ALL_MATCHING = _finish(
+    f"""
+    with ev as (
+        select * from jsonb_to_recordset(%(rows)s::jsonb) as t(ord int, name text, data jsonb)
+    ),
+    born as (select * from jsonb_to_recordset(%(born)s::jsonb) as b(id uuid, idx int))
+    select c.run_id as id
+    from ev
+    cross join lateral jsonb_each(ev.data) as kv
+    cross join lateral ({_RULES.format(name="ev.name")}) as c
+    where c.run_id in (select unnest(%(allowed)s::uuid[]))
+       or exists (select 1 from born where born.id = c.run_id and born.idx < ev.ord)
     """
 )
 
@@ -190,37 +242,41 @@ for update
 
 
 def _resolve(gone: str) -> str:
-    """Resolve pending steps: ``gone`` deletes them, returning
-    (run_id, name, kind, pos, output, error); they become step records, and each run
-    is due again when none is left, else at the latest expiry of those left."""
+    """Resolve pending steps: ``gone`` deletes them, returning (run_id, name, kind, pos,
+    output, error, ord, seq): ``ord`` orders the records of one run (then ``pos``),
+    ``seq`` is the logged event that answered (the run's event cursor moves past it).
+    They become step records, and each run is due again when no pending step is left,
+    else at the latest expiry of those left."""
     return compact(f"""
 with gone as ({gone}),
 recorded as (
     insert into steps (run_id, name, kind, output, error, finished_at)
-    select run_id, name, kind, output, error, {NOW} from gone order by run_id, pos
+    select run_id, name, kind, output, error, {NOW} from gone order by run_id, ord, pos
     on conflict (run_id, name) do nothing
 ),
 remaining as (
-    select g.run_id,
+    select g.run_id, g.seq,
            count(p.run_id) as n,
            bool_or(p.run_id is not null and p.expires_at is null) as forever,
            max(p.expires_at) as latest,
            coalesce(bool_and(p.kind = 'sleep'), true) as only_sleeps
-    from (select distinct run_id from gone) as g
+    from (select run_id, max(seq) as seq from gone group by run_id) as g
     left join pending as p
       on p.run_id = g.run_id
      and not exists (select 1 from gone as d where d.run_id = p.run_id and d.name = p.name)
-    group by g.run_id
+    group by g.run_id, g.seq
 ),
 woken as (
     update runs as r set
         updated_at = {NOW},
-        event_cursor = greatest(r.event_cursor, coalesce(%(seq)s::bigint, r.event_cursor)),
+        event_cursor = greatest(r.event_cursor, coalesce(s.seq, r.event_cursor)),
         status = case when r.status not in {TIMED} then r.status
                       when s.n = 0 then 'queued'
                       when s.only_sleeps then 'sleeping'
                       else 'waiting' end,
-        run_at = case when r.status not in {TIMED} then r.run_at
+        -- a running run here is one a claim in this transaction took while a callee's
+        -- failure answered it: MemoryStore rescheduled it before it was claimed
+        run_at = case when r.status in {FINISHED} then r.run_at
                       when s.n = 0 then {NOW}
                       when s.forever then null
                       else s.latest end
@@ -234,11 +290,35 @@ from (select distinct queue from woken where status = 'queued') as q
 
 
 WAKE_WAITERS = _resolve(
-    """
+    f"""
     delete from pending as p
-    where p.run_id = any(%(allowed)s::uuid[]) and p.kind = 'wait' and p.event = %(name)s
-      and (p.match_field is null or %(data)s::jsonb -> p.match_field = p.match_value)
-    returning p.run_id, p.name, p.kind, p.pos, %(data)s::jsonb as output, null::jsonb as error
+    where (p.run_id, p.name) in ({_ANSWERED.format(data="%(data)s::jsonb", name="%(name)s")})
+      and p.run_id in (select unnest(%(allowed)s::uuid[]))
+    returning p.run_id, p.name, p.kind, p.pos, %(data)s::jsonb as output, null::jsonb as error,
+              0 as ord, %(seq)s::bigint as seq
+    """
+)
+
+# A batch whose events can wake but cancel nothing: all at once. Each pending wait is
+# answered by the first event of the batch that matches it, as one by one would.
+WAKE_ALL_WAITERS = _resolve(
+    f"""
+    with ev as (
+        select * from jsonb_to_recordset(%(rows)s::jsonb)
+            as t(ord int, name text, data jsonb, seq bigint)
+    ),
+    hit as (
+        select distinct on (a.run_id, a.name) a.run_id, a.name, ev.ord, ev.data, ev.seq
+        from ev
+        cross join lateral ({_ANSWERED.format(data="ev.data", name="ev.name")}) as a
+        where a.run_id in (select unnest(%(allowed)s::uuid[]))
+        order by a.run_id, a.name, ev.ord
+    )
+    delete from pending as p
+    using hit as h
+    where p.run_id = h.run_id and p.name = h.name
+    returning p.run_id, p.name, p.kind, p.pos, h.data as output, null::jsonb as error,
+              h.ord, h.seq
     """
 )
 
@@ -253,6 +333,7 @@ RESOLVE_PARENTS = _resolve(
         case when c.status = 'completed' then c.result end as output,
         case when c.status = 'completed' then null
              when c.status = 'cancelled' then %(cancelled)s::jsonb
-             else coalesce(c.error, %(cancelled)s::jsonb) end as error
+             else coalesce(c.error, %(cancelled)s::jsonb) end as error,
+        0 as ord, null::bigint as seq
     """
 )

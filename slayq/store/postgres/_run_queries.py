@@ -1,11 +1,11 @@
-"""SQL for claiming, committing, leases, reads, schedules and retention.
+"""SQL for committing, leases, reads, schedules and retention (claiming lives in ``_claim``).
 
 The conventions of ``_queries`` hold here too.
 """
 
 from __future__ import annotations
 
-from slayq.store.postgres._queries import FINISHED, HELD, NOW, TIMED, compact
+from slayq.store.postgres._queries import FINISHED, HELD, NOW, TIMED, backlog, compact
 
 # -- committing --------------------------------------------------------------------
 
@@ -31,13 +31,14 @@ with retried as (
     where id = %(id)s::uuid and {HELD}
     returning queue, run_at
 )
-select count(pg_notify(%(channel)s, queue)) from retried where run_at <= {NOW}
+select count(pg_notify(%(channel)s, queue)) from retried
+where run_at <= {NOW} or {backlog("retried.queue")}
 """)
 
-# The whole commit in one statement, for the outcomes that touch no other run:
-# Continue, a retry, or finishing a run that no caller waits for (``finishes`` says the
-# outcome finishes the run; a run with a parent then changes nothing here and takes the
-# transactional path). One statement is one transaction: no BEGIN, no COMMIT.
+# The whole commit in one statement, for the outcomes that touch no other run and no
+# event: Continue, a retry, a suspension on sleeps only, or finishing a run that no
+# caller waits for (``finishes``: a run with a parent then changes nothing here and
+# takes the transactional path). One statement is one transaction: no BEGIN, no COMMIT.
 COMMIT_DIRECT = compact(f"""
 with held as (
     select id, {HELD} as ok, parent_run_id is not null as parented
@@ -53,11 +54,29 @@ recorded as (
                 %(errors)s::jsonb[]) with ordinality as t(name, kind, output, error, ord)
     order by t.ord
 ),
+naps as (
+    select t.*, coalesce(t.until, {NOW} + t.delay) as expires_at
+    from unnest(%(nap_names)s::text[], %(nap_untils)s::timestamptz[],
+                %(nap_delays)s::interval[], %(nap_specs)s::jsonb[])
+         with ordinality as t(name, until, delay, spec, ord)
+),
+napping as (
+    insert into pending (run_id, name, pos, kind, expires_at, spec)
+    select go.id, naps.name, naps.ord, 'sleep', naps.expires_at, naps.spec from go, naps
+),
+wake as (
+    select case when count(*) = 0 then {NOW}
+                when bool_or(expires_at is null) then null
+                else max(expires_at) end as run_at,
+           case when count(*) = 0 then 'queued' else 'sleeping' end as status
+    from naps
+),
 changed as (
     update runs as r set
         updated_at = {NOW},
         status = case %(outcome)s::text when 'continue' then r.status
                                         when 'retry' then 'queued'
+                                        when 'sleep' then wake.status
                                         else %(outcome)s::text end,
         result = case when %(outcome)s::text = 'completed' then %(result)s::jsonb
                       else r.result end,
@@ -65,11 +84,12 @@ changed as (
                      else r.error end,
         attempt = r.attempt + (%(outcome)s::text = 'retry')::int,
         run_at = case %(outcome)s::text when 'continue' then r.run_at
-                                        when 'retry' then {NOW} + %(retry_after)s::interval end,
+                                        when 'retry' then {NOW} + %(retry_after)s::interval
+                                        when 'sleep' then wake.run_at end,
         finished_at = case when %(finishes)s then {NOW} end,
         lease_expires_at = case when %(outcome)s::text = 'continue' then r.lease_expires_at end,
         lease_owner = case when %(outcome)s::text = 'continue' then r.lease_owner end
-    from go
+    from go, wake
     where r.id = go.id
     returning r.queue, r.status, r.run_at
 ),
@@ -78,7 +98,8 @@ dropped_rules as (
 ),
 notified as (
     select pg_notify(%(channel)s, queue) from changed
-    where status = 'queued' and run_at <= {NOW}
+    where (status = 'queued' and run_at <= {NOW})
+       or (%(outcome)s::text <> 'continue' and {backlog("changed.queue")})
 )
 select ok, parented, (select count(*) from notified) from held
 """)
@@ -135,137 +156,12 @@ suspended as (
     where r.id = %(id)s::uuid and r.{HELD}
     returning r.queue, r.status
 )
-select count(pg_notify(%(channel)s, queue)) from suspended where status = 'queued'
-""")
-
-# -- claiming ----------------------------------------------------------------------
-
-# Queue groups: ``member`` lists every (queue, group) to count held slots by,
-# ``route`` the group whose slots each queue uses. Due runs come from a loose scan over
-# the (queue, priority) pairs of the runs_due index, then each pair's due runs in
-# order, so a million runs sleeping until next year cost nothing here.
-CLAIM = compact(f"""
-with recursive
-member as (select * from unnest(%(member_queues)s::text[], %(member_groups)s::int[]) as m(queue, grp)),
-held as (
-    select m.grp, count(*) as n
-    from member as m
-    join runs as r on r.queue = m.queue
-    where r.status = 'running' and r.lease_expires_at > {NOW}
-    group by m.grp
-),
-route as (
-    select q.queue, q.grp, greatest(g.concurrency - coalesce(h.n, 0), 0) as free
-    from unnest(%(route_queues)s::text[], %(route_groups)s::int[]) as q(queue, grp)
-    join unnest(%(concurrency)s::int[]) with ordinality as g(concurrency, grp) on g.grp = q.grp
-    left join held as h on h.grp = q.grp
-),
-pairs(queue, priority) as (
-    (select queue, priority from runs where status in {TIMED} order by queue, priority limit 1)
-    union all
-    select nxt.queue, nxt.priority
-    from pairs as p
-    cross join lateral (
-        select queue, priority from runs
-        where status in {TIMED} and (queue, priority) > (p.queue, p.priority)
-        order by queue, priority
-        limit 1
-    ) as nxt
-),
-due as (
-    select d.*
-    from pairs as p
-    left join route as c on c.queue = p.queue
-    cross join lateral (
-        select r.id, r.queue, r.priority, r.run_at, r.seq
-        from runs as r
-        where r.queue = p.queue and r.priority = p.priority
-          and r.status in {TIMED} and r.run_at <= {NOW}
-        order by r.run_at, r.seq
-        limit case when %(all)s then %(limit)s else least(%(limit)s, coalesce(c.free, 0)) end
-        for update of r skip locked
-    ) as d
-    where %(all)s or c.queue is not null
-),
-expired as (
-    -- every lease that ran out: few, as there are only as many as runs in flight
-    select r.id, r.queue, r.priority, r.run_at, r.seq, r.attempt >= r.max_attempts as exhausted
-    from runs as r
-    where r.status = 'running' and r.lease_expires_at <= {NOW}
-      and (%(all)s or r.queue in (select queue from route))
-    for update of r skip locked
-),
-ranked as (
-    select c.*, coalesce(c.run_at, {NOW}) as due_at, k.free,
-           -- claimable runs of the group up to this one; an exhausted run is not claimed
-           count(*) filter (where not c.exhausted) over (
-               partition by k.grp order by c.priority, coalesce(c.run_at, {NOW}), c.seq
-               rows unbounded preceding
-           ) as nth_in_group
-    from (select *, false as exhausted from due union all select * from expired) as c
-    left join route as k on k.queue = c.queue
-),
-placed as (
-    select r.*,
-           (%(all)s or r.nth_in_group <= r.free) and not r.exhausted as fits,
-           count(*) filter (where (%(all)s or r.nth_in_group <= r.free) and not r.exhausted)
-               over (order by r.priority, r.due_at, r.seq rows unbounded preceding) as nth
-    from ranked as r
-),
--- As MemoryStore walks due runs in order: a run is claimed while the limit and its
--- group's slots last; a run whose lease ran out on its last attempt fails instead, if
--- the walk reaches it (no slot is spent on it).
-chosen as (select * from placed where fits and nth <= %(limit)s),
-doomed as (
-    select * from placed
-    where exhausted and (%(all)s or nth_in_group < free) and nth < %(limit)s
-),
-claimed as (
-    update runs as r set
-        status = 'running',
-        lease_token = nextval('lease_tokens'),
-        lease_owner = %(owner)s,
-        lease_expires_at = {NOW} + %(lease_for)s::interval,
-        updated_at = {NOW},
-        -- taking over an expired lease: its holder is presumed dead, an attempt is spent
-        attempt = case when r.status = 'running' then r.attempt + 1 else r.attempt end,
-        error = case when r.status = 'running' then %(lease_expired)s::jsonb else r.error end
-    from chosen as c
-    where r.id = c.id
-    returning r.id, r.lease_token, r.lease_expires_at, r.event, r.data, r.queue, r.attempt,
-              r.max_attempts, c.priority, c.due_at, c.seq
-)
-select id::text, lease_token, lease_expires_at, event, data, queue, attempt, max_attempts,
-       null::text as parent, priority, due_at, seq
-from claimed
-union all
-select d.id::text, null, null, null, null, null, null, null, r.parent_run_id::text,
-       d.priority, d.due_at, d.seq
-from doomed as d
-join runs as r on r.id = d.id
-order by priority, due_at, seq
-""")
-
-# A claimed run that was suspended: whatever is still pending has expired (it was due)
-# and resolves to null.
-EXPIRE_PENDING = compact(f"""
-with gone as (
-    delete from pending where run_id = any(%(ids)s::uuid[]) returning run_id, name, kind, pos
-)
-insert into steps (run_id, name, kind, output, finished_at)
-select run_id, name, kind, 'null'::jsonb, {NOW} from gone order by run_id, pos
-on conflict (run_id, name) do nothing
+select count(pg_notify(%(channel)s, queue)) from suspended
+where status = 'queued' or {backlog("suspended.queue")}
 """)
 
 STEP_JSON = """json_build_object('name', s.name, 'kind', s.kind, 'output', s.output,
     'error', s.error, 'finished_at', s.finished_at)"""
-
-MEMOS = compact(f"""
-select s.run_id::text, json_agg({STEP_JSON} order by s.id)::text
-from steps as s
-where s.run_id = any(%(ids)s::uuid[])
-group by s.run_id
-""")
 
 # -- leases ------------------------------------------------------------------------
 
@@ -302,7 +198,7 @@ select json_build_object(
     'result', r.result, 'error', r.error, 'priority', r.priority, 'key', r.key,
     'parent', case when r.parent_run_id is not null then
         json_build_object('run_id', r.parent_run_id, 'step', r.parent_step) end,
-    'finished_at', r.finished_at
+    'finished_at', r.finished_at, 'endpoint', r.endpoint
 )::text
 from runs as r
 where r.id = %(id)s::uuid
