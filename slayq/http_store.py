@@ -109,6 +109,9 @@ class HttpStore:
     async def next_wakeup(self) -> datetime | None:
         _server_only("next_wakeup")
 
+    async def due_by_queue(self) -> dict[str, int]:
+        _server_only("due_by_queue")
+
     async def delete_finished(self, older_than: timedelta, *, batch: int = 1000) -> int:
         _server_only("delete_finished")
 

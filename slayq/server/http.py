@@ -17,7 +17,7 @@ from slayq.transport.signing import ReplayGuard, verify
 from slayq.transport.wire import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Collection, Sequence
 
     from starlette.requests import Request
 
@@ -34,8 +34,18 @@ def _failure(status: int, reason: str) -> Response:
     return _json(ingest.Failure(error=reason), status)
 
 
+async def unserved_queues(store: Store, served: Collection[str]) -> dict[str, int]:
+    """Due runs waiting in queues that this server does not serve: not in limbo unseen."""
+    due = await store.due_by_queue()
+    return {queue: count for queue, count in sorted(due.items()) if queue not in served}
+
+
 def create_app(
-    store: Store, secrets: Sequence[str], *, limits: Limits = DEFAULT_LIMITS
+    store: Store,
+    secrets: Sequence[str],
+    *,
+    served: Collection[str] = (),
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Starlette:
     replays = ReplayGuard()
 
@@ -92,10 +102,10 @@ def create_app(
 
     async def health(request: Request) -> Response:
         try:
-            await store.next_wakeup()
+            unserved = await unserved_queues(store, served)
         except StoreUnavailableError as exc:
             return _json({"status": "unavailable", "error": str(exc)}, 503)
-        return _json({"status": "ok"})
+        return _json({"status": "ok", "unserved_queues": unserved})
 
     routes = [
         Route("/health", health, methods=["GET"]),

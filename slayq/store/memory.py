@@ -459,6 +459,14 @@ class MemoryStore:
                 times.append(run.run_at)
         return min(times, default=None)
 
+    async def due_by_queue(self) -> dict[str, int]:
+        now = self.clock.now()
+        due: dict[str, int] = {}
+        for run in self._runs.values():
+            if run.status != "running" and self._is_due(run, now):
+                due[run.queue] = due.get(run.queue, 0) + 1
+        return due
+
     async def delete_finished(self, older_than: timedelta, *, batch: int = 1000) -> int:
         cutoff = self.clock.now() - older_than
         old = [

@@ -95,6 +95,10 @@ class Store(Protocol):
         """The earliest time at which something becomes due, or None."""
         ...
 
+    async def due_by_queue(self) -> dict[str, int]:
+        """How many runs are due now but unclaimed, per queue (to spot unserved queues)."""
+        ...
+
     async def delete_finished(self, older_than: timedelta, *, batch: int = 1000) -> int:
         """Remove finished runs that finished more than ``older_than`` ago; returns how many."""
         ...

@@ -610,3 +610,16 @@ async def test_a_runs_endpoint_is_kept_for_delivery(store: Store) -> None:
     claim = await claim_one(store)
     assert claim.endpoint == "http://app.test/api/slay-q"
     assert (await store.get_run(run_id)).endpoint == "http://app.test/api/slay-q"
+
+
+async def test_due_runs_are_counted_per_queue(store: Store, clock: VirtualClock) -> None:
+    await start(store, queue="media")
+    await start(store, queue="media")
+    await start(store, queue="mail", delay=timedelta(hours=1))
+    await start(store, queue="general")
+    await store.claim(
+        queues=[QueueLimit(names=["general"], concurrency=1)], limit=1, lease_for=LEASE, owner="w"
+    )
+    assert await store.due_by_queue() == {"media": 2}
+    clock.advance(timedelta(hours=1))
+    assert await store.due_by_queue() == {"media": 2, "mail": 1}

@@ -44,6 +44,10 @@ async def test_http_store_sends_reads_and_cancels_through_the_server(
         assert run_id is not None
         run = await client.get_run(run_id)
         assert (run.status, run.endpoint) == ("queued", "http://app.test/slay")
+        async with httpx.AsyncClient() as http:
+            health = (await http.get(f"{server}/health")).json()
+        # The server serves only "nobody-serves-this": the run is visibly not in limbo.
+        assert health["unserved_queues"] == {"general": 1}
         assert await client.cancel(run_id)
         assert (await client.get_run(run_id)).status == "cancelled"
         with pytest.raises(RunNotFoundError):
@@ -83,7 +87,7 @@ async def test_bad_ingest_calls_are_refused_and_change_nothing(server: str, pg_u
         assert (first.status_code, again.status_code) == (200, 401)
         assert "replays are refused" in again.json()["error"]
         health = await http.get(f"{server}/health")
-        assert health.json() == {"status": "ok"}
+        assert health.json() == {"status": "ok", "unserved_queues": {}}
     async with Client(FUNCTIONS, store=PostgresStore(pg_url)) as direct:
         # Nothing was stored: a fresh send starts the first run of the database.
         run_id = await direct.send_event("test/callee")

@@ -39,6 +39,13 @@ def _loads(data: str | bytes) -> Any:
     return msgspec.json.decode(data)
 
 
+DUE_BY_QUEUE = q.compact(f"""
+select queue, count(*) from runs
+where status in {q.TIMED} and run_at <= {q.NOW}
+group by queue
+""")
+
+
 class PostgresStore:
     """Runs, steps, waits and schedules in PostgreSQL, in their own schema.
 
@@ -295,6 +302,13 @@ class PostgresStore:
             return None if row is None else row[0]
 
         return await self._run("find the next wakeup", body)
+
+    async def due_by_queue(self) -> dict[str, int]:
+        async def body(conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
+            cursor = await conn.execute(DUE_BY_QUEUE, {"now": self._now()})
+            return {queue: count for queue, count in await cursor.fetchall()}
+
+        return await self._run("count due runs", body)
 
     async def delete_finished(self, older_than: timedelta, *, batch: int = 1000) -> int:
         async def body(conn: psycopg.AsyncConnection[Any]) -> int:
