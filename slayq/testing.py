@@ -17,14 +17,13 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from slayq.client import Client
 from slayq.model import FINISHED_STATUSES, RunId, RunInfo
 from slayq.runtime.clock import VirtualClock
 from slayq.runtime.driver import drive
 from slayq.runtime.durations import Duration, parse_duration
 from slayq.runtime.limits import DEFAULT_LIMITS, SizeLimits
-from slayq.runtime.registry import Registry
 from slayq.runtime.retry import DEFAULT_RETRY_POLICY, RetryPolicy
-from slayq.runtime.sending import outgoing_event
 from slayq.store.memory import MemoryStore
 
 if TYPE_CHECKING:
@@ -51,7 +50,9 @@ class Harness:
     ) -> None:
         self.clock = VirtualClock(start or datetime(2025, 1, 1, tzinfo=UTC))
         self.store = MemoryStore(self.clock)
-        self.registry = Registry(functions, limits=limits)
+        # The same Client an app uses, on the memory store: sending validates the same way.
+        self.client = Client(functions, store=self.store, limits=limits)
+        self.registry = self.client.registry
         self._retry_policy = retry_policy
         self._rng = random.Random(seed)
         self._max_drives = max_drives
@@ -82,13 +83,10 @@ class Harness:
         key: str | None = None,
     ) -> RunId | None:
         """Send an event; returns the run it started (None if it only wakes or cancels)."""
-        outgoing = outgoing_event(self.registry, event, data, delay=delay, run_at=run_at, key=key)
-        (run_id,) = await self.store.send_events([outgoing])
-        return run_id
+        return await self.client.send_event(event, data, delay=delay, run_at=run_at, key=key)
 
     async def send_events(self, events: Sequence[tuple[str, Any]]) -> list[RunId | None]:
-        resolved = [outgoing_event(self.registry, name, data) for name, data in events]
-        return await self.store.send_events(resolved)
+        return await self.client.send_events(events)
 
     async def run_until_idle(self) -> None:
         """Run everything due at the current virtual time, until nothing is."""
@@ -135,7 +133,7 @@ class Harness:
         return run
 
     async def get_run(self, run_id: RunId) -> RunInfo:
-        return await self.store.get_run(run_id)
+        return await self.client.get_run(run_id)
 
     async def cancel(self, run_id: RunId) -> bool:
-        return await self.store.cancel_run(run_id)
+        return await self.client.cancel(run_id)
