@@ -198,6 +198,8 @@ async def claim(
         cursor = await conn.execute(CLAIM, params)
         await pipeline.sync()
         rows = await cursor.fetchall()
+        # In claim order: a claimed run has a lease token (row[1]); a run that failed
+        # instead has none, and names its caller (row[9]) if it was invoked.
         claimed = [row[:9] for row in rows if row[1] is not None]
         dead = [row[0] for row in rows if row[1] is None]
         if dead:

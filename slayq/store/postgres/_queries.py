@@ -11,8 +11,8 @@ Conventions that hold for every statement:
 - Statements that change a run whose lease the caller claims to hold carry the lease in
   their WHERE clause (``HELD``), so a commit whose lease was lost changes nothing even
   though its statements were already pipelined.
-- A statement that reads tables another transaction may change runs *after* the one
-  that locked the rows it cares about: under READ COMMITTED each statement takes a fresh
+- Rows that other transactions may change are locked by one statement and read by a
+  later one, never by the same: under READ COMMITTED each statement takes a fresh
   snapshot, but a statement's own snapshot predates the locks it waits for.
 """
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 
 def compact(text: str) -> str:
-    """The statement on one line, comments dropped: psycopg caches the parsing of
-    statements up to 4 kB, and the server logs read better."""
+    """The statement on one line, comments dropped (no ``--`` may appear in a literal):
+    psycopg caches the parsing of statements up to 4 kB, and server logs read better."""
     code = (line.split("--", 1)[0] for line in text.splitlines())
     return " ".join(" ".join(code).split())
 

@@ -234,6 +234,13 @@ select least(
 )
 """)
 
+# Due but unclaimed runs per queue, to spot queues that nobody serves.
+DUE_BY_QUEUE = compact(f"""
+select queue, count(*) from runs
+where status in {TIMED} and run_at <= {NOW}
+group by queue
+""")
+
 # -- schedules ---------------------------------------------------------------------
 
 SCHEDULES = "select event, cron, next_at from schedules order by event for update"

@@ -39,13 +39,6 @@ def _loads(data: str | bytes) -> Any:
     return msgspec.json.decode(data)
 
 
-DUE_BY_QUEUE = q.compact(f"""
-select queue, count(*) from runs
-where status in {q.TIMED} and run_at <= {q.NOW}
-group by queue
-""")
-
-
 class PostgresStore:
     """Runs, steps, waits and schedules in PostgreSQL, in their own schema.
 
@@ -305,7 +298,7 @@ class PostgresStore:
 
     async def due_by_queue(self) -> dict[str, int]:
         async def body(conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
-            cursor = await conn.execute(DUE_BY_QUEUE, {"now": self._now()})
+            cursor = await conn.execute(rq.DUE_BY_QUEUE, {"now": self._now()})
             return {queue: count for queue, count in await cursor.fetchall()}
 
         return await self._run("count due runs", body)
