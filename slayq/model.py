@@ -29,6 +29,15 @@ class ErrorInfo(msgspec.Struct, frozen=True):
     step: str | None = None
 
 
+# Errors the stores record themselves.
+LEASE_EXPIRED = ErrorInfo(
+    type="LeaseExpired",
+    message="the worker running this attempt stopped renewing its lease (crashed or hung); "
+    "the run was taken over",
+)
+CANCELLED = ErrorInfo(type="Cancelled", message="the invoked run was cancelled")
+
+
 class StepRecord(msgspec.Struct, frozen=True):
     """A finished step: its memoized output, or the error an invoked run failed with."""
 

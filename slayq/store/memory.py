@@ -17,7 +17,9 @@ import msgspec
 
 from slayq.errors import LeaseLostError, RunNotFoundError, StoreError
 from slayq.model import (
+    CANCELLED,
     FINISHED_STATUSES,
+    LEASE_EXPIRED,
     CancelRule,
     Claim,
     Completed,
@@ -47,13 +49,6 @@ if TYPE_CHECKING:
     from slayq.store.protocol import QueueLimit
 
 _S = TypeVar("_S", bound=msgspec.Struct)
-
-LEASE_EXPIRED = ErrorInfo(
-    type="LeaseExpired",
-    message="the worker running this attempt stopped renewing its lease (crashed or hung); "
-    "the run was taken over",
-)
-CANCELLED = ErrorInfo(type="Cancelled", message="the invoked run was cancelled")
 
 
 def _copy(value: Any) -> Any:
@@ -257,6 +252,7 @@ class MemoryStore:
         for record in transition.steps:
             if record.name in known:
                 raise StoreError(f"run {run.id} already has a step named {record.name!r}")
+            known.add(record.name)
         for record in transition.steps:
             run.steps.append(msgspec.structs.replace(record, finished_at=now))
         for event in transition.sent:

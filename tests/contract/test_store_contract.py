@@ -623,3 +623,11 @@ async def test_due_runs_are_counted_per_queue(store: Store, clock: VirtualClock)
     assert await store.due_by_queue() == {"media": 2}
     clock.advance(timedelta(hours=1))
     assert await store.due_by_queue() == {"media": 2, "mail": 1}
+
+
+async def test_a_transition_naming_a_step_twice_is_refused_whole(store: Store) -> None:
+    run_id = await start(store)
+    claim = await claim_one(store)
+    with pytest.raises(StoreError):
+        await store.commit(claim.lease, Transition(steps=[ran("a"), ran("a")], outcome=Continue()))
+    assert (await store.get_run(run_id)).steps == []

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from slayq.model import Claim, Lease, RunId
-from slayq.store.memory import CANCELLED, LEASE_EXPIRED
+from slayq.model import CANCELLED, LEASE_EXPIRED, Claim, Lease, RunId
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres._codec import dump, load_memo
 from slayq.store.postgres._queries import NOW, TIMED, compact

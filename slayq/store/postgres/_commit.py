@@ -15,8 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from slayq.errors import LeaseLostError
-from slayq.model import Completed, Continue, Failed, Lease, Outcome, Suspend, Transition
-from slayq.store.memory import CANCELLED
+from slayq.model import CANCELLED, Completed, Continue, Failed, Lease, Outcome, Suspend, Transition
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres import _run_queries as rq
 from slayq.store.postgres._codec import (

@@ -15,8 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from slayq.model import NewRun, OutgoingEvent, RunId
-from slayq.store.memory import CANCELLED
+from slayq.model import CANCELLED, NewRun, OutgoingEvent, RunId
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres._codec import due_now, dump, run_rows
 

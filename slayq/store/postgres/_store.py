@@ -12,8 +12,7 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from slayq.errors import LeaseLostError, RunNotFoundError, StoreError
-from slayq.model import Claim, Lease, OutgoingEvent, RunId, RunInfo, Schedule, Transition
-from slayq.store.memory import CANCELLED
+from slayq.model import CANCELLED, Claim, Lease, OutgoingEvent, RunId, RunInfo, Schedule, Transition
 from slayq.store.postgres import _claim, _commit, _schedules
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres import _run_queries as rq
