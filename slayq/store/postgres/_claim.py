@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from slayq.model import CANCELLED, LEASE_EXPIRED, Claim, Lease, RunId
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres._codec import dump, load_memo
-from slayq.store.postgres._queries import NOW, TIMED, compact
+from slayq.store.postgres._queries import NOW, PAIRS, TIMED, compact
 from slayq.store.postgres._run_queries import STEP_JSON
 
 if TYPE_CHECKING:
@@ -47,18 +47,7 @@ route as (
     join unnest(%(concurrency)s::int[]) with ordinality as g(concurrency, grp) on g.grp = q.grp
     left join held as h on h.grp = q.grp
 ),
-pairs(queue, priority) as (
-    (select queue, priority from runs where status in {TIMED} order by queue, priority limit 1)
-    union all
-    select nxt.queue, nxt.priority
-    from pairs as p
-    cross join lateral (
-        select queue, priority from runs
-        where status in {TIMED} and (queue, priority) > (p.queue, p.priority)
-        order by queue, priority
-        limit 1
-    ) as nxt
-),
+{PAIRS},
 due as (
     select d.*
     from pairs as p

@@ -29,6 +29,21 @@ def compact(text: str) -> str:
 NOW = "coalesce(%(now)s::timestamptz, now())"
 FINISHED = "('completed', 'failed', 'cancelled')"
 TIMED = "('queued', 'sleeping', 'waiting')"  # statuses whose run_at says when they are due
+
+# The (queue, priority) pairs that have timed runs, by a loose index scan over runs_due:
+# one index probe per pair, so a million runs sleeping until next year cost nothing.
+PAIRS = f"""pairs(queue, priority) as (
+    (select queue, priority from runs where status in {TIMED} order by queue, priority limit 1)
+    union all
+    select nxt.queue, nxt.priority
+    from pairs as p
+    cross join lateral (
+        select queue, priority from runs
+        where status in {TIMED} and (queue, priority) > (p.queue, p.priority)
+        order by queue, priority
+        limit 1
+    ) as nxt
+)"""
 HELD = "status = 'running' and lease_token = %(token)s"
 CLOCK = f"select {NOW}"
 

@@ -5,7 +5,7 @@ The conventions of ``_queries`` hold here too.
 
 from __future__ import annotations
 
-from slayq.store.postgres._queries import FINISHED, HELD, NOW, TIMED, backlog, compact
+from slayq.store.postgres._queries import FINISHED, HELD, NOW, PAIRS, TIMED, backlog, compact
 
 # -- committing --------------------------------------------------------------------
 
@@ -207,18 +207,7 @@ where r.id = %(id)s::uuid
 RUN_FOR_UPDATE = "select id from runs where id = %(id)s::uuid for update"
 
 NEXT_WAKEUP = compact(f"""
-with recursive pairs(queue, priority) as (
-    (select queue, priority from runs where status in {TIMED} order by queue, priority limit 1)
-    union all
-    select nxt.queue, nxt.priority
-    from pairs as p
-    cross join lateral (
-        select queue, priority from runs
-        where status in {TIMED} and (queue, priority) > (p.queue, p.priority)
-        order by queue, priority
-        limit 1
-    ) as nxt
-)
+with recursive {PAIRS}
 select least(
     (select min(next_at) from schedules),
     (select min(lease_expires_at) from runs where status = 'running'),
