@@ -13,6 +13,9 @@ from pathlib import Path
 
 import anyio
 
+from slayq.client import Client
+from slayq.model import RunId
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -89,3 +92,20 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], *, seconds: float, 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {seconds}s waiting for {what}")
         await anyio.sleep(0.1)
+
+
+async def send_jobs(
+    client: Client, count: int, *, step_seconds: float, event: str = "faults/three-steps"
+) -> list[RunId]:
+    """Start ``count`` runs of a fault-app function; returns their ids."""
+    sent = await client.send_events(
+        [(event, {"n": n, "step_seconds": step_seconds}) for n in range(count)]
+    )
+    return [run_id for run_id in sent if run_id is not None]
+
+
+async def all_finished(client: Client, run_ids: list[RunId]) -> bool:
+    """True once every run has finished; a run failing or cancelled fails the test."""
+    statuses = [(await client.get_run(run_id)).status for run_id in run_ids]
+    assert "failed" not in statuses and "cancelled" not in statuses, statuses
+    return all(status == "completed" for status in statuses)

@@ -15,7 +15,14 @@ from slayq.model import RunId
 from slayq.store.postgres import PostgresStore
 from tests.faults.app import solo, three_steps
 from tests.faults.cluster import own_cluster
-from tests.faults.processes import read_log, start_worker, stop_all, wait_for, write_config
+from tests.faults.processes import (
+    read_log,
+    send_jobs,
+    start_worker,
+    stop_all,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -27,10 +34,7 @@ async def test_workers_finish_every_run_across_a_postgres_restart(tmp_path: Path
         async with Client([three_steps, solo], store=PostgresStore(cluster.url)) as client:
             workers = [start_worker(cluster.url, config, log) for _ in range(2)]
             try:
-                sent = await client.send_events(
-                    [("faults/three-steps", {"n": n, "step_seconds": 0.2}) for n in range(40)]
-                )
-                run_ids = [r for r in sent if r is not None]
+                run_ids = await send_jobs(client, 40, step_seconds=0.2)
 
                 async def some_started() -> bool:
                     return len([e for e in read_log(log) if e.phase == "start"]) >= 10

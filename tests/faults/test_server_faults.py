@@ -14,10 +14,9 @@ import anyio.lowlevel
 import pytest
 
 from slayq.client import Client
-from slayq.model import RunId
 from slayq.store.postgres import PostgresStore
 from tests.faults.app import solo, three_steps
-from tests.faults.processes import kill_9, read_log, wait_for, write_config
+from tests.faults.processes import all_finished, kill_9, read_log, send_jobs, wait_for, write_config
 from tests.integration.servers import SECRET, free_port, spawn, start_server, stop, wait_until_up
 
 pytestmark = pytest.mark.anyio
@@ -48,12 +47,6 @@ def start_fault_app(url: str, port: int, log: Path, **env: str):  # type: ignore
     )
 
 
-async def all_completed(client: Client, run_ids: list[RunId]) -> bool:
-    statuses = [(await client.get_run(r)).status for r in run_ids]
-    assert "failed" not in statuses and "cancelled" not in statuses, statuses
-    return all(status == "completed" for status in statuses)
-
-
 def app_client(url: str, port: int) -> Client:
     return Client(
         [three_steps, solo],
@@ -76,14 +69,11 @@ async def test_kill_9_of_the_server_mid_delivery_reruns_no_committed_step(
     try:
         wait_until_up(f"http://127.0.0.1:{server_port}/health", server)
         async with app_client(pg_url, app_port) as client:
-            sent = await client.send_events(
-                [("faults/three-steps", {"n": n, "step_seconds": 0.2}) for n in range(30)]
-            )
-            run_ids = [r for r in sent if r is not None]
+            run_ids = await send_jobs(client, 30, step_seconds=0.2)
             await wait_for(lambda: _started(log, 5), seconds=30, what="deliveries to start")
             kill_9(server)
             restarted = start_server(pg_url, server_port, config, tmp_path / "server2.out")
-            await wait_for(lambda: all_completed(client, run_ids), seconds=120, what="all runs")
+            await wait_for(lambda: all_finished(client, run_ids), seconds=120, what="all runs")
             runs = [await client.get_run(r) for r in run_ids]
     finally:
         stop(app, server, *([restarted] if restarted else []))
@@ -104,10 +94,7 @@ async def test_an_app_that_is_down_for_a_while_then_back_loses_nothing(
     try:
         wait_until_up(f"http://127.0.0.1:{server_port}/health", server)
         async with app_client(pg_url, app_port) as client:
-            sent = await client.send_events(
-                [("faults/three-steps", {"n": n, "step_seconds": 0.0}) for n in range(10)]
-            )
-            run_ids = [r for r in sent if r is not None]
+            run_ids = await send_jobs(client, 10, step_seconds=0.0)
 
             async def errors_recorded() -> bool:
                 runs = [await client.get_run(r) for r in run_ids]
@@ -116,7 +103,7 @@ async def test_an_app_that_is_down_for_a_while_then_back_loses_nothing(
             await wait_for(errors_recorded, seconds=30, what="delivery errors on every run")
             assert {(await client.get_run(r)).status for r in run_ids} == {"queued"}
             app = start_fault_app(pg_url, app_port, log)
-            await wait_for(lambda: all_completed(client, run_ids), seconds=90, what="all runs")
+            await wait_for(lambda: all_finished(client, run_ids), seconds=90, what="all runs")
     finally:
         stop(server, *([app] if app else []))
     assert len([e for e in read_log(log) if e.phase == "start"]) == 30
@@ -133,11 +120,8 @@ async def test_an_app_answering_500_then_200_finishes_every_run(
     try:
         wait_until_up(f"http://127.0.0.1:{server_port}/health", server)
         async with app_client(pg_url, app_port) as client:
-            sent = await client.send_events(
-                [("faults/three-steps", {"n": n, "step_seconds": 0.0}) for n in range(5)]
-            )
-            run_ids = [r for r in sent if r is not None]
-            await wait_for(lambda: all_completed(client, run_ids), seconds=90, what="all runs")
+            run_ids = await send_jobs(client, 5, step_seconds=0.0)
+            await wait_for(lambda: all_finished(client, run_ids), seconds=90, what="all runs")
             runs = [await client.get_run(r) for r in run_ids]
     finally:
         stop(app, server)

@@ -14,13 +14,14 @@ import anyio
 import pytest
 
 from slayq.client import Client
-from slayq.model import RunId
 from slayq.store.postgres import PostgresStore
 from tests.faults.app import solo, three_steps
 from tests.faults.processes import (
+    all_finished,
     busy_pids,
     kill_9,
     read_log,
+    send_jobs,
     start_worker,
     stop_all,
     wait_for,
@@ -28,13 +29,6 @@ from tests.faults.processes import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-async def all_finished(client: Client, run_ids: list[RunId]) -> bool:
-    for run_id in run_ids:
-        if (await client.get_run(run_id)).status not in ("completed", "failed", "cancelled"):
-            return False
-    return True
 
 
 async def test_kill_9_mid_step_loses_nothing_and_reruns_no_committed_step(
@@ -46,10 +40,7 @@ async def test_kill_9_mid_step_loses_nothing_and_reruns_no_committed_step(
     kills = 0
     try:
         async with Client([three_steps, solo], store=PostgresStore(pg_url)) as client:
-            sent = await client.send_events(
-                [("faults/three-steps", {"n": n, "step_seconds": 0.3}) for n in range(120)]
-            )
-            run_ids = [r for r in sent if r is not None]
+            run_ids = await send_jobs(client, 120, step_seconds=0.3)
             # Four times: catch a worker inside a handler, kill -9 it, start a replacement.
             deadline = time.monotonic() + 60
             while kills < 4 and time.monotonic() < deadline:
@@ -93,10 +84,7 @@ async def test_a_cluster_wide_limit_of_one_holds_across_two_workers(
     workers = [start_worker(pg_url, config, log) for _ in range(2)]
     try:
         async with Client([three_steps, solo], store=PostgresStore(pg_url)) as client:
-            sent = await client.send_events(
-                [("faults/solo", {"n": n, "step_seconds": 0.05}) for n in range(30)]
-            )
-            run_ids = [r for r in sent if r is not None]
+            run_ids = await send_jobs(client, 30, step_seconds=0.05, event="faults/solo")
             await wait_for(lambda: all_finished(client, run_ids), seconds=60, what="all runs")
     finally:
         stop_all(workers)
@@ -117,10 +105,7 @@ async def test_sigterm_drains_in_flight_runs(pg_url: str, tmp_path: Path) -> Non
     worker = start_worker(pg_url, config, log)
     try:
         async with Client([three_steps, solo], store=PostgresStore(pg_url)) as client:
-            sent = await client.send_events(
-                [("faults/three-steps", {"n": n, "step_seconds": 0.5}) for n in range(5)]
-            )
-            run_ids = [r for r in sent if r is not None]
+            run_ids = await send_jobs(client, 5, step_seconds=0.5)
             await wait_for(lambda: _started(log, 5), seconds=30, what="the first steps to start")
             began = time.monotonic()
             stop_all([worker])
