@@ -14,9 +14,11 @@ The tree::
     ├── NoRetryError                       raised by user code: fail the run for good, now
     ├── InvokeError                        an invoked function failed for good or was cancelled
     ├── StepOutputError                    a step's result cannot be stored as JSON
+    ├── StepTimeoutError                   a step handler ran past its timeout (retried)
     ├── StoreError                         the store could not do what was asked
     │   ├── LeaseLostError                 a commit from a holder whose claim was taken over
     │   ├── RunNotFoundError
+    │   ├── StoreInputError (also InputError)  the database refused a value (too long, ...)
     │   └── StoreUnavailableError          the database cannot be reached
     └── (in slayq.transport.errors) SignatureError, DeliveryError; WireError is an InputError
 """
@@ -78,6 +80,10 @@ class StepOutputError(SlayqError):
     """A step handler returned a value that cannot be stored as JSON."""
 
 
+class StepTimeoutError(SlayqError):
+    """A step handler ran longer than its timeout; the attempt fails and is retried."""
+
+
 class StoreError(SlayqError):
     """The store failed to do what was asked."""
 
@@ -89,6 +95,11 @@ class LeaseLostError(StoreError):
 
 class RunNotFoundError(StoreError, LookupError):
     """No run has that id."""
+
+
+class StoreInputError(StoreError, InputError):
+    """The database refused a value it was given (a string too long to index, a time out
+    of range, ...). Sending the same input again fails again; nothing was applied."""
 
 
 class StoreUnavailableError(StoreError):

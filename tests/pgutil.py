@@ -1,9 +1,11 @@
 """Databases for tests: each test gets a fresh one, cloned from a migrated template.
 
 Cloning (``CREATE DATABASE ... TEMPLATE``) takes milliseconds where migrating takes
-much longer. The template is rebuilt when the migration files change; an advisory lock
-on the admin database keeps concurrent test processes from building or cloning it at
-the same time (cloning fails while anyone is connected to the template).
+much longer. The template is named after a fingerprint of the migration files, so
+checkouts with different migrations (branches, worktrees) test side by side on one
+server, each against its own template; an advisory lock on the admin database keeps
+concurrent test processes from building or cloning at the same time (cloning fails
+while anyone is connected to the template).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from slayq.store.postgres import migrate
 from slayq.store.postgres._migrations import load_migrations
 
-TEMPLATE = "slayq_template"
 _LOCK = 0x736C_7E57
 _ready: str | None = None  # the fingerprint this process already saw in place
 
@@ -36,28 +37,29 @@ def _fingerprint() -> str:
     digest = hashlib.sha256()
     for migration in load_migrations():
         digest.update(f"{migration.version}:{migration.name}:{migration.text}".encode())
-    return f"slayq:{digest.hexdigest()[:16]}"
+    return digest.hexdigest()[:16]
 
 
-async def _ensure_template(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+async def _ensure_template(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> str:
+    """The name of the template for the current migrations, built if missing."""
     global _ready
-    wanted = _fingerprint()
-    if _ready == wanted:
-        return
+    template = f"slayq_template_{_fingerprint()}"
+    if _ready == template:
+        return template
     cursor = await conn.execute(
         "select shobj_description(oid, 'pg_database') from pg_database where datname = %s",
-        [TEMPLATE],
+        [template],
     )
     row = await cursor.fetchone()
-    if row is None or row[0] != wanted:
-        name = sql.Identifier(TEMPLATE)
+    if row is None or row[0] != "migrated":
+        # Missing, or left half-built by a process that died while migrating it.
+        name = sql.Identifier(template)
         await conn.execute(sql.SQL("drop database if exists {} with (force)").format(name))
         await conn.execute(sql.SQL("create database {}").format(name))
-        await migrate(_url(TEMPLATE))
-        await conn.execute(
-            sql.SQL("comment on database {} is {}").format(name, sql.Literal(wanted))
-        )
-    _ready = wanted
+        await migrate(_url(template))
+        await conn.execute(sql.SQL("comment on database {} is 'migrated'").format(name))
+    _ready = template
+    return template
 
 
 async def fresh_database() -> str:
@@ -66,10 +68,10 @@ async def fresh_database() -> str:
     async with await psycopg.AsyncConnection.connect(admin_url(), autocommit=True) as conn:
         await conn.execute("select pg_advisory_lock(%s)", [_LOCK])
         try:
-            await _ensure_template(conn)
+            template = await _ensure_template(conn)
             await conn.execute(
                 sql.SQL("create database {} template {}").format(
-                    sql.Identifier(name), sql.Identifier(TEMPLATE)
+                    sql.Identifier(name), sql.Identifier(template)
                 )
             )
         finally:
