@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 import anyio
 import uvicorn
 
-from slayq.errors import SlayqError, StoreUnavailableError
+from slayq.errors import SlayqError
 from slayq.runtime.durations import parse_duration
 from slayq.server.delivery import HttpExecutor
-from slayq.server.http import create_app, unserved_queues
+from slayq.server.http import create_app
 from slayq.server.settings import settings_from_env
 from slayq.store.postgres import PostgresStore
 from slayq.transport.deliverer import Deliverer
@@ -42,24 +42,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-async def warn_about_unserved_queues(store: PostgresStore, served: set[str]) -> None:
-    """Runs due in a queue that no config names would wait forever: say so, every minute."""
-    while True:
-        try:
-            unserved = await unserved_queues(store, served)
-        except StoreUnavailableError:
-            unserved = {}
-        for queue, count in unserved.items():
-            logger.warning(
-                "%d run(s) are due in queue %r, which this server does not serve; add it to "
-                "slay-config.json or run a server or worker for it",
-                count,
-                queue,
-                extra={"queue": queue},
-            )
-        await anyio.sleep(60)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -123,7 +105,6 @@ async def serve(args: argparse.Namespace) -> None:
                         return
 
             group.start_soon(stop_on_signal)
-            group.start_soon(warn_about_unserved_queues, store, served)
             group.start_soon(http.serve)
             await dispatcher.run()
             http.should_exit = True

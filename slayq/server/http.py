@@ -15,6 +15,7 @@ from slayq.transport import ingest
 from slayq.transport.errors import SignatureError
 from slayq.transport.signing import ReplayGuard, verify
 from slayq.transport.wire import DEFAULT_LIMITS, Limits
+from slayq.worker.dispatcher import unserved_queues
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -32,12 +33,6 @@ def _json(value: Any, status: int = 200) -> Response:
 
 def _failure(status: int, reason: str) -> Response:
     return _json(ingest.Failure(error=reason), status)
-
-
-async def unserved_queues(store: Store, served: Collection[str]) -> dict[str, int]:
-    """Due runs waiting in queues that this server does not serve: not in limbo unseen."""
-    due = await store.due_by_queue()
-    return {queue: count for queue, count in sorted(due.items()) if queue not in served}
 
 
 def create_app(

@@ -14,12 +14,28 @@ import signal
 import sys
 
 import anyio
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from slayq.client import Client
 from slayq.errors import ConfigError, SlayqError
 from slayq.runtime.durations import parse_duration
 from slayq.worker.config import load_config
 from slayq.worker.worker import Worker
+
+logger = logging.getLogger("slayq.worker")
+
+
+def _database(client: Client) -> str:
+    """Where the client's store is, without credentials: host:port/dbname."""
+    url = getattr(client.store, "url", None)
+    if not isinstance(url, str):
+        return type(client.store).__name__
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "?"
+    return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
 
 
 def load_client(target: str) -> Client:
@@ -34,9 +50,17 @@ def load_client(target: str) -> Client:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"{target!r}: cannot import {module_name!r}: {exc}") from None
-    client = getattr(module, attribute, None)
+    if not hasattr(module, attribute):
+        public = sorted(name for name in vars(module) if not name.startswith("_"))
+        clients = [name for name in public if isinstance(getattr(module, name), Client)]
+        hint = f"; it has {clients}" if clients else f" (it defines {public[:20]})"
+        raise ConfigError(f"{target!r}: module {module_name} has no {attribute!r}{hint}")
+    client = getattr(module, attribute)
     if not isinstance(client, Client):
-        raise ConfigError(f"{target!r}: {attribute!r} in {module_name} is not a slayq.Client")
+        raise ConfigError(
+            f"{target!r}: {attribute!r} in {module_name} is a {type(client).__name__}, "
+            "not a slayq.Client"
+        )
     return client
 
 
@@ -76,15 +100,21 @@ async def serve(args: argparse.Namespace) -> None:
         else parse_duration(args.retention, what="--retention"),
     )
     await client.open()
+    served = ", ".join("/".join(limit.names) + f"={limit.concurrency}" for limit in queues)
+    logger.info(
+        "worker %s: %d function(s), queues %s, database %s",
+        worker.owner,
+        len(client.registry.functions),
+        served,
+        _database(client),
+    )
     try:
         async with anyio.create_task_group() as group:
 
             async def stop_on_signal() -> None:
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                     async for signum in signals:
-                        logging.getLogger(__name__).info(
-                            "%s: draining", signal.Signals(signum).name
-                        )
+                        logger.info("%s: draining", signal.Signals(signum).name)
                         worker.stop()
                         return
 

@@ -9,7 +9,13 @@ free local slots. Around it:
   or if it drops, the loop still polls every ``poll_interval``;
 * a heartbeat extends the leases of runs in flight; a run whose lease was lost (it was
   taken over after this process stalled, or cancelled) is stopped here;
-* a scheduler fires due cron ticks and removes old finished runs.
+* a scheduler fires due cron ticks and removes old finished runs, and once a minute
+  warns about runs due in queues that no process serves.
+
+Every commit goes through ``_commit``, the one place where what a run did becomes a log
+line (a failed attempt at WARNING, with its step, attempt and error) and where a commit
+the store refuses (a value the database cannot hold) becomes a failed attempt instead of
+a run left ``running`` until its lease expires and its handler runs again.
 
 ``stop()`` (SIGTERM/SIGINT in ``python -m slayq.worker``) stops claiming, lets in-flight
 runs finish until ``grace`` runs out, then cancels the rest and releases their leases so
@@ -21,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -29,12 +35,14 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 
-from slayq.errors import LeaseLostError, StoreUnavailableError
+from slayq.errors import LeaseLostError, StoreError, StoreInputError, StoreUnavailableError
+from slayq.model import ErrorInfo, Failed, Suspend, Transition
+from slayq.runtime.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from slayq.model import Claim, Lease, Schedule, Transition
+    from slayq.model import Claim, Lease, Schedule
     from slayq.runtime.driver import Commit
     from slayq.store.protocol import QueueLimit, Store
 
@@ -58,6 +66,16 @@ Execute = Callable[["Claim", "Commit"], Awaitable[object]]
 """Runs a claim to its next stop, committing through the given function."""
 
 
+class CommitRefusedError(StoreError):
+    """The store refused a run's transition; a failed attempt was committed in its place."""
+
+
+async def unserved_queues(store: Store, served: Collection[str]) -> dict[str, int]:
+    """Due runs waiting in queues that nothing here serves: not in limbo unseen."""
+    due = await store.due_by_queue()
+    return {queue: count for queue, count in sorted(due.items()) if queue not in served}
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -72,6 +90,7 @@ class Dispatcher:
         grace: timedelta = timedelta(seconds=30),
         retention: timedelta | None = timedelta(days=7),
         owner: str | None = None,
+        retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
     ) -> None:
         self.store = store
         self.execute = execute
@@ -81,6 +100,9 @@ class Dispatcher:
         self.grace = grace.total_seconds()
         self.retention = retention
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.retry_policy = retry_policy
+        # None: every queue is served here, so none can be unserved.
+        self.served = None if queues is None else {name for limit in queues for name in limit.names}
         self._groups = (
             [_Group(limit, limit.concurrency) for limit in queues]
             if queues is not None
@@ -176,11 +198,17 @@ class Dispatcher:
 
     async def _execute(self, group: _Group, claim: Claim, entry: _InFlight) -> None:
         extra = {"run_id": claim.lease.run_id, "event": claim.event, "queue": claim.queue}
+
+        async def commit(lease: Lease, transition: Transition) -> None:
+            await self._commit(claim, lease, transition)
+
         try:
             with entry.scope:
-                await self.execute(claim, self._commit)
+                await self.execute(claim, commit)
         except LeaseLostError:
             logger.info("run %s was taken over or cancelled", claim.lease.run_id, extra=extra)
+        except CommitRefusedError:
+            pass  # logged where it was turned into a failed attempt
         except Exception:
             logger.exception("executing run %s failed", claim.lease.run_id, extra=extra)
         finally:
@@ -192,7 +220,40 @@ class Dispatcher:
                     await self._release(claim.lease)
             self._wake.set()
 
-    async def _commit(self, lease: Lease, transition: Transition) -> None:
+    async def _commit(self, claim: Claim, lease: Lease, transition: Transition) -> None:
+        """Commit ``transition``; if the store refuses it, commit a failed attempt instead.
+
+        A refusal caused by the values (``StoreInputError``) would recur on every attempt,
+        so the run fails for good; any other refusal is retried with backoff. Either way
+        the real error is on the run, naming its step, and ``CommitRefusedError`` tells
+        the executor to stop driving the run.
+        """
+        try:
+            await self._commit_durably(lease, transition)
+        except (LeaseLostError, StoreUnavailableError):
+            raise
+        except StoreError as exc:
+            failed = self._refused(claim, transition, exc)
+            _log_failure(claim, failed)
+            await self._commit_durably(lease, Transition(steps=[], outcome=failed))
+            raise CommitRefusedError(str(exc)) from exc
+        if isinstance(transition.outcome, Failed):
+            _log_failure(claim, transition.outcome)
+
+    def _refused(self, claim: Claim, transition: Transition, exc: StoreError) -> Failed:
+        names = [s.name for s in transition.steps]
+        if isinstance(transition.outcome, Suspend):
+            names += [p.name for p in transition.outcome.pending]
+        what = f"step {names[0]!r}" if len(names) == 1 else f"steps {names}" if names else "run"
+        error = ErrorInfo(
+            type=type(exc).__name__,
+            message=f"the store refused to record the {what}: {exc}",
+            step=names[0] if names else None,
+        )
+        retry = not isinstance(exc, StoreInputError) and claim.attempt < claim.max_attempts
+        return Failed(error, retry_after=self.retry_policy.delay(claim.attempt) if retry else None)
+
+    async def _commit_durably(self, lease: Lease, transition: Transition) -> None:
         """Commit, riding out a database restart for as long as the lease lasts."""
         deadline = anyio.current_time() + self.lease_for.total_seconds()
         delay = 0.05
@@ -252,7 +313,7 @@ class Dispatcher:
                     entry.scope.cancel()
 
     async def _housekeeping(self) -> None:
-        last_cleanup = 0.0
+        last_cleanup = last_unserved_check = 0.0
         while True:
             try:
                 await self.store.fire_schedules()
@@ -260,9 +321,54 @@ class Dispatcher:
                     last_cleanup = anyio.current_time()
                     while await self.store.delete_finished(self.retention) > 0:
                         await anyio.lowlevel.checkpoint()
+                if self.served is not None and anyio.current_time() - last_unserved_check > 60:
+                    last_unserved_check = anyio.current_time()
+                    await self._warn_about_unserved_queues(self.served)
             except StoreUnavailableError as exc:
                 logger.warning("housekeeping failed: %s", exc)
             await anyio.sleep(_seconds_to_next_second())
+
+    async def _warn_about_unserved_queues(self, served: Collection[str]) -> None:
+        """Runs due in a queue that no config names would wait forever: say so."""
+        for queue, count in (await unserved_queues(self.store, served)).items():
+            logger.warning(
+                "%d run(s) are due in queue %r, which this process does not serve; add it "
+                "to slay-config.json or run a server or worker for it",
+                count,
+                queue,
+                extra={"queue": queue},
+            )
+
+
+def _log_failure(claim: Claim, failed: Failed) -> None:
+    """One WARNING per failed attempt, so the first cause of a failing run is never lost."""
+    error = failed.error
+    at_step = f" at step {error.step!r}" if error.step else ""
+    then = (
+        "failed for good"
+        if failed.retry_after is None
+        else f"will retry in {failed.retry_after.total_seconds():.1f}s"
+    )
+    logger.warning(
+        "run %s (%s) attempt %d/%d failed%s: %s: %s; %s",
+        claim.lease.run_id,
+        claim.event,
+        claim.attempt,
+        claim.max_attempts,
+        at_step,
+        error.type,
+        error.message,
+        then,
+        extra={
+            "run_id": claim.lease.run_id,
+            "event": claim.event,
+            "queue": claim.queue,
+            "step": error.step,
+            "attempt": claim.attempt,
+            "max_attempts": claim.max_attempts,
+            "error_type": error.type,
+        },
+    )
 
 
 def _seconds_to_next_second() -> float:

@@ -25,9 +25,12 @@ class Worker(Dispatcher):
         self, client: Client, *, retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY, **options: Any
     ) -> None:
         self.client = client
-        self.retry_policy = retry_policy
         super().__init__(
-            client.store, self._drive, schedules=client.registry.schedules(), **options
+            client.store,
+            self._drive,
+            schedules=client.registry.schedules(),
+            retry_policy=retry_policy,
+            **options,
         )
 
     async def _drive(self, claim: Claim, commit: Commit) -> None:

@@ -1,0 +1,134 @@
+"""What the in-process worker tells its operator: failed attempts, unserved queues, bad targets."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import anyio
+import pytest
+
+import slayq
+from slayq import step
+from slayq.client import Client
+from slayq.errors import ConfigError
+from slayq.model import RunId, RunInfo
+from slayq.runtime.retry import RetryPolicy
+from slayq.store.memory import MemoryStore
+from slayq.store.protocol import QueueLimit
+from slayq.worker import Worker
+from slayq.worker.__main__ import load_client
+
+FAST_RETRY = RetryPolicy(base=timedelta(milliseconds=10), cap=timedelta(milliseconds=20))
+
+
+@asynccontextmanager
+async def working(client: Client, **options: object) -> AsyncIterator[Worker]:
+    worker = Worker(
+        client, retry_policy=FAST_RETRY, poll_interval=timedelta(milliseconds=10), **options
+    )
+    async with anyio.create_task_group() as group:
+        group.start_soon(worker.run)
+        await worker.started.wait()
+        yield worker
+        worker.stop()
+
+
+async def finished(client: Client, run_id: RunId | None) -> RunInfo:
+    assert run_id is not None
+    with anyio.fail_after(10):
+        while True:
+            run = await client.get_run(run_id)
+            if run.status in ("completed", "failed", "cancelled"):
+                return run
+            await anyio.sleep(0.01)
+
+
+@pytest.mark.anyio
+async def test_every_failed_attempt_is_logged_with_its_step_and_attempt(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    @slayq.function(event="test/flaky", retries=1)
+    async def flaky(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
+        def boom() -> None:
+            raise RuntimeError(f"boom on attempt {ctx.attempt}")
+
+        yield step.run("explode", boom)
+
+    client = Client([flaky], store=MemoryStore())
+    caplog.set_level(logging.WARNING, logger="slayq.worker")
+    async with working(client):
+        run = await finished(client, await client.send_event("test/flaky", {}))
+    assert run.status == "failed"
+    lines = [r for r in caplog.records if r.name == "slayq.worker.dispatcher"]
+    messages = [r.getMessage() for r in lines]
+    # The first cause is in the log even though the run keeps only the last error.
+    assert any(
+        "attempt 1/2 failed at step 'explode': RuntimeError: boom on attempt 1; will retry" in m
+        for m in messages
+    ), messages
+    assert any(
+        "attempt 2/2 failed at step 'explode': RuntimeError: boom on attempt 2; failed for good"
+        in m
+        for m in messages
+    ), messages
+    first = next(r for r in lines if "attempt 1/2" in r.getMessage())
+    assert first.levelno == logging.WARNING
+    assert (first.run_id, first.step, first.attempt) == (run.id, "explode", 1)  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_the_worker_warns_about_runs_due_in_a_queue_it_does_not_serve(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    @slayq.function(event="test/elsewhere", queue="elsewhere")
+    async def elsewhere(ctx: slayq.Context[slayq.EmptyEvent]) -> None:
+        return None
+
+    client = Client([elsewhere], store=MemoryStore())
+    await client.send_event("test/elsewhere", {})
+    caplog.set_level(logging.WARNING, logger="slayq.worker")
+    async with working(client, queues=[QueueLimit(names=["general"], concurrency=2)]):
+        with anyio.fail_after(5):
+            while True:
+                if any("queue 'elsewhere'" in r.getMessage() for r in caplog.records):
+                    break
+                await anyio.sleep(0.01)
+    warning = next(r for r in caplog.records if "queue 'elsewhere'" in r.getMessage())
+    assert warning.levelno == logging.WARNING
+    assert "1 run(s) are due" in warning.getMessage()
+
+
+@pytest.fixture
+def app_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    (tmp_path / "myjobs_for_worker_test.py").write_text(
+        textwrap.dedent("""
+            from slayq import Client
+            from slayq.store.memory import MemoryStore
+
+            client = Client([], store=MemoryStore())
+            not_a_client = 42
+        """)
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "myjobs_for_worker_test"
+    sys.modules.pop("myjobs_for_worker_test", None)
+
+
+def test_a_misspelled_client_is_named_as_missing_with_the_clients_the_module_has(
+    app_module: str,
+) -> None:
+    with pytest.raises(ConfigError, match=r"has no 'clint'; it has \['client'\]"):
+        load_client(f"{app_module}:clint")
+
+
+def test_a_target_that_is_not_a_client_says_what_it_is(app_module: str) -> None:
+    with pytest.raises(ConfigError, match=r"'not_a_client' .* is a int, not a slayq\.Client"):
+        load_client(f"{app_module}:not_a_client")
+    assert isinstance(load_client(f"{app_module}:client"), Client)
