@@ -117,3 +117,12 @@ def test_deadlocks_and_serialization_failures_are_conflicts_to_run_again() -> No
     assert is_conflict(pg_errors.lookup("40P01")("deadlock detected"))
     assert is_conflict(pg_errors.lookup("40001")("could not serialize access"))
     assert not is_conflict(pg_errors.lookup("57P01")("terminating connection"))
+
+
+async def test_event_data_with_a_nul_is_refused_as_input(pg_store: PostgresStore) -> None:
+    """The client refuses it first; the store, which matches event data in SQL, too."""
+    run = new_run(event="a", data={"text": "x\u0000y"})
+    with pytest.raises(StoreInputError, match=r"send events: .*\\u0000"):
+        await pg_store.send_events([starting(run)])
+    with pytest.raises(RunNotFoundError):
+        await pg_store.get_run(run.id)

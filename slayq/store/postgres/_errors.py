@@ -40,7 +40,10 @@ def translated(action: str) -> Iterator[None]:
 
 def _translate(action: str, exc: psycopg.Error) -> StoreError:
     if input_caused(exc):
+        # Not str(exc): its context lines can quote a whole document of the input.
         reason = exc.diag.message_primary or str(exc)
+        if exc.diag.message_detail:
+            reason = f"{reason} ({exc.diag.message_detail.rstrip('.')})"
         return StoreInputError(f"{action}: the database refused a value: {reason}")
     if isinstance(exc, pg_errors.UniqueViolation):
         detail = exc.diag.message_detail or exc.diag.message_primary or str(exc)
