@@ -20,10 +20,12 @@ from slayq.model import (
     Failed,
     ParentLink,
     PendingStep,
+    Schedule,
     StepRecord,
     Suspend,
     Transition,
 )
+from slayq.runtime.clock import VirtualClock
 from slayq.store.protocol import Store
 from tests.contract.helpers import claim_one, new_run, plain_event, start, starting
 
@@ -119,3 +121,11 @@ async def test_keys_that_only_order_differently_are_kept_apart(store: Store) -> 
     ids = await store.send_events([starting(r) for r in runs])
     got = [exact((await store.get_run(i)).data) for i in ids if i is not None]
     assert got == [exact(first), exact(second)]
+
+
+async def test_a_cron_run_gets_its_template_data_exactly(store: Store, clock: VirtualClock) -> None:
+    template = new_run(event="cron/hourly", data=DATA)
+    await store.set_schedules([Schedule(event="cron/hourly", cron="0 * * * *", template=template)])
+    clock.set(clock.now().replace(minute=0) + timedelta(hours=1))
+    (run_id,) = await store.fire_schedules()
+    assert exact((await store.get_run(run_id)).data) == exact(DATA)
