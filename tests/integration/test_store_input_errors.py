@@ -65,6 +65,14 @@ async def test_a_step_name_with_a_nul_is_refused_as_input(pg_store: PostgresStor
     await _refused_commit_changes_nothing(pg_store, transition, r"commit run .*NUL")
 
 
+async def test_a_step_name_too_long_to_index_is_refused_as_input(
+    pg_store: PostgresStore,
+) -> None:
+    steps = [StepRecord(name=secrets.token_urlsafe(2250)[:3000], kind="run", output=1)]
+    transition = Transition(steps=steps, outcome=Completed(None))
+    await _refused_commit_changes_nothing(pg_store, transition, r"commit run .*index row size")
+
+
 async def test_a_sleep_past_the_databases_range_is_refused_as_input(
     pg_store: PostgresStore,
 ) -> None:
