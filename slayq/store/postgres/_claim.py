@@ -105,7 +105,7 @@ claimed as (
         updated_at = {NOW},
         -- taking over an expired lease: its holder is presumed dead, an attempt is spent
         attempt = case when r.status = 'running' then r.attempt + 1 else r.attempt end,
-        error = case when r.status = 'running' then %(lease_expired)s::jsonb else r.error end
+        error = case when r.status = 'running' then %(lease_expired)s::json else r.error end
     from chosen as c
     where r.id = c.id
     returning r.id, r.lease_token, r.lease_expires_at, r.event, r.data, r.queue, r.attempt,
@@ -129,7 +129,7 @@ with gone as (
     delete from pending where run_id = any(%(ids)s::uuid[]) returning run_id, name, kind, pos
 )
 insert into steps (run_id, name, kind, output, finished_at)
-select run_id, name, kind, 'null'::jsonb, {NOW} from gone order by run_id, pos
+select run_id, name, kind, 'null'::json, {NOW} from gone order by run_id, pos
 on conflict (run_id, name) do nothing
 """)
 

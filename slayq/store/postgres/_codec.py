@@ -1,7 +1,8 @@
 """Model values to statement parameters and back.
 
-JSON goes to the database as text cast to jsonb (msgspec encodes it) and comes back as
-text that msgspec decodes straight into the model's Structs, timestamps included.
+JSON goes to the database as the text msgspec encodes, kept as given in ``json`` columns,
+and comes back as that same text, which msgspec decodes straight into the model's
+Structs, timestamps included: key order, float spellings and big integers survive.
 """
 
 from __future__ import annotations

@@ -6,13 +6,20 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import psycopg
-import psycopg_pool
 from psycopg import errors as pg_errors
 
-from slayq.errors import StoreError, StoreUnavailableError
+from slayq.errors import StoreError, StoreInputError, StoreUnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+# SQLSTATE classes of refusals caused by the values sent: data exceptions (a time out of
+# range, a NUL in jsonb, a value too long) and program limits (a key too long to index).
+# Class 54 errors are OperationalErrors to psycopg, like a server going away.
+_INPUT_CLASSES = frozenset({"22", "54"})
+# Serialization failure and deadlock. psycopg makes neither a TransactionRollback (only
+# 40000 itself is), so they are told by SQLSTATE too.
+_CONFLICTS = frozenset({"40001", "40P01"})
 
 
 @contextmanager
@@ -21,24 +28,44 @@ def translated(action: str) -> Iterator[None]:
 
     Connection trouble (a server that is down or restarting, a pool that hands out no
     connection in time) becomes ``StoreUnavailableError``: the operation was not applied
-    and may be retried. Anything else the database refused becomes ``StoreError``.
+    and may be retried. A value the database refuses (see ``input_caused``) becomes
+    ``StoreInputError``: sending it again fails again. Anything else the database
+    refused becomes ``StoreError``. In every case the transaction was rolled back whole.
     """
     try:
         yield
-    except pg_errors.UniqueViolation as exc:
+    except psycopg.Error as exc:  # psycopg_pool.PoolTimeout is an OperationalError
+        raise _translate(action, exc) from exc
+
+
+def _translate(action: str, exc: psycopg.Error) -> StoreError:
+    if input_caused(exc):
+        # Not str(exc): its context lines can quote a whole document of the input.
+        reason = exc.diag.message_primary or str(exc)
+        if exc.diag.message_detail:
+            reason = f"{reason} ({exc.diag.message_detail.rstrip('.')})"
+        return StoreInputError(f"{action}: the database refused a value: {reason}")
+    if isinstance(exc, pg_errors.UniqueViolation):
         detail = exc.diag.message_detail or exc.diag.message_primary or str(exc)
-        raise StoreError(f"{action}: refused, it would duplicate existing data: {detail}") from exc
-    except pg_errors.TransactionRollback as exc:
-        # Deadlocks and serialization failures subclass OperationalError, but the server
-        # is fine: they reach here only after the retries ran out.
-        raise StoreError(f"{action}: gave up after repeated conflicts: {exc}") from exc
-    except (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout) as exc:
-        raise StoreUnavailableError(f"{action}: the database cannot be reached: {exc}") from exc
-    except psycopg.Error as exc:
-        raise StoreError(f"{action}: the database refused: {exc}") from exc
+        return StoreError(f"{action}: refused, it would duplicate existing data: {detail}")
+    if is_conflict(exc):
+        # Deadlocks and serialization failures are OperationalErrors to psycopg, but the
+        # server is fine: they reach here only after the retries ran out.
+        return StoreError(f"{action}: gave up after repeated conflicts: {exc}")
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return StoreUnavailableError(f"{action}: the database cannot be reached: {exc}")
+    return StoreError(f"{action}: the database refused: {exc}")
+
+
+def input_caused(exc: psycopg.Error) -> bool:
+    """Whether the error is the input's fault, by its SQLSTATE class; an error without one
+    is psycopg's own refusal to send a value (a NUL character in a text parameter)."""
+    if exc.sqlstate is None:
+        return isinstance(exc, psycopg.DataError)
+    return exc.sqlstate[:2] in _INPUT_CLASSES
 
 
 def is_conflict(exc: BaseException) -> bool:
     """A deadlock or serialization failure: the transaction was rolled back whole, so it
     can simply run again."""
-    return isinstance(exc, pg_errors.TransactionRollback)
+    return isinstance(exc, psycopg.Error) and exc.sqlstate in _CONFLICTS

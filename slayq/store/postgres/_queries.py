@@ -6,8 +6,13 @@ Conventions that hold for every statement:
 - ``NOW`` is the store's clock: a test's virtual time when one is given, else the
   database's ``now()``, so that a drifting application clock never decides what is due.
 - Every name, field and value is a bound parameter; JSON paths are ``data -> %(field)s``.
+- User values (run data and results, step outputs, errors, event data, pending specs)
+  are stored as ``json``: the text msgspec wrote, byte for byte, so a replay sees exactly
+  what the first run saw (``jsonb`` would re-sort keys and rewrite numbers). They go in
+  as ``%(x)s::json`` and are never cast to ``jsonb`` on their way in or out.
 - A rule or wait on a field matches an event whose data has the field with an equal JSON
-  value; data without the field matches nothing, whatever the value.
+  value; data without the field matches nothing, whatever the value. Matching compares
+  ``jsonb`` (``cancel_rules.value``, ``pending.match_value``, the event's fields cast).
 - Statements that change a run whose lease the caller claims to hold carry the lease in
   their WHERE clause (``HELD``), so a commit whose lease was lost changes nothing even
   though its statements were already pipelined.
@@ -84,7 +89,7 @@ from (
 INSERT_EVENTS = compact(f"""
 insert into events (name, data, created_at)
 select t.name, t.data, {NOW}
-from jsonb_to_recordset(%(rows)s::jsonb) as t(ord int, name text, data jsonb)
+from json_to_recordset(%(rows)s::json) as t(ord int, name text, data json)
 order by t.ord
 returning seq
 """)
@@ -103,10 +108,10 @@ from unnest(%(names)s::text[]) as n(name)
 INSERT_RUNS = compact(f"""
 with x as (
     select *
-    from jsonb_to_recordset(%(rows)s::jsonb) as t(
-        idx int, cursor bigint, id uuid, event text, data jsonb, queue text, priority int,
+    from json_to_recordset(%(rows)s::json) as t(
+        idx int, cursor bigint, id uuid, event text, data json, queue text, priority int,
         max_attempts int, key text, delay_us bigint, run_at timestamptz, parent_id uuid,
-        parent_step text, cancel_on jsonb, endpoint text)
+        parent_step text, cancel_on json, endpoint text)
     where %(guard_id)s::uuid is null
        or exists (select 1 from runs where id = %(guard_id)s::uuid and {HELD})
 ),
@@ -128,10 +133,11 @@ inserted as (
 ),
 rules as (
     insert into cancel_rules (run_id, event, field, value)
-    select i.id, r.rule ->> 'event', r.rule ->> 'field', coalesce(r.rule -> 'value', 'null')
+    select i.id, r.rule ->> 'event', r.rule ->> 'field',
+           coalesce(r.rule -> 'value', 'null'::json)::jsonb
     from inserted as i
     join x on x.id = i.id
-    cross join lateral jsonb_array_elements(x.cancel_on) as r(rule)
+    cross join lateral json_array_elements(x.cancel_on) as r(rule)
 )
 select x.idx, coalesce(mine.id, twin.id, old.id)::text
 from x
@@ -199,8 +205,8 @@ with targets as ({targets}),
 finished as (
     update runs set
         status = %(status)s,
-        result = coalesce(%(result)s::jsonb, result),
-        error = coalesce(%(error)s::jsonb, error),
+        result = coalesce(%(result)s::json, result),
+        error = coalesce(%(error)s::json, error),
         finished_at = {NOW}, updated_at = {NOW},
         run_at = null, lease_expires_at = null, lease_owner = null
     where id in (select id from targets) and status not in {FINISHED}
@@ -233,9 +239,9 @@ CANCEL_MATCHING = _finish(
 CANCEL_ALL_MATCHING = _finish(
     f"""
     with ev as (
-        select * from jsonb_to_recordset(%(rows)s::jsonb) as t(ord int, name text, data jsonb)
+        select * from json_to_recordset(%(rows)s::json) as t(ord int, name text, data jsonb)
     ),
-    born as (select * from jsonb_to_recordset(%(born)s::jsonb) as b(id uuid, idx int))
+    born as (select * from json_to_recordset(%(born)s::json) as b(id uuid, idx int))
     select c.run_id as id
     from ev
     cross join lateral jsonb_each(ev.data) as kv
@@ -309,7 +315,7 @@ WAKE_WAITERS = _resolve(
     delete from pending as p
     where (p.run_id, p.name) in ({_ANSWERED.format(data="%(data)s::jsonb", name="%(name)s")})
       and p.run_id in (select unnest(%(allowed)s::uuid[]))
-    returning p.run_id, p.name, p.kind, p.pos, %(data)s::jsonb as output, null::jsonb as error,
+    returning p.run_id, p.name, p.kind, p.pos, %(data)s::json as output, null::json as error,
               0 as ord, %(seq)s::bigint as seq
     """
 )
@@ -319,20 +325,20 @@ WAKE_WAITERS = _resolve(
 WAKE_ALL_WAITERS = _resolve(
     f"""
     with ev as (
-        select * from jsonb_to_recordset(%(rows)s::jsonb)
-            as t(ord int, name text, data jsonb, seq bigint)
+        select * from json_to_recordset(%(rows)s::json)
+            as t(ord int, name text, data json, seq bigint)
     ),
     hit as (
         select distinct on (a.run_id, a.name) a.run_id, a.name, ev.ord, ev.data, ev.seq
         from ev
-        cross join lateral ({_ANSWERED.format(data="ev.data", name="ev.name")}) as a
+        cross join lateral ({_ANSWERED.format(data="ev.data::jsonb", name="ev.name")}) as a
         where a.run_id in (select unnest(%(allowed)s::uuid[]))
         order by a.run_id, a.name, ev.ord
     )
     delete from pending as p
     using hit as h
     where p.run_id = h.run_id and p.name = h.name
-    returning p.run_id, p.name, p.kind, p.pos, h.data as output, null::jsonb as error,
+    returning p.run_id, p.name, p.kind, p.pos, h.data as output, null::json as error,
               h.ord, h.seq
     """
 )
@@ -347,8 +353,8 @@ RESOLVE_PARENTS = _resolve(
     returning p.run_id, p.name, p.kind, p.pos,
         case when c.status = 'completed' then c.result end as output,
         case when c.status = 'completed' then null
-             when c.status = 'cancelled' then %(cancelled)s::jsonb
-             else coalesce(c.error, %(cancelled)s::jsonb) end as error,
+             when c.status = 'cancelled' then %(cancelled)s::json
+             else coalesce(c.error, %(cancelled)s::json) end as error,
         0 as ord, null::bigint as seq
     """
 )

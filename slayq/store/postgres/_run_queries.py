@@ -14,7 +14,7 @@ HELD_ROW = f"select {HELD} from runs where id = %(id)s::uuid for update"
 INSERT_STEPS = compact(f"""
 insert into steps (run_id, name, kind, output, error, finished_at)
 select %(id)s::uuid, t.name, t.kind, t.output, t.error, {NOW}
-from unnest(%(names)s::text[], %(kinds)s::text[], %(outputs)s::jsonb[], %(errors)s::jsonb[])
+from unnest(%(names)s::text[], %(kinds)s::text[], %(outputs)s::json[], %(errors)s::json[])
      with ordinality as t(name, kind, output, error, ord)
 where exists (select 1 from runs where id = %(id)s::uuid and {HELD})
 order by t.ord
@@ -25,7 +25,7 @@ TOUCH = f"update runs set updated_at = {NOW} where id = %(id)s::uuid and {HELD}"
 RETRY = compact(f"""
 with retried as (
     update runs set
-        status = 'queued', error = %(error)s::jsonb, attempt = attempt + 1,
+        status = 'queued', error = %(error)s::json, attempt = attempt + 1,
         run_at = {NOW} + %(retry_after)s::interval,
         lease_expires_at = null, lease_owner = null, updated_at = {NOW}
     where id = %(id)s::uuid and {HELD}
@@ -50,14 +50,14 @@ recorded as (
     insert into steps (run_id, name, kind, output, error, finished_at)
     select go.id, t.name, t.kind, t.output, t.error, {NOW}
     from go,
-         unnest(%(names)s::text[], %(kinds)s::text[], %(outputs)s::jsonb[],
-                %(errors)s::jsonb[]) with ordinality as t(name, kind, output, error, ord)
+         unnest(%(names)s::text[], %(kinds)s::text[], %(outputs)s::json[],
+                %(errors)s::json[]) with ordinality as t(name, kind, output, error, ord)
     order by t.ord
 ),
 naps as (
     select t.*, coalesce(t.until, {NOW} + t.delay) as expires_at
     from unnest(%(nap_names)s::text[], %(nap_untils)s::timestamptz[],
-                %(nap_delays)s::interval[], %(nap_specs)s::jsonb[])
+                %(nap_delays)s::interval[], %(nap_specs)s::json[])
          with ordinality as t(name, until, delay, spec, ord)
 ),
 napping as (
@@ -78,9 +78,9 @@ changed as (
                                         when 'retry' then 'queued'
                                         when 'sleep' then wake.status
                                         else %(outcome)s::text end,
-        result = case when %(outcome)s::text = 'completed' then %(result)s::jsonb
+        result = case when %(outcome)s::text = 'completed' then %(result)s::json
                       else r.result end,
-        error = case when %(outcome)s::text in ('failed', 'retry') then %(error)s::jsonb
+        error = case when %(outcome)s::text in ('failed', 'retry') then %(error)s::json
                      else r.error end,
         attempt = r.attempt + (%(outcome)s::text = 'retry')::int,
         run_at = case %(outcome)s::text when 'continue' then r.run_at
@@ -110,7 +110,7 @@ select %(id)s::uuid, t.name, t.ord, t.kind, t.event, t.field, t.value,
        coalesce(t.until, {NOW} + t.delay), t.spec
 from unnest(
     %(names)s::text[], %(kinds)s::text[], %(events)s::text[], %(fields)s::text[],
-    %(values)s::jsonb[], %(untils)s::timestamptz[], %(delays)s::interval[], %(specs)s::jsonb[]
+    %(values)s::jsonb[], %(untils)s::timestamptz[], %(delays)s::interval[], %(specs)s::json[]
 ) with ordinality as t(name, kind, event, field, value, until, delay, spec, ord)
 where exists (select 1 from runs where id = %(id)s::uuid and {HELD})
 """)
@@ -123,7 +123,7 @@ with hit as (
     from runs as r
     join events as e on e.name = %(event)s and e.seq > r.event_cursor
     where r.id = %(id)s::uuid and r.{HELD}
-      and (%(field)s::text is null or e.data -> %(field)s::text = %(value)s::jsonb)
+      and (%(field)s::text is null or (e.data -> %(field)s::text)::jsonb = %(value)s::jsonb)
     order by e.seq
     limit 1
 ),
@@ -238,7 +238,7 @@ DROP_SCHEDULES = "delete from schedules where not (event = any(%(events)s::text[
 
 UPSERT_SCHEDULES = compact("""
 insert into schedules (event, cron, template, next_at)
-select * from unnest(%(events)s::text[], %(crons)s::text[], %(templates)s::jsonb[],
+select * from unnest(%(events)s::text[], %(crons)s::text[], %(templates)s::json[],
                      %(next_ats)s::timestamptz[])
 on conflict (event) do update
     set cron = excluded.cron, template = excluded.template, next_at = excluded.next_at
