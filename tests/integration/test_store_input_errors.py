@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Literal
 
 import psycopg
 import pytest
@@ -88,6 +89,23 @@ async def test_a_wait_past_the_databases_range_is_refused_as_input(
     wait = PendingStep(name="w", kind="wait", event="e", delay=timedelta(days=999_999_999))
     transition = Transition(steps=[], outcome=Suspend([wait]))
     await _refused_commit_changes_nothing(pg_store, transition, r"commit run .*out of range")
+
+
+@pytest.mark.parametrize("kind", ["sleep", "wait"])
+async def test_a_time_past_the_year_9999_is_refused_though_the_database_could_hold_it(
+    pg_store: PostgresStore, kind: Literal["sleep", "wait"]
+) -> None:
+    """PostgreSQL stores times up to 294276 AD, Python's datetime ends with 9999: such a
+    run would break every later claim and wake-up query that reads it back."""
+    later = PendingStep(
+        name="later",
+        kind=kind,
+        event="e" if kind == "wait" else None,
+        delay=timedelta(days=99_999_999),
+    )
+    transition = Transition(steps=[], outcome=Suspend([later]))
+    await _refused_commit_changes_nothing(pg_store, transition, r"before the year 10000")
+    assert await pg_store.next_wakeup() is None  # readable: nothing past 9999 was kept
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 # range, a NUL in jsonb, a value too long) and program limits (a key too long to index).
 # Class 54 errors are OperationalErrors to psycopg, like a server going away.
 _INPUT_CLASSES = frozenset({"22", "54"})
+# Check violations: every check of the schema guards a value (a time Python can read back).
+_INPUT_STATES = frozenset({"23514"})
 # Serialization failure and deadlock. psycopg makes neither a TransactionRollback (only
 # 40000 itself is), so they are told by SQLSTATE too.
 _CONFLICTS = frozenset({"40001", "40P01"})
@@ -42,7 +44,10 @@ def _translate(action: str, exc: psycopg.Error) -> StoreError:
     if input_caused(exc):
         # Not str(exc): its context lines can quote a whole document of the input.
         reason = exc.diag.message_primary or str(exc)
-        if exc.diag.message_detail:
+        if exc.sqlstate in _INPUT_STATES:
+            # The detail would quote the whole row; every check bounds a time.
+            reason = f"{reason}: a time must be before the year 10000"
+        elif exc.diag.message_detail:
             reason = f"{reason} ({exc.diag.message_detail.rstrip('.')})"
         return StoreInputError(f"{action}: the database refused a value: {reason}")
     if isinstance(exc, pg_errors.UniqueViolation):
@@ -62,7 +67,7 @@ def input_caused(exc: psycopg.Error) -> bool:
     is psycopg's own refusal to send a value (a NUL character in a text parameter)."""
     if exc.sqlstate is None:
         return isinstance(exc, psycopg.DataError)
-    return exc.sqlstate[:2] in _INPUT_CLASSES
+    return exc.sqlstate[:2] in _INPUT_CLASSES or exc.sqlstate in _INPUT_STATES
 
 
 def is_conflict(exc: BaseException) -> bool:
