@@ -169,6 +169,9 @@ class Claim(msgspec.Struct, frozen=True):
     max_attempts: int
     memo: list[StepRecord]
     endpoint: str | None = None
+    # Set when this claim took the run over from a holder whose lease ran out (it crashed
+    # or stalled): that holder's owner name. Its attempt was counted.
+    taken_over_from: str | None = None
 
 
 class RunInfo(msgspec.Struct, frozen=True):

@@ -83,6 +83,7 @@ class _Run:
     steps: list[StepRecord] = field(default_factory=list)
     pending: dict[str, _Pending] = field(default_factory=dict)
     token: int = 0
+    owner: str | None = None
     lease_expires_at: datetime | None = None
     result: Any = None
     error: ErrorInfo | None = None
@@ -193,6 +194,7 @@ class MemoryStore:
             slot = capacity.get(run.queue)
             if queues is not None and (slot is None or slot[0] <= 0):
                 continue
+            taken_over_from = run.owner if run.status == "running" else None
             if run.status == "running" and not self._take_over(run, now):
                 continue
             for pending in list(run.pending.values()):
@@ -201,6 +203,7 @@ class MemoryStore:
                 slot[0] -= 1
             run.status = "running"
             run.token = next(self._tokens)
+            run.owner = owner
             run.lease_expires_at = now + lease_for
             run.updated_at = now
             claims.append(
@@ -213,6 +216,7 @@ class MemoryStore:
                     max_attempts=run.max_attempts,
                     memo=[_copy_struct(step) for step in run.steps],
                     endpoint=run.endpoint,
+                    taken_over_from=taken_over_from,
                 )
             )
         return claims

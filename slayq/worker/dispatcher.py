@@ -198,6 +198,17 @@ class Dispatcher:
 
     async def _execute(self, group: _Group, claim: Claim, entry: _InFlight) -> None:
         extra = {"run_id": claim.lease.run_id, "event": claim.event, "queue": claim.queue}
+        if claim.taken_over_from is not None:
+            logger.warning(
+                "run %s (%s): taken over from %s, whose lease ran out (it crashed or stalled); "
+                "now attempt %d/%d",
+                claim.lease.run_id,
+                claim.event,
+                claim.taken_over_from,
+                claim.attempt,
+                claim.max_attempts,
+                extra=extra | {"previous_owner": claim.taken_over_from},
+            )
 
         async def commit(lease: Lease, transition: Transition) -> None:
             await self._commit(claim, lease, transition)

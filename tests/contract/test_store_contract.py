@@ -240,6 +240,20 @@ async def test_a_stale_holder_cannot_commit_after_a_takeover(
     assert run.status == "completed"
 
 
+async def test_a_takeover_names_the_holder_whose_lease_ran_out(
+    store: Store, clock: VirtualClock
+) -> None:
+    await start(store)
+    (first,) = await claim_all(store, owner="host-a:1")
+    assert first.taken_over_from is None
+    clock.advance(LEASE + timedelta(seconds=1))
+    (second,) = await claim_all(store, owner="host-b:2")
+    assert second.taken_over_from == "host-a:1"
+    await store.commit(second.lease, Transition(steps=[], outcome=Failed(BOOM, timedelta(0))))
+    (third,) = await claim_all(store, owner="host-c:3")
+    assert third.taken_over_from is None  # a retry after a failure is no takeover
+
+
 async def test_a_lease_expiring_on_the_last_attempt_fails_the_run(
     store: Store, clock: VirtualClock
 ) -> None:

@@ -132,3 +132,28 @@ def test_a_target_that_is_not_a_client_says_what_it_is(app_module: str) -> None:
     with pytest.raises(ConfigError, match=r"'not_a_client' .* is a int, not a slayq\.Client"):
         load_client(f"{app_module}:not_a_client")
     assert isinstance(load_client(f"{app_module}:client"), Client)
+
+
+@pytest.mark.anyio
+async def test_a_takeover_is_logged_naming_the_holder_that_stopped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    @slayq.function(event="test/orphan")
+    async def orphan(ctx: slayq.Context[slayq.EmptyEvent]) -> str:
+        return "done"
+
+    client = Client([orphan], store=MemoryStore())
+    run_id = await client.send_event("test/orphan", {})
+    # A worker that claims the run, then dies: its lease runs out unrenewed.
+    await client.store.claim(
+        queues=None, limit=1, lease_for=timedelta(milliseconds=1), owner="dead-host:99"
+    )
+    await anyio.sleep(0.01)
+    caplog.set_level(logging.WARNING, logger="slayq.worker")
+    async with working(client):
+        run = await finished(client, run_id)
+    assert (run.status, run.attempts) == ("completed", 2)
+    (line,) = [r for r in caplog.records if "taken over" in r.getMessage()]
+    assert "taken over from dead-host:99" in line.getMessage()
+    assert "now attempt 2/26" in line.getMessage()
+    assert line.levelno == logging.WARNING

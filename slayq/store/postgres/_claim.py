@@ -49,7 +49,7 @@ route as (
 ),
 {PAIRS},
 due as (
-    select d.*
+    select d.*, null::text as previous_owner
     from pairs as p
     left join route as c on c.queue = p.queue
     cross join lateral (
@@ -65,7 +65,8 @@ due as (
 ),
 expired as (
     -- every lease that ran out: few, as there are only as many as runs in flight
-    select r.id, r.queue, r.priority, r.run_at, r.seq, r.attempt >= r.max_attempts as exhausted
+    select r.id, r.queue, r.priority, r.run_at, r.seq, r.lease_owner as previous_owner,
+           r.attempt >= r.max_attempts as exhausted
     from runs as r
     where r.status = 'running' and r.lease_expires_at <= {NOW}
       and (%(all)s or r.queue in (select queue from route))
@@ -78,7 +79,11 @@ ranked as (
                partition by k.grp order by c.priority, coalesce(c.run_at, {NOW}), c.seq
                rows unbounded preceding
            ) as nth_in_group
-    from (select *, false as exhausted from due union all select * from expired) as c
+    from (
+        select id, queue, priority, run_at, seq, previous_owner, false as exhausted from due
+        union all
+        select id, queue, priority, run_at, seq, previous_owner, exhausted from expired
+    ) as c
     left join route as k on k.queue = c.queue
 ),
 placed as (
@@ -109,14 +114,14 @@ claimed as (
     from chosen as c
     where r.id = c.id
     returning r.id, r.lease_token, r.lease_expires_at, r.event, r.data, r.queue, r.attempt,
-              r.max_attempts, r.endpoint, c.priority, c.due_at, c.seq
+              r.max_attempts, r.endpoint, c.previous_owner, c.priority, c.due_at, c.seq
 )
 select id::text, lease_token, lease_expires_at, event, data, queue, attempt, max_attempts,
-       endpoint, null::text as parent, priority, due_at, seq
+       endpoint, previous_owner, null::text as parent, priority, due_at, seq
 from claimed
 union all
-select d.id::text, null, null, null, null, null, null, null, null, r.parent_run_id::text,
-       d.priority, d.due_at, d.seq
+select d.id::text, null, null, null, null, null, null, null, null, null,
+       r.parent_run_id::text, d.priority, d.due_at, d.seq
 from doomed as d
 join runs as r on r.id = d.id
 order by priority, due_at, seq
@@ -187,8 +192,8 @@ async def claim(
         await pipeline.sync()
         rows = await cursor.fetchall()
         # In claim order: a claimed run has a lease token (row[1]); a run that failed
-        # instead has none, and names its caller (row[9]) if it was invoked.
-        claimed = [row[:9] for row in rows if row[1] is not None]
+        # instead has none, and names its caller (row[10]) if it was invoked.
+        claimed = [row[:10] for row in rows if row[1] is not None]
         dead = [row[0] for row in rows if row[1] is None]
         if dead:
             # A caller claimed before its callee failed here already had its pending
@@ -198,7 +203,7 @@ async def claim(
             for row in rows:
                 if row[1] is not None:
                     seen.add(row[0])
-                elif row[9] not in seen:
+                elif row[10] not in seen:
                     answering.append(row[0])
             base = {"now": now, "channel": channel, "ids": dead}
             finish = {"status": "failed", "result": None, "error": dump(LEASE_EXPIRED)}
@@ -223,8 +228,18 @@ async def claim(
             max_attempts=max_attempts,
             memo=load_memo(memo_by_run.get(run_id)),
             endpoint=endpoint,
+            taken_over_from=previous_owner,
         )
-        for run_id, token, expires_at, event, data, queue, attempt, max_attempts, endpoint in (
-            claimed
-        )
+        for (
+            run_id,
+            token,
+            expires_at,
+            event,
+            data,
+            queue,
+            attempt,
+            max_attempts,
+            endpoint,
+            previous_owner,
+        ) in claimed
     ]
