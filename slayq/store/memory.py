@@ -40,12 +40,13 @@ from slayq.model import (
     Transition,
 )
 from slayq.runtime.clock import Clock, SystemClock
-from slayq.runtime.cron import CronSpec
 from slayq.runtime.ids import new_run_id
+from slayq.store._schedule_sets import checked_schedules
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
 
+    from slayq.runtime.cron import CronSpec
     from slayq.store.protocol import QueueLimit
 
 _S = TypeVar("_S", bound=msgspec.Struct)
@@ -94,6 +95,7 @@ class _Schedule:
     schedule: Schedule
     spec: CronSpec
     next_at: datetime
+    app: str
 
 
 class MemoryStore:
@@ -421,15 +423,22 @@ class MemoryStore:
         self._cancel(run, self.clock.now())
         return True
 
-    async def set_schedules(self, schedules: Sequence[Schedule]) -> None:
+    async def set_schedules(
+        self, schedules: Sequence[Schedule], *, app: str, events: Collection[str]
+    ) -> None:
+        checked = checked_schedules(schedules, app=app, events=events)
         now = self.clock.now()
         kept: dict[str, _Schedule] = {}
-        for schedule in schedules:
-            old = self._schedules.get(schedule.event)
-            spec = CronSpec(schedule.cron)
+        for event, (schedule, spec) in checked.items():
+            old = self._schedules.get(event)
             next_at = old.next_at if old and old.spec.text == spec.text else spec.next_after(now)
-            kept[schedule.event] = _Schedule(_copy_struct(schedule), spec, next_at)
-        self._schedules = kept
+            kept[event] = _Schedule(_copy_struct(schedule), spec, next_at, app)
+        runs = set(events)
+        for event, entry in list(self._schedules.items()):
+            # The app runs this event without a cron now, or it owned a removed function.
+            if event not in kept and (event in runs or entry.app == app):
+                del self._schedules[event]
+        self._schedules.update(kept)
 
     async def fire_schedules(self) -> list[RunId]:
         now = self.clock.now()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 from msgspec import Struct
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
     from datetime import datetime, timedelta
 
     from slayq.model import Claim, Lease, OutgoingEvent, RunId, RunInfo, Schedule, Transition
@@ -80,8 +80,19 @@ class Store(Protocol):
         """Cancel a run that has not finished; False if it had already finished."""
         ...
 
-    async def set_schedules(self, schedules: Sequence[Schedule]) -> None:
-        """Make these the cron schedules; a schedule kept with the same cron keeps its next tick."""
+    async def set_schedules(
+        self, schedules: Sequence[Schedule], *, app: str, events: Collection[str]
+    ) -> None:
+        """Register the cron schedules of ``app``, which runs the functions of ``events``.
+
+        In one transaction: ``schedules`` are upserted, owned by ``app`` (one kept with the
+        same cron keeps its next tick; a changed cron gets a new one); the schedules of
+        ``events`` that have no cron any more go, whoever registered them (``app`` runs
+        those functions now); the schedules ``app`` owns whose event is not in ``events``
+        go (their function was removed). Every other app's schedules are left alone.
+        Raises ``InputError`` (changing nothing) for an empty ``app``, a schedule whose
+        event is not in ``events``, or an invalid cron.
+        """
         ...
 
     async def fire_schedules(self) -> list[RunId]:

@@ -27,7 +27,7 @@ class Worker(Dispatcher):
         self.client = client
         self.retry_policy = retry_policy
         super().__init__(
-            client.store, self._drive, schedules=client.registry.schedules(), **options
+            client.store, self._drive, register_schedules=client.register_schedules, **options
         )
 
     async def _drive(self, claim: Claim, commit: Commit) -> None:

@@ -234,14 +234,22 @@ group by queue
 
 SCHEDULES = "select event, cron, next_at from schedules order by event for update"
 
-DROP_SCHEDULES = "delete from schedules where not (event = any(%(events)s::text[]))"
+# An app's registration drops the schedules it does not keep of the events it runs
+# (whoever registered them) and its own of events it no longer runs; no other app's.
+DROP_SCHEDULES = compact("""
+delete from schedules
+where not (event = any(%(kept)s::text[]))
+  and (event = any(%(runs)s::text[]) or app = %(app)s)
+""")
 
 UPSERT_SCHEDULES = compact("""
-insert into schedules (event, cron, template, next_at)
-select * from unnest(%(events)s::text[], %(crons)s::text[], %(templates)s::jsonb[],
-                     %(next_ats)s::timestamptz[])
+insert into schedules (event, cron, template, next_at, app)
+select t.*, %(app)s
+from unnest(%(events)s::text[], %(crons)s::text[], %(templates)s::jsonb[],
+            %(next_ats)s::timestamptz[]) as t
 on conflict (event) do update
-    set cron = excluded.cron, template = excluded.template, next_at = excluded.next_at
+    set cron = excluded.cron, template = excluded.template, next_at = excluded.next_at,
+        app = excluded.app
 """)
 
 DUE_SCHEDULES = compact(f"""

@@ -22,7 +22,7 @@ from slayq.store.postgres._ingest import Ingest, lock_event_names
 from slayq.store.postgres._migrations import apply_migrations, check_schema
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
     from datetime import datetime, timedelta
     from types import TracebackType
 
@@ -275,9 +275,12 @@ class PostgresStore:
             raise RunNotFoundError(f"no run has id {run_id!r}")
         return cancelled
 
-    async def set_schedules(self, schedules: Sequence[Schedule]) -> None:
+    async def set_schedules(
+        self, schedules: Sequence[Schedule], *, app: str, events: Collection[str]
+    ) -> None:
         async def body(conn: psycopg.AsyncConnection[Any]) -> None:
-            await _schedules.set_schedules(conn, schedules, now=self._now())
+            now = self._now()
+            await _schedules.set_schedules(conn, schedules, app=app, events=events, now=now)
 
         await self._run("set schedules", body)
 
