@@ -42,6 +42,7 @@ from slayq.model import (
 from slayq.runtime.clock import Clock, SystemClock
 from slayq.runtime.ids import new_run_id
 from slayq.store._schedule_sets import checked_schedules
+from slayq.store.protocol import EVENT_LOG_GRACE
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
@@ -79,6 +80,7 @@ class _Run:
     updated_at: datetime
     run_at: datetime | None
     event_cursor: int
+    may_wait: bool
     status: RunStatus = "queued"
     attempt: int = 1
     steps: list[StepRecord] = field(default_factory=list)
@@ -88,6 +90,14 @@ class _Run:
     result: Any = None
     error: ErrorInfo | None = None
     finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class _Event:
+    seq: int
+    name: str
+    data: dict[str, Any]
+    created_at: datetime
 
 
 @dataclass
@@ -103,7 +113,7 @@ class MemoryStore:
         self.clock = clock or SystemClock()
         self._runs: dict[RunId, _Run] = {}
         self._keys: dict[tuple[str, str], RunId] = {}
-        self._events: list[tuple[int, str, dict[str, Any]]] = []
+        self._events: list[_Event] = []
         self._event_seq = 0
         self._run_seq = count()
         self._tokens = count(1)
@@ -127,7 +137,7 @@ class MemoryStore:
         seq = self._event_seq + 1
         if event.logged:
             self._event_seq = seq
-            self._events.append((seq, event.name, event.data))
+            self._events.append(_Event(seq, event.name, event.data, now))
         for run in list(self._runs.values()):
             for pending in list(run.pending.values()):
                 if _wait_matches(pending.step, event.name, event.data):
@@ -163,6 +173,7 @@ class MemoryStore:
             updated_at=now,
             run_at=run_at,
             event_cursor=self._event_seq,
+            may_wait=new.may_wait,
         )
         return new.id
 
@@ -300,9 +311,9 @@ class MemoryStore:
             if step.kind == "wait":
                 hit = next(
                     (
-                        (seq, data)
-                        for seq, name, data in self._events
-                        if seq > run.event_cursor and _wait_matches(step, name, data)
+                        (e.seq, e.data)
+                        for e in self._events
+                        if e.seq > run.event_cursor and _wait_matches(step, e.name, e.data)
                     ),
                     None,
                 )
@@ -483,7 +494,25 @@ class MemoryStore:
             run = self._runs.pop(run_id)
             if run.key is not None:
                 self._keys.pop((run.event, run.key), None)
+        if len(old) < batch:  # caught up with the runs, as the Postgres store prunes
+            self._prune_events(older_than)
         return len(old)
+
+    def _prune_events(self, older_than: timedelta) -> None:
+        """Drop the logged events no wait can see any more (see ``Store.delete_finished``)."""
+        now = self.clock.now()
+        cursors = [
+            run.event_cursor
+            for run in self._runs.values()
+            if run.may_wait and run.status not in FINISHED_STATUSES
+        ]
+        horizon = min(cursors, default=None)
+        self._events = [
+            e
+            for e in self._events
+            if e.created_at >= now - older_than
+            and (e.created_at >= now - EVENT_LOG_GRACE or (horizon is not None and e.seq > horizon))
+        ]
 
     async def open(self) -> None:
         return None

@@ -7,15 +7,21 @@ atomic unit: it is applied whole or not at all.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from msgspec import Struct
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
-    from datetime import datetime, timedelta
+    from datetime import datetime
 
     from slayq.model import Claim, Lease, OutgoingEvent, RunId, RunInfo, Schedule, Transition
+
+
+# The least time a logged event is kept even when no run could see it: a run created in
+# a transaction that has not committed yet may still need it.
+EVENT_LOG_GRACE = timedelta(minutes=5)
 
 
 class QueueLimit(Struct, frozen=True):
@@ -111,7 +117,16 @@ class Store(Protocol):
         ...
 
     async def delete_finished(self, older_than: timedelta, *, batch: int = 1000) -> int:
-        """Remove finished runs that finished more than ``older_than`` ago; returns how many."""
+        """Remove up to ``batch`` runs that finished more than ``older_than`` ago; returns
+        how many.
+
+        A call that removes fewer (caught up) also prunes the event log, whole: an event
+        goes once no unfinished run that may wait can see it (the run's function declares
+        ``waits_on``; a run sees the events past its cursor) and it is older than
+        ``EVENT_LOG_GRACE``, or once it is older than ``older_than`` whoever might see it.
+        So a wait sees the matching events sent since its run started or its previous
+        wait was answered, up to the retention.
+        """
         ...
 
     async def open(self) -> None:

@@ -20,6 +20,7 @@ from slayq.store.postgres._codec import dump, valid_id
 from slayq.store.postgres._errors import is_conflict, translated
 from slayq.store.postgres._ingest import Ingest, lock_event_names
 from slayq.store.postgres._migrations import apply_migrations, check_schema
+from slayq.store.postgres._retention import Retention
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
@@ -76,6 +77,7 @@ class PostgresStore:
         }
         self._pool: AsyncConnectionPool | None = None
         self._opening = anyio.Lock()
+        self._retention = Retention()
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> PostgresStore:
@@ -307,14 +309,9 @@ class PostgresStore:
 
     async def delete_finished(self, older_than: timedelta, *, batch: int = 1000) -> int:
         async def body(conn: psycopg.AsyncConnection[Any]) -> int:
-            params = {"now": self._now(), "older_than": older_than, "batch": batch}
-            cursor = await conn.execute(rq.DELETE_FINISHED, params)
-            row = await cursor.fetchone()
-            deleted = int(row[0]) if row is not None else 0
-            if deleted < batch:
-                # Caught up with the runs: trim the event log too (rarely, not per batch,
-                # since it scans the unfinished runs for their cursors).
-                await conn.execute(rq.PRUNE_EVENTS, params)
+            deleted = await self._retention.delete_runs(conn, older_than, batch, self._now())
+            if deleted < batch:  # caught up with the runs: prune the event log, whole
+                await self._retention.prune_events(conn, older_than, self._now())
             return deleted
 
         return await self._run("delete finished runs", body)

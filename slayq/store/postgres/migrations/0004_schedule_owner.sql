@@ -4,10 +4,9 @@
 alter table schedules add column app text;
 
 -- Only runs of functions that declare waits_on read the event log, so only they keep
--- events from being pruned. Runs from before this column existed may wait (added with
--- true, which no rewrite of the table needs); new runs say what they are.
+-- events from being pruned. Runs from before this column existed may wait (a constant
+-- default needs no rewrite of the table); new runs say what they are.
 alter table runs add column may_wait boolean not null default true;
-alter table runs alter column may_wait set default false;
 
 -- The oldest event cursor a waiting-capable run still needs: one index probe.
 create index runs_wait_cursor on runs (event_cursor)
