@@ -227,14 +227,15 @@ select least(
 # priority) pair, only the due entries of runs_due are read, not the sleeping ones.
 DUE_BY_QUEUE = compact(f"""
 with recursive {PAIRS}
-select p.queue, count(*)
+select p.queue, sum(due.n)::bigint
 from pairs as p
 cross join lateral (
-    select 1 from runs
+    select count(*) as n from runs
     where queue = p.queue and priority = p.priority and status in {TIMED}
       and run_at <= {NOW}
 ) as due
 group by p.queue
+having sum(due.n) > 0
 """)
 
 # -- schedules ---------------------------------------------------------------------
