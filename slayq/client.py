@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slayq.runtime.limits import DEFAULT_LIMITS, SizeLimits
@@ -30,6 +32,10 @@ class Client:
     With ``endpoint`` (the URL where this app mounts ``client.asgi``), runs it sends are
     delivered there by ``python -m slayq.server``; ``secret`` (or ``SLAY_Q_SECRET`` /
     ``SLAY_Q_WORKER_SECRET``) verifies those deliveries.
+
+    ``app`` names the app for the cron schedules it registers: an app's start replaces
+    its own schedules and no other app's. Default: ``endpoint`` if given, else the name
+    of the module that created the client; name it explicitly if that may change.
     """
 
     def __init__(
@@ -38,6 +44,7 @@ class Client:
         *,
         store: Store,
         endpoint: str | None = None,
+        app: str | None = None,
         secret: str | Sequence[str] | None = None,
         limits: SizeLimits = DEFAULT_LIMITS,
         body_limits: Limits = DEFAULT_BODY_LIMITS,
@@ -45,6 +52,7 @@ class Client:
         self.registry = Registry(functions, limits=limits, endpoint=endpoint)
         self.store = store
         self.endpoint = endpoint
+        self.app = app if app is not None else endpoint or _calling_module()
         self._secret = secret
         self._body_limits = body_limits
         self._receiver: Receiver | None = None
@@ -119,7 +127,18 @@ class Client:
         """
         await self.store.open()
         if self.endpoint is not None:
-            await self.store.set_schedules(self.registry.schedules())
+            await self.register_schedules()
+
+    async def register_schedules(self) -> None:
+        """Register the cron schedules of this app's functions under ``app``.
+
+        A schedule removed from the code stops, one whose expression changed moves to
+        its new next tick, and other apps' schedules are left alone. Workers call this
+        at start, and ``open()`` does for a client with an ``endpoint``.
+        """
+        await self.store.set_schedules(
+            self.registry.schedules(), app=self.app, events=list(self.registry.functions)
+        )
 
     async def aclose(self) -> None:
         await self.store.aclose()
@@ -143,3 +162,20 @@ class _LazyAsgi:
         if self._app is None:
             self._app = asgi_app(self._client.receiver)
         await self._app(scope, receive, send)
+
+
+def _calling_module() -> str:
+    """The module that created the client (past this one), for the default app name.
+
+    A script run directly is ``__main__`` to itself: its file name is used instead.
+    """
+    frame = sys._getframe(2)
+    name = str(frame.f_globals.get("__name__", "__main__"))
+    if name == "__main__":
+        spec = frame.f_globals.get("__spec__")
+        path = frame.f_globals.get("__file__")
+        if spec is not None and getattr(spec, "name", None):
+            return str(spec.name)
+        if path:
+            return Path(str(path)).stem
+    return name

@@ -20,7 +20,7 @@ from slayq.transport import ingest
 from slayq.transport.signing import sign
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
     from datetime import datetime, timedelta
 
     from slayq.model import Claim, Lease, OutgoingEvent, RunId, Schedule, Transition
@@ -78,8 +78,11 @@ class HttpStore:
         answer = await self._call(ingest.CANCEL_RUN, ingest.RunRef(run_id=run_id), ingest.Cancelled)
         return answer.cancelled
 
-    async def set_schedules(self, schedules: Sequence[Schedule]) -> None:
-        await self._call(ingest.SET_SCHEDULES, ingest.SetSchedules(schedules=list(schedules)), dict)
+    async def set_schedules(
+        self, schedules: Sequence[Schedule], *, app: str, events: Collection[str]
+    ) -> None:
+        request = ingest.SetSchedules(schedules=list(schedules), app=app, events=list(events))
+        await self._call(ingest.SET_SCHEDULES, request, dict)
 
     async def open(self) -> None:
         return None

@@ -83,6 +83,10 @@ class NewRun(msgspec.Struct, frozen=True):
     parent: ParentLink | None = None
     # Where the slayq server delivers the run: the sending client's receiver URL.
     endpoint: str | None = None
+    # Whether the run may wait for events (its function declares waits_on): only such
+    # runs keep events in the event log from being pruned. The registry always says;
+    # a run from a sender that does not (an older client) is assumed to wait.
+    may_wait: bool = True
 
 
 class OutgoingEvent(msgspec.Struct, frozen=True):

@@ -58,7 +58,7 @@ class Harness:
         self._max_drives = max_drives
 
     async def __aenter__(self) -> Harness:
-        await self.store.set_schedules(self.registry.schedules())
+        await self.client.register_schedules()
         return self
 
     async def __aexit__(

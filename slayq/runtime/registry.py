@@ -129,6 +129,7 @@ class Registry:
             run_at=run_at,
             parent=parent,
             endpoint=self.endpoint,
+            may_wait=bool(fn.waits_on),
         )
 
     def schedules(self) -> list[Schedule]:

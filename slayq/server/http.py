@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
-from slayq.errors import RunNotFoundError, StoreUnavailableError
+from slayq.errors import InputError, RunNotFoundError, StoreUnavailableError
 from slayq.transport import ingest
 from slayq.transport.errors import SignatureError
 from slayq.transport.signing import ReplayGuard, verify
@@ -77,6 +77,8 @@ def create_app(
                 return _json(await handle(parsed))
             except RunNotFoundError as exc:
                 return _failure(404, str(exc))
+            except InputError as exc:  # an invalid cron, say: refused, nothing changed
+                return _failure(400, str(exc))
             except StoreUnavailableError as exc:
                 return _failure(503, str(exc))
 
@@ -92,7 +94,7 @@ def create_app(
         return ingest.Cancelled(cancelled=await store.cancel_run(request.run_id))
 
     async def set_schedules(request: ingest.SetSchedules) -> dict[str, bool]:
-        await store.set_schedules(request.schedules)
+        await store.set_schedules(request.schedules, app=request.app, events=request.events)
         return {"ok": True}
 
     async def health(request: Request) -> Response:

@@ -40,12 +40,14 @@ from slayq.model import (
     Transition,
 )
 from slayq.runtime.clock import Clock, SystemClock
-from slayq.runtime.cron import CronSpec
 from slayq.runtime.ids import new_run_id
+from slayq.store._schedule_sets import checked_schedules
+from slayq.store.protocol import EVENT_LOG_GRACE
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
 
+    from slayq.runtime.cron import CronSpec
     from slayq.store.protocol import QueueLimit
 
 _S = TypeVar("_S", bound=msgspec.Struct)
@@ -78,6 +80,7 @@ class _Run:
     updated_at: datetime
     run_at: datetime | None
     event_cursor: int
+    may_wait: bool
     status: RunStatus = "queued"
     attempt: int = 1
     steps: list[StepRecord] = field(default_factory=list)
@@ -90,11 +93,20 @@ class _Run:
     finished_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class _Event:
+    seq: int
+    name: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
 @dataclass
 class _Schedule:
     schedule: Schedule
     spec: CronSpec
     next_at: datetime
+    app: str
 
 
 class MemoryStore:
@@ -102,7 +114,7 @@ class MemoryStore:
         self.clock = clock or SystemClock()
         self._runs: dict[RunId, _Run] = {}
         self._keys: dict[tuple[str, str], RunId] = {}
-        self._events: list[tuple[int, str, dict[str, Any]]] = []
+        self._events: list[_Event] = []
         self._event_seq = 0
         self._run_seq = count()
         self._tokens = count(1)
@@ -126,7 +138,7 @@ class MemoryStore:
         seq = self._event_seq + 1
         if event.logged:
             self._event_seq = seq
-            self._events.append((seq, event.name, event.data))
+            self._events.append(_Event(seq, event.name, event.data, now))
         for run in list(self._runs.values()):
             for pending in list(run.pending.values()):
                 if _wait_matches(pending.step, event.name, event.data):
@@ -162,6 +174,7 @@ class MemoryStore:
             updated_at=now,
             run_at=run_at,
             event_cursor=self._event_seq,
+            may_wait=new.may_wait,
         )
         return new.id
 
@@ -302,9 +315,9 @@ class MemoryStore:
             if step.kind == "wait":
                 hit = next(
                     (
-                        (seq, data)
-                        for seq, name, data in self._events
-                        if seq > run.event_cursor and _wait_matches(step, name, data)
+                        (e.seq, e.data)
+                        for e in self._events
+                        if e.seq > run.event_cursor and _wait_matches(step, e.name, e.data)
                     ),
                     None,
                 )
@@ -425,15 +438,22 @@ class MemoryStore:
         self._cancel(run, self.clock.now())
         return True
 
-    async def set_schedules(self, schedules: Sequence[Schedule]) -> None:
+    async def set_schedules(
+        self, schedules: Sequence[Schedule], *, app: str, events: Collection[str]
+    ) -> None:
+        checked = checked_schedules(schedules, app=app, events=events)
         now = self.clock.now()
         kept: dict[str, _Schedule] = {}
-        for schedule in schedules:
-            old = self._schedules.get(schedule.event)
-            spec = CronSpec(schedule.cron)
+        for event, (schedule, spec) in checked.items():
+            old = self._schedules.get(event)
             next_at = old.next_at if old and old.spec.text == spec.text else spec.next_after(now)
-            kept[schedule.event] = _Schedule(_copy_struct(schedule), spec, next_at)
-        self._schedules = kept
+            kept[event] = _Schedule(_copy_struct(schedule), spec, next_at, app)
+        runs = set(events)
+        for event, entry in list(self._schedules.items()):
+            # The app runs this event without a cron now, or it owned a removed function.
+            if event not in kept and (event in runs or entry.app == app):
+                del self._schedules[event]
+        self._schedules.update(kept)
 
     async def fire_schedules(self) -> list[RunId]:
         now = self.clock.now()
@@ -478,7 +498,25 @@ class MemoryStore:
             run = self._runs.pop(run_id)
             if run.key is not None:
                 self._keys.pop((run.event, run.key), None)
+        if len(old) < batch:  # caught up with the runs, as the Postgres store prunes
+            self._prune_events(older_than)
         return len(old)
+
+    def _prune_events(self, older_than: timedelta) -> None:
+        """Drop the logged events no wait can see any more (see ``Store.delete_finished``)."""
+        now = self.clock.now()
+        cursors = [
+            run.event_cursor
+            for run in self._runs.values()
+            if run.may_wait and run.status not in FINISHED_STATUSES
+        ]
+        horizon = min(cursors, default=None)
+        self._events = [
+            e
+            for e in self._events
+            if e.created_at >= now - older_than
+            and (e.created_at >= now - EVENT_LOG_GRACE or (horizon is not None and e.seq > horizon))
+        ]
 
     async def open(self) -> None:
         return None

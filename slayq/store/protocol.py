@@ -7,15 +7,21 @@ atomic unit: it is applied whole or not at all.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from msgspec import Struct
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-    from datetime import datetime, timedelta
+    from collections.abc import Collection, Sequence
+    from datetime import datetime
 
     from slayq.model import Claim, Lease, OutgoingEvent, RunId, RunInfo, Schedule, Transition
+
+
+# The least time a logged event is kept even when no run could see it: a run created in
+# a transaction that has not committed yet may still need it.
+EVENT_LOG_GRACE = timedelta(minutes=5)
 
 
 class QueueLimit(Struct, frozen=True):
@@ -80,8 +86,19 @@ class Store(Protocol):
         """Cancel a run that has not finished; False if it had already finished."""
         ...
 
-    async def set_schedules(self, schedules: Sequence[Schedule]) -> None:
-        """Make these the cron schedules; a schedule kept with the same cron keeps its next tick."""
+    async def set_schedules(
+        self, schedules: Sequence[Schedule], *, app: str, events: Collection[str]
+    ) -> None:
+        """Register the cron schedules of ``app``, which runs the functions of ``events``.
+
+        In one transaction: ``schedules`` are upserted, owned by ``app`` (one kept with the
+        same cron keeps its next tick; a changed cron gets a new one); the schedules of
+        ``events`` that have no cron any more go, whoever registered them (``app`` runs
+        those functions now); the schedules ``app`` owns whose event is not in ``events``
+        go (their function was removed). Every other app's schedules are left alone.
+        Raises ``InputError`` (changing nothing) for an empty ``app``, a schedule whose
+        event is not in ``events``, or an invalid cron.
+        """
         ...
 
     async def fire_schedules(self) -> list[RunId]:
@@ -100,7 +117,16 @@ class Store(Protocol):
         ...
 
     async def delete_finished(self, older_than: timedelta, *, batch: int = 1000) -> int:
-        """Remove finished runs that finished more than ``older_than`` ago; returns how many."""
+        """Remove up to ``batch`` runs that finished more than ``older_than`` ago; returns
+        how many.
+
+        A call that removes fewer (caught up) also prunes the event log, whole: an event
+        goes once no unfinished run that may wait can see it (the run's function declares
+        ``waits_on``; a run sees the events past its cursor) and it is older than
+        ``EVENT_LOG_GRACE``, or once it is older than ``older_than`` whoever might see it.
+        So a wait sees the matching events sent since its run started or its previous
+        wait was answered, up to the retention.
+        """
         ...
 
     async def open(self) -> None:

@@ -2,8 +2,8 @@
 
 Every request is a signed POST (the same headers as deliveries, over the exact body) to
 ``<server>/ingest/<method>``; every answer is JSON. Errors answer ``{"error": reason}``
-with 400 (bad body), 401 (signature), 404 (no such run), 413 (too large) or 503 (the
-database is unavailable).
+with 400 (a bad body, or a value refused such as an invalid cron), 401 (signature), 404
+(no such run), 413 (too large) or 503 (the database is unavailable).
 """
 
 from __future__ import annotations
@@ -35,7 +35,11 @@ class Cancelled(msgspec.Struct, frozen=True):
 
 
 class SetSchedules(msgspec.Struct, frozen=True):
+    """An app's cron schedules, and every event it runs (see ``Store.set_schedules``)."""
+
     schedules: list[Schedule]
+    app: str
+    events: list[str]
 
 
 class Failure(msgspec.Struct, frozen=True):

@@ -42,7 +42,7 @@ from slayq.runtime.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from slayq.model import Claim, Lease, Schedule
+    from slayq.model import Claim, Lease
     from slayq.runtime.driver import Commit
     from slayq.store.protocol import QueueLimit, Store
 
@@ -82,7 +82,7 @@ class Dispatcher:
         store: Store,
         execute: Execute,
         *,
-        schedules: Sequence[Schedule] | None = None,
+        register_schedules: Callable[[], Awaitable[object]] | None = None,
         queues: Sequence[QueueLimit] | None = None,
         concurrency: int = 10,
         lease_for: timedelta = timedelta(seconds=30),
@@ -94,7 +94,7 @@ class Dispatcher:
     ) -> None:
         self.store = store
         self.execute = execute
-        self.schedules = schedules
+        self.register_schedules = register_schedules
         self.lease_for = lease_for
         self.poll_interval = poll_interval.total_seconds()
         self.grace = grace.total_seconds()
@@ -119,8 +119,8 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self) -> None:
-        if self.schedules is not None:
-            await self.store.set_schedules(self.schedules)
+        if self.register_schedules is not None:  # an app's, at start (the server has none)
+            await self.register_schedules()
         async with anyio.create_task_group() as services:
             services.start_soon(self._listen)
             services.start_soon(self._heartbeat)

@@ -28,7 +28,7 @@ class Worker(Dispatcher):
         super().__init__(
             client.store,
             self._drive,
-            schedules=client.registry.schedules(),
+            register_schedules=client.register_schedules,
             retry_policy=retry_policy,
             **options,
         )

@@ -31,6 +31,7 @@ def new_run(
     run_at: datetime | None = None,
     cancel_on: list[CancelRule] | None = None,
     parent: ParentLink | None = None,
+    may_wait: bool = False,
 ) -> NewRun:
     return NewRun(
         id=new_run_id(),
@@ -44,6 +45,7 @@ def new_run(
         run_at=run_at,
         cancel_on=cancel_on or [],
         parent=parent,
+        may_wait=may_wait,
     )
 
 
@@ -69,3 +71,21 @@ async def claim_one(store: Store) -> Claim:
     claims = await claim_all(store, limit=1)
     assert len(claims) == 1, f"expected one due run, got {len(claims)}"
     return claims[0]
+
+
+async def event_log_size(store: Store) -> int:
+    """How many events the store keeps in its event log (pruning is otherwise invisible)."""
+    from slayq.store.memory import MemoryStore
+
+    if isinstance(store, MemoryStore):
+        return len(store._events)
+    import psycopg
+
+    from slayq.store.postgres import PostgresStore
+
+    assert isinstance(store, PostgresStore)
+    async with await psycopg.AsyncConnection.connect(store.url) as conn:
+        cursor = await conn.execute(f"select count(*) from {store.schema}.events")
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])

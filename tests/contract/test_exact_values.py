@@ -125,7 +125,8 @@ async def test_keys_that_only_order_differently_are_kept_apart(store: Store) -> 
 
 async def test_a_cron_run_gets_its_template_data_exactly(store: Store, clock: VirtualClock) -> None:
     template = new_run(event="cron/hourly", data=DATA)
-    await store.set_schedules([Schedule(event="cron/hourly", cron="0 * * * *", template=template)])
+    schedule = Schedule(event="cron/hourly", cron="0 * * * *", template=template)
+    await store.set_schedules([schedule], app="app", events=["cron/hourly"])
     clock.set(clock.now().replace(minute=0) + timedelta(hours=1))
     (run_id,) = await store.fire_schedules()
     assert exact((await store.get_run(run_id)).data) == exact(DATA)

@@ -554,13 +554,21 @@ async def test_a_schedule_fires_once_per_tick(store: Store, clock: VirtualClock)
     from slayq.model import Schedule
 
     template = new_run(event="cron/hourly")
-    await store.set_schedules([Schedule(event="cron/hourly", cron="0 * * * *", template=template)])
+    await store.set_schedules(
+        [Schedule(event="cron/hourly", cron="0 * * * *", template=template)],
+        app="app",
+        events=["cron/hourly"],
+    )
     assert await store.fire_schedules() == []
     clock.set(clock.now().replace(minute=0) + timedelta(hours=1))
     fired = await store.fire_schedules()
     assert len(fired) == 1
     assert await store.fire_schedules() == []
-    await store.set_schedules([Schedule(event="cron/hourly", cron="0 * * * *", template=template)])
+    await store.set_schedules(
+        [Schedule(event="cron/hourly", cron="0 * * * *", template=template)],
+        app="app",
+        events=["cron/hourly"],
+    )
     assert await store.fire_schedules() == []
 
 
@@ -568,7 +576,11 @@ async def test_ticks_missed_while_down_fire_once(store: Store, clock: VirtualClo
     from slayq.model import Schedule
 
     template = new_run(event="cron/hourly")
-    await store.set_schedules([Schedule(event="cron/hourly", cron="0 * * * *", template=template)])
+    await store.set_schedules(
+        [Schedule(event="cron/hourly", cron="0 * * * *", template=template)],
+        app="app",
+        events=["cron/hourly"],
+    )
     clock.advance(timedelta(hours=10))
     assert len(await store.fire_schedules()) == 1
     assert await store.fire_schedules() == []

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import httpx
 import msgspec
+import psycopg
 import pytest
 
+import slayq
 from examples.app.functions import FUNCTIONS
 from slayq.client import Client
 from slayq.errors import RunNotFoundError, StoreError
 from slayq.http_store import HttpStore
-from slayq.model import RunId
+from slayq.model import RunId, Schedule
 from slayq.store.postgres import PostgresStore
 from slayq.transport.signing import sign
 from tests.integration.servers import SECRET, free_port, start_server, stop, wait_until_up
@@ -93,3 +95,35 @@ async def test_bad_ingest_calls_are_refused_and_change_nothing(server: str, pg_u
         run_id = await direct.send_event("test/callee")
         assert run_id is not None
         assert (await direct.get_run(run_id)).status == "queued"
+
+
+async def test_apps_register_their_own_schedules_through_the_server(
+    server: str, pg_url: str
+) -> None:
+    @slayq.function(event="worker/tick", cron="0 * * * *")
+    async def worker_tick(ctx: slayq.Context[slayq.EmptyEvent]) -> None:
+        pass
+
+    async def stored() -> list[tuple[str, str | None]]:
+        async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+            cursor = await conn.execute("select event, app from slayq.schedules order by event")
+            return [(event, app) for event, app in await cursor.fetchall()]
+
+    app = Client(FUNCTIONS, store=HttpStore(server, SECRET), endpoint="http://app.test/slay")
+    worker = Client([worker_tick], store=PostgresStore(pg_url), app="reports-worker")
+    async with app:  # registers testing/cron-test through the ingest RPC
+        await worker.register_schedules()
+        await app.register_schedules()  # the app restarts: the worker's schedule stays
+        assert await stored() == [
+            ("testing/cron-test", "http://app.test/slay"),
+            ("worker/tick", "reports-worker"),
+        ]
+        bad = Schedule(
+            event="testing/cron-test",
+            cron="0 0 31 2 *",
+            template=app.registry.schedules()[0].template,
+        )
+        with pytest.raises(StoreError, match=r"400.*never ticks"):
+            await app.store.set_schedules([bad], app=app.app, events=["testing/cron-test"])
+    await worker.aclose()
+    assert [event for event, _ in await stored()] == ["testing/cron-test", "worker/tick"]

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import anyio
 import msgspec
+import psycopg
 import pytest
 
 import slayq
@@ -146,7 +147,7 @@ async def test_schedules_fire_once_per_tick_across_processes(pg_url: str) -> Non
     try:
         for store in stores:
             await store.open()
-            await store.set_schedules(schedules)
+            await store.set_schedules(schedules, app="worker", events=["cron/minute"])
         for _ in range(3):
             clock.advance(timedelta(minutes=1))
 
@@ -160,3 +161,29 @@ async def test_schedules_fire_once_per_tick_across_processes(pg_url: str) -> Non
         for store in stores:
             await store.aclose()
     assert len(fired) == 3
+
+
+async def test_a_worker_and_a_served_app_keep_each_others_schedules(pg_url: str) -> None:
+    @slayq.function(event="worker/nightly", cron="0 3 * * *")
+    async def nightly(ctx: slayq.Context[slayq.EmptyEvent]) -> None:
+        return None
+
+    @slayq.function(event="app/hourly", cron="0 * * * *")
+    async def hourly(ctx: slayq.Context[slayq.EmptyEvent]) -> None:
+        return None
+
+    async def stored() -> list[tuple[str, str | None]]:
+        async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+            cursor = await conn.execute("select event, app from slayq.schedules order by event")
+            return [(event, app) for event, app in await cursor.fetchall()]
+
+    async with running(pg_url, [nightly]) as worker_client:
+        app = Client([hourly], store=PostgresStore(pg_url), endpoint="http://app.test/slay")
+        async with app:  # the app starts while the worker runs: both schedules exist
+            assert await stored() == [
+                ("app/hourly", "http://app.test/slay"),
+                ("worker/nightly", worker_client.app),
+            ]
+    async with running(pg_url, [nightly]):  # the worker restarts
+        assert [event for event, _ in await stored()] == ["app/hourly", "worker/nightly"]
+    assert worker_client.app == __name__  # the module that made the client names the app

@@ -62,6 +62,7 @@ class _RunRow(msgspec.Struct):
     parent_step: str | None
     cancel_on: list[CancelRule]
     endpoint: str | None
+    may_wait: bool
 
 
 def run_rows(
@@ -89,6 +90,7 @@ def run_rows(
             parent_step=run.parent.step if run.parent else None,
             cancel_on=run.cancel_on,
             endpoint=run.endpoint,
+            may_wait=run.may_wait,
         )
         for idx, run, cursor in runs
     ]

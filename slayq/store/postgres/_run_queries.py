@@ -5,7 +5,7 @@ The conventions of ``_queries`` hold here too.
 
 from __future__ import annotations
 
-from slayq.store.postgres._queries import FINISHED, HELD, NOW, PAIRS, TIMED, backlog, compact
+from slayq.store.postgres._queries import HELD, NOW, PAIRS, TIMED, backlog, compact
 
 # -- committing --------------------------------------------------------------------
 
@@ -223,25 +223,41 @@ select least(
 )
 """)
 
-# Due but unclaimed runs per queue, to spot queues that nobody serves.
+# Due but unclaimed runs per queue, to spot queues that nobody serves: per (queue,
+# priority) pair, only the due entries of runs_due are read, not the sleeping ones.
 DUE_BY_QUEUE = compact(f"""
-select queue, count(*) from runs
-where status in {TIMED} and run_at <= {NOW}
-group by queue
+with recursive {PAIRS}
+select p.queue, sum(due.n)::bigint
+from pairs as p
+cross join lateral (
+    select count(*) as n from runs
+    where queue = p.queue and priority = p.priority and status in {TIMED}
+      and run_at <= {NOW}
+) as due
+group by p.queue
+having sum(due.n) > 0
 """)
 
 # -- schedules ---------------------------------------------------------------------
 
 SCHEDULES = "select event, cron, next_at from schedules order by event for update"
 
-DROP_SCHEDULES = "delete from schedules where not (event = any(%(events)s::text[]))"
+# An app's registration drops the schedules it does not keep of the events it runs
+# (whoever registered them) and its own of events it no longer runs; no other app's.
+DROP_SCHEDULES = compact("""
+delete from schedules
+where not (event = any(%(kept)s::text[]))
+  and (event = any(%(runs)s::text[]) or app = %(app)s)
+""")
 
 UPSERT_SCHEDULES = compact("""
-insert into schedules (event, cron, template, next_at)
-select * from unnest(%(events)s::text[], %(crons)s::text[], %(templates)s::json[],
-                     %(next_ats)s::timestamptz[])
+insert into schedules (event, cron, template, next_at, app)
+select t.*, %(app)s
+from unnest(%(events)s::text[], %(crons)s::text[], %(templates)s::json[],
+            %(next_ats)s::timestamptz[]) as t
 on conflict (event) do update
-    set cron = excluded.cron, template = excluded.template, next_at = excluded.next_at
+    set cron = excluded.cron, template = excluded.template, next_at = excluded.next_at,
+        app = excluded.app
 """)
 
 DUE_SCHEDULES = compact(f"""
@@ -262,29 +278,44 @@ returning s.event
 
 # -- retention ---------------------------------------------------------------------
 
+# ``since`` is where the caller knows no finished run is left before (a purge leaves
+# thousands of dead index entries that a scan from the start would read again each call).
 DELETE_FINISHED = compact(f"""
 with doomed as (
     select id from runs
     where finished_at < {NOW} - %(older_than)s::interval
+      and finished_at >= coalesce(%(since)s::timestamptz, '-infinity')
     order by finished_at
     limit %(batch)s
     for update skip locked
 ),
-deleted as (delete from runs where id in (select id from doomed) returning 1)
-select count(*) from deleted
+deleted as (delete from runs where id in (select id from doomed) returning finished_at)
+select count(*), max(finished_at), {NOW} - %(older_than)s::interval from deleted
 """)
 
-# Logged events no unfinished run can still see: at or before every such run's cursor
-# (a run created later starts past every event already logged).
+# The oldest cursor of the unfinished runs that may wait (an index probe on
+# runs_wait_cursor): no wait can see an event at or before it. A batch of the oldest
+# events past ``after`` goes if no such run can see them and they are older than the
+# grace, or if they are older than the retention whoever could. Returns how many of the
+# batch were prunable and the seq up to which the log is pruned.
 PRUNE_EVENTS = compact(f"""
-delete from events
-where seq in (
-    select seq from events
-    where created_at < {NOW} - %(older_than)s::interval
-      and seq <= coalesce(
-          (select min(event_cursor) from runs where status not in {FINISHED}),
-          (select max(seq) from events))
+with horizon as (
+    select min(event_cursor) as seq from runs
+    where may_wait and status in ('queued', 'running', 'sleeping', 'waiting') -- as the index
+),
+oldest as (
+    select seq, created_at from events
+    where seq > %(after)s
     order by seq
     limit %(batch)s
-)
+),
+doomed as (
+    select o.seq from oldest as o, horizon as h
+    where o.created_at < {NOW} - %(older_than)s::interval
+       or ((h.seq is null or o.seq <= h.seq) and o.created_at < {NOW} - %(grace)s::interval)
+),
+deleted as (delete from events where seq in (select seq from doomed) returning 1)
+select (select count(*) from doomed), (select count(*) from deleted),
+       coalesce((select min(seq) - 1 from oldest where seq not in (select seq from doomed)),
+                (select max(seq) from oldest))
 """)

@@ -1,4 +1,4 @@
-"""Cron schedules: replaced as a set, fired at most once per tick across processes.
+"""Cron schedules: registered per app, fired at most once per tick across processes.
 
 Ticks are computed in Python (croniter, with the schedule's timezone) from the database's
 now. Firing is a compare-and-set on ``next_at``: of the processes that read the same due
@@ -16,12 +16,13 @@ import msgspec
 from slayq.model import NewRun, RunId, Schedule
 from slayq.runtime.cron import CronSpec
 from slayq.runtime.ids import new_run_id
+from slayq.store._schedule_sets import checked_schedules
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres import _run_queries as rq
 from slayq.store.postgres._codec import due_now, dump, run_rows
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
 
     from psycopg import AsyncConnection
 
@@ -29,29 +30,35 @@ _template = msgspec.json.Decoder(NewRun)
 
 
 async def set_schedules(
-    conn: AsyncConnection[Any], schedules: Sequence[Schedule], *, now: datetime | None
+    conn: AsyncConnection[Any],
+    schedules: Sequence[Schedule],
+    *,
+    app: str,
+    events: Collection[str],
+    now: datetime | None,
 ) -> None:
-    latest = {s.event: s for s in schedules}  # a repeated event: the last one wins
-    specs = {event: CronSpec(s.cron) for event, s in latest.items()}  # bad cron: change nothing
+    checked = checked_schedules(schedules, app=app, events=events)  # bad: change nothing
     async with conn.transaction():
         await conn.execute("select pg_advisory_xact_lock(%(ns)s, 0)", {"ns": q.SCHEDULE_LOCKS})
         cursor = await conn.execute(rq.SCHEDULES, {"now": now})
-        kept = {event: (cron, next_at) for event, cron, next_at in await cursor.fetchall()}
+        stored = {event: (cron, next_at) for event, cron, next_at in await cursor.fetchall()}
         clock = await conn.execute(q.CLOCK, {"now": now})
         (today,) = await clock.fetchone() or (datetime.now(UTC),)
+        kept = sorted(checked)
         next_ats: list[datetime] = []
-        for event, spec in specs.items():
-            old = kept.get(event)
+        for event in kept:
+            spec, old = checked[event][1], stored.get(event)
             next_ats.append(old[1] if old and old[0] == spec.text else spec.next_after(today))
-        events = list(latest)
-        await conn.execute(rq.DROP_SCHEDULES, {"events": events})
-        if events:
+        mine = {"app": app, "kept": kept}
+        await conn.execute(rq.DROP_SCHEDULES, mine | {"runs": sorted(set(events))})
+        if kept:
             await conn.execute(
                 rq.UPSERT_SCHEDULES,
-                {
-                    "events": events,
-                    "crons": [latest[e].cron for e in events],
-                    "templates": [dump(latest[e].template) for e in events],
+                mine
+                | {
+                    "events": kept,
+                    "crons": [checked[e][0].cron for e in kept],
+                    "templates": [dump(checked[e][0].template) for e in kept],
                     "next_ats": next_ats,
                 },
             )

@@ -20,9 +20,10 @@ from slayq.store.postgres._codec import dump, valid_id
 from slayq.store.postgres._errors import is_conflict, translated
 from slayq.store.postgres._ingest import Ingest, lock_event_names
 from slayq.store.postgres._migrations import apply_migrations, check_schema
+from slayq.store.postgres._retention import Retention
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
     from datetime import datetime, timedelta
     from types import TracebackType
 
@@ -76,6 +77,7 @@ class PostgresStore:
         }
         self._pool: AsyncConnectionPool | None = None
         self._opening = anyio.Lock()
+        self._retention = Retention()
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> PostgresStore:
@@ -275,9 +277,12 @@ class PostgresStore:
             raise RunNotFoundError(f"no run has id {run_id!r}")
         return cancelled
 
-    async def set_schedules(self, schedules: Sequence[Schedule]) -> None:
+    async def set_schedules(
+        self, schedules: Sequence[Schedule], *, app: str, events: Collection[str]
+    ) -> None:
         async def body(conn: psycopg.AsyncConnection[Any]) -> None:
-            await _schedules.set_schedules(conn, schedules, now=self._now())
+            now = self._now()
+            await _schedules.set_schedules(conn, schedules, app=app, events=events, now=now)
 
         await self._run("set schedules", body)
 
@@ -304,14 +309,9 @@ class PostgresStore:
 
     async def delete_finished(self, older_than: timedelta, *, batch: int = 1000) -> int:
         async def body(conn: psycopg.AsyncConnection[Any]) -> int:
-            params = {"now": self._now(), "older_than": older_than, "batch": batch}
-            cursor = await conn.execute(rq.DELETE_FINISHED, params)
-            row = await cursor.fetchone()
-            deleted = int(row[0]) if row is not None else 0
-            if deleted < batch:
-                # Caught up with the runs: trim the event log too (rarely, not per batch,
-                # since it scans the unfinished runs for their cursors).
-                await conn.execute(rq.PRUNE_EVENTS, params)
+            deleted = await self._retention.delete_runs(conn, older_than, batch, self._now())
+            if deleted < batch:  # caught up with the runs: prune the event log, whole
+                await self._retention.prune_events(conn, older_than, self._now())
             return deleted
 
         return await self._run("delete finished runs", body)
