@@ -11,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from slayq.errors import ConfigError, InputError
-from slayq.transport.signing import ReplayGuard
 from slayq.transport import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
@@ -21,6 +20,7 @@ from slayq.transport import (
     sign,
     verify,
 )
+from slayq.transport.signing import ReplayGuard
 
 SECRET = "s3cret-s3cret-s3cret-s3cret"
 OTHER = "another-secret-entirely-0123"
