@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import httpx
 import msgspec
 
-from slayq.errors import RunNotFoundError, StoreError, StoreUnavailableError
+from slayq.errors import RunNotFoundError, StoreError, StoreInputError, StoreUnavailableError
 from slayq.model import RunInfo
 from slayq.transport import ingest
 from slayq.transport.signing import sign
@@ -61,7 +61,9 @@ class HttpStore:
         message = f"ingest {method}: the server answered {response.status_code}: {reason}"
         if response.status_code == 404:
             raise RunNotFoundError(message)
-        if response.status_code in (502, 503, 504):
+        if response.status_code in (400, 413):  # sending it again would fail again
+            raise StoreInputError(message)
+        if response.status_code in (408, 502, 503, 504):
             raise StoreUnavailableError(message)
         raise StoreError(message)
 

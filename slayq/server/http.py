@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
-from slayq.errors import RunNotFoundError, StoreUnavailableError
+from slayq.errors import InputError, RunNotFoundError, StoreUnavailableError
 from slayq.transport import ingest
 from slayq.transport.errors import BodyTooLargeError, SignatureError
 from slayq.transport.receiver import DEFAULT_READ_DEADLINE
@@ -86,6 +86,8 @@ def create_app(
             return msgspec.json.decode(body, type=type_)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return _failure(400, f"not a valid {type_.__name__} request: {exc}")
+        except RecursionError:
+            return _failure(400, f"not a valid {type_.__name__} request: JSON nested too deeply")
 
     def rpc(
         type_: type[T], handle: Callable[[T], Awaitable[Any]]
@@ -98,6 +100,10 @@ def create_app(
                 return _json(await handle(parsed))
             except RunNotFoundError as exc:
                 return _failure(404, str(exc))
+            except InputError as exc:
+                # A value refused (by the checks or the database) is refused again if
+                # sent again: a 4xx, so that callers do not retry it.
+                return _failure(400, str(exc))
             except StoreUnavailableError as exc:
                 return _failure(503, str(exc))
 

@@ -54,6 +54,8 @@ def decode_delivery(body: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Claim:
         raise WireError(f"delivery body is not a valid claim: {exc}") from None
     except msgspec.DecodeError as exc:
         raise WireError(f"delivery body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise WireError("delivery body is not a valid claim: JSON nested too deeply") from None
 
 
 def encode_transition(transition: Transition) -> bytes:
@@ -70,6 +72,8 @@ def decode_transition(body: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Transi
         raise WireError(f"response body is not a valid transition: {exc}") from None
     except msgspec.DecodeError as exc:
         raise WireError(f"response body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise WireError("response body is not a valid transition: JSON nested too deeply") from None
 
 
 def check_size(size: int, limits: Limits, *, what: str, at_least: bool = False) -> None:

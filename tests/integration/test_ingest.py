@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from examples.app.functions import FUNCTIONS
 from slayq.client import Client
-from slayq.errors import RunNotFoundError, StoreError
+from slayq.errors import InputError, RunNotFoundError, StoreError, StoreInputError
 from slayq.http_store import HttpStore
 from slayq.model import RunId
 from slayq.store.postgres import PostgresStore
@@ -93,3 +94,45 @@ async def test_bad_ingest_calls_are_refused_and_change_nothing(server: str, pg_u
         run_id = await direct.send_event("test/callee")
         assert run_id is not None
         assert (await direct.get_run(run_id)).status == "queued"
+
+
+async def post_signed(server: str, method: str, body: bytes) -> httpx.Response:
+    async with httpx.AsyncClient() as http:
+        return await http.post(
+            f"{server}/ingest/{method}", content=body, headers=sign(body, SECRET)
+        )
+
+
+async def test_a_deeply_nested_signed_body_is_a_400(server: str) -> None:
+    nested = b"[" * 100_000 + b"]" * 100_000
+    body = b'{"events": [{"name": "test/callee", "data": {"x": ' + nested + b"}}]}"
+    response = await post_signed(server, "send-events", body)
+    assert response.status_code == 400, response.text
+    assert "nested too deeply" in response.json()["error"]
+
+
+async def test_an_invalid_cron_through_ingest_is_a_400_naming_it(server: str) -> None:
+    client = Client(FUNCTIONS, store=HttpStore(server, SECRET), endpoint="http://app.test/slay")
+    schedule = client.registry.schedules()[0]
+    bad = msgspec.structs.replace(schedule, cron="every tuesday")
+    body = msgspec.json.encode({"schedules": [bad]})
+    response = await post_signed(server, "set-schedules", body)
+    assert response.status_code == 400, response.text
+    assert "'every tuesday'" in response.json()["error"]
+    with pytest.raises(InputError, match="every tuesday"):
+        await client.store.set_schedules([bad])
+    await client.aclose()
+
+
+async def test_a_value_the_database_refuses_is_a_400_and_http_store_raises_an_input_error(
+    server: str,
+) -> None:
+    async with Client(
+        FUNCTIONS, store=HttpStore(server, SECRET), endpoint="http://app.test/slay"
+    ) as client:
+        with pytest.raises(StoreInputError) as caught:
+            await client.send_event(
+                "test/callee", key=secrets.token_hex(1_500)
+            )  # 3,000 characters that do not compress
+    assert "400" in str(caught.value)
+    assert isinstance(caught.value, InputError)
