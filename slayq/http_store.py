@@ -23,7 +23,15 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime, timedelta
 
-    from slayq.model import Claim, Lease, OutgoingEvent, RunId, Schedule, Transition
+    from slayq.model import (
+        Claim,
+        ErrorInfo,
+        Lease,
+        OutgoingEvent,
+        RunId,
+        Schedule,
+        Transition,
+    )
     from slayq.store.protocol import QueueLimit
 
 T = TypeVar("T")
@@ -36,7 +44,7 @@ class HttpStore:
         self._http = httpx.AsyncClient(timeout=timeout)
 
     async def _call(self, method: str, request: Any, answer: type[T]) -> T:
-        body = msgspec.json.encode(request)
+        body = ingest.encode_request(request)
         headers = sign(body, self._secret) | {"content-type": "application/json"}
         try:
             response = await self._http.post(
@@ -102,7 +110,9 @@ class HttpStore:
     async def extend_leases(self, leases: Sequence[Lease], lease_for: timedelta) -> list[Lease]:
         _server_only("extend_leases")
 
-    async def release(self, lease: Lease) -> None:
+    async def release(
+        self, lease: Lease, *, delay: timedelta | None = None, error: ErrorInfo | None = None
+    ) -> None:
         _server_only("release")
 
     async def fire_schedules(self) -> list[RunId]:

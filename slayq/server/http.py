@@ -83,7 +83,7 @@ def create_app(
         if not replays.first_sight(request.headers, now):
             return _failure(401, "this request was already received; replays are refused")
         try:
-            return msgspec.json.decode(body, type=type_)
+            return ingest.decode_request(body, type_)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return _failure(400, f"not a valid {type_.__name__} request: {exc}")
         except RecursionError:

@@ -30,6 +30,8 @@ import anyio
 import msgspec
 
 from slayq.errors import ConfigError
+from slayq.model import ErrorInfo, Failed, Transition
+from slayq.runtime.limits import describe
 from slayq.runtime.replay import Execution
 from slayq.transport.errors import BodyTooLargeError, SignatureError, WireError
 from slayq.transport.signing import (
@@ -41,6 +43,7 @@ from slayq.transport.signing import (
 )
 from slayq.transport.wire import (
     DEFAULT_LIMITS,
+    RAISE_LIMITS,
     Limits,
     check_size,
     decode_delivery,
@@ -138,7 +141,14 @@ class Receiver:
         logger.debug(
             "run %s: %s", claim.lease.run_id, type(transition.outcome).__name__, extra=extra
         )
-        return 200, encode_transition(transition)
+        answer = encode_transition(transition)
+        if len(answer) > self.limits.body_bytes:
+            # Refused by the server, this answer would be re-run on every attempt: the
+            # run cannot go on, so it fails for good now, saying why.
+            failed = _too_large(transition, len(answer), self.limits)
+            logger.error("run %s: %s", claim.lease.run_id, failed.error.message, extra=extra)
+            answer = encode_transition(Transition(steps=[], outcome=failed))
+        return 200, answer
 
 
 def asgi_app(receiver: Receiver) -> ASGIApp:
@@ -254,6 +264,26 @@ async def _read_body(
         max(size, declared or 0), limits, what="delivery", at_least=size > 2 * limits.body_bytes
     )
     return b"".join(chunks)
+
+
+def _too_large(transition: Transition, size: int, limits: Limits) -> Failed:
+    names = [record.name for record in transition.steps]
+    what = (
+        f"step {names[0]!r}"
+        if len(names) == 1
+        else f"steps {', '.join(map(repr, names))}"
+        if names
+        else "the run's outcome"
+    )
+    return Failed(
+        ErrorInfo(
+            type="BodyTooLargeError",
+            message=f"the answer for {what} is {describe(size)} ({size} bytes), over the "
+            f"app's limit of {describe(limits.body_bytes)} ({limits.body_bytes} bytes); the "
+            f"run cannot go on. {RAISE_LIMITS}",
+            step=names[-1] if names else None,
+        )
+    )
 
 
 def _error(reason: str) -> bytes:

@@ -53,9 +53,20 @@ def start_app(
 
 
 def start_server(
-    url: str, port: int, config: Path, output: Path, *extra: str, cron_url: str | None = None
+    url: str,
+    port: int,
+    config: Path,
+    output: Path,
+    *extra: str,
+    cron_url: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    env = {"SLAY_Q_DATABASE_URL": url, "SLAY_Q_SECRET": SECRET, "SLAY_Q_PORT": str(port)}
+    env = {
+        "SLAY_Q_DATABASE_URL": url,
+        "SLAY_Q_SECRET": SECRET,
+        "SLAY_Q_PORT": str(port),
+        **(env or {}),
+    }
     if cron_url is not None:
         env["SLAY_Q_CRON_URL"] = cron_url
     command = [sys.executable, "-m", "slayq.server", str(config), "--grace", "5s", *extra]
