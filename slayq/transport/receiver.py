@@ -141,7 +141,14 @@ class Receiver:
         logger.debug(
             "run %s: %s", claim.lease.run_id, type(transition.outcome).__name__, extra=extra
         )
-        answer = encode_transition(transition)
+        try:
+            answer = encode_transition(transition)
+        except WireError as exc:
+            # A 500 here would be delivered again without spending an attempt, running
+            # the handler again each time: answer a failure the server can commit.
+            logger.error("run %s: %s", claim.lease.run_id, exc, extra=extra)
+            failed = Failed(ErrorInfo(type="WireError", message=str(exc)))
+            return 200, encode_transition(Transition(steps=[], outcome=failed))
         if len(answer) > self.limits.body_bytes:
             # Refused by the server, this answer would be re-run on every attempt: the
             # run cannot go on, so it fails for good now, saying why.
