@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
+from slayq.errors import ConfigError
 from slayq.runtime.limits import DEFAULT_LIMITS, SizeLimits
 from slayq.runtime.registry import Registry
 from slayq.runtime.sending import outgoing_event
-from slayq.transport.receiver import Receiver, asgi_app
+from slayq.transport.receiver import DEFAULT_READ_DEADLINE, Receiver, asgi_app
 from slayq.transport.signing import secrets_from_env
 from slayq.transport.wire import DEFAULT_LIMITS as DEFAULT_BODY_LIMITS
 from slayq.transport.wire import Limits
@@ -25,13 +29,18 @@ if TYPE_CHECKING:
     from slayq.transport.receiver import ASGIApp, ASGIReceive, ASGISend, Scope
 
 
+logger = logging.getLogger(__name__)
+
+
 class Client:
     """Knows the app's functions and a store. Event data is validated here, before
     anything is stored, so a bad event raises to its sender.
 
     With ``endpoint`` (the URL where this app mounts ``client.asgi``), runs it sends are
     delivered there by ``python -m slayq.server``; ``secret`` (or ``SLAY_Q_SECRET`` /
-    ``SLAY_Q_WORKER_SECRET``) verifies those deliveries.
+    ``SLAY_Q_WORKER_SECRET``) verifies those deliveries. ``body_limits`` bounds what one
+    delivery or answer may carry (keep it equal to the server's ``SLAY_Q_BODY_LIMIT``),
+    ``read_deadline`` how many seconds a delivery's body may take to arrive.
 
     ``app`` names the app for the cron schedules it registers: an app's start replaces
     its own schedules and no other app's. Default: ``endpoint`` if given, else the name
@@ -48,6 +57,7 @@ class Client:
         secret: str | Sequence[str] | None = None,
         limits: SizeLimits = DEFAULT_LIMITS,
         body_limits: Limits = DEFAULT_BODY_LIMITS,
+        read_deadline: float = DEFAULT_READ_DEADLINE,
     ) -> None:
         self.registry = Registry(functions, limits=limits, endpoint=endpoint)
         self.store = store
@@ -55,7 +65,9 @@ class Client:
         self.app = app if app is not None else endpoint or _calling_module()
         self._secret = secret
         self._body_limits = body_limits
+        self._read_deadline = read_deadline
         self._receiver: Receiver | None = None
+        self._reported = False  # a configuration error was logged
 
     @property
     def receiver(self) -> Receiver:
@@ -68,19 +80,48 @@ class Client:
                 if isinstance(self._secret, str)
                 else list(self._secret)
             )
-            self._receiver = Receiver(self.registry, secrets, limits=self._body_limits)
+            self._receiver = Receiver(
+                self.registry,
+                secrets,
+                limits=self._body_limits,
+                read_deadline=self._read_deadline,
+            )
         return self._receiver
+
+    def check_receiver(self) -> None:
+        """Raise ``ConfigError`` now if deliveries cannot be received (no secret is set).
+
+        Call it where your app starts (its lifespan), so that a missing ``SLAY_Q_SECRET``
+        stops the app at once instead of failing every delivery.
+        """
+        _ = self.receiver
 
     async def receive(self, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
         """Answer one delivery (any framework): pass the request's headers and exact body
-        bytes; answer with the returned HTTP status and JSON body."""
-        return await self.receiver.receive(headers, body)
+        bytes; answer with the returned HTTP status and JSON body.
+
+        Without a secret, every delivery is answered 500 with the ``ConfigError``'s one
+        line (logged once).
+        """
+        try:
+            receiver = self.receiver
+        except ConfigError as exc:
+            return 500, self._misconfigured(exc)
+        return await receiver.receive(headers, body)
+
+    def _misconfigured(self, exc: ConfigError) -> bytes:
+        if not self._reported:
+            self._reported = True
+            logger.error("slayq cannot receive deliveries: %s", exc)
+        return msgspec.json.encode({"error": str(exc)})
 
     @property
     def asgi(self) -> ASGIApp:
         """An ASGI app that receives deliveries: mount it at ``endpoint``'s path.
 
-        The secret is read on the first request, so mounting it at import time is safe.
+        The secret is read at the ASGI lifespan's start-up, which fails without one, or
+        on the first request where no lifespan runs (a route of a framework's app); so
+        mounting it at import time is safe.
         """
 
         return _LazyAsgi(self)
@@ -160,8 +201,27 @@ class _LazyAsgi:
 
     async def __call__(self, scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         if self._app is None:
-            self._app = asgi_app(self._client.receiver)
+            try:
+                self._app = asgi_app(self._client.receiver)
+            except ConfigError as exc:
+                await self._refuse(exc, scope, receive, send)
+                return
         await self._app(scope, receive, send)
+
+    async def _refuse(
+        self, exc: ConfigError, scope: Scope, receive: ASGIReceive, send: ASGISend
+    ) -> None:
+        if scope["type"] == "lifespan":
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        if scope["type"] != "http":
+            return
+        body = self._client._misconfigured(exc)
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 500, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def _calling_module() -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import httpx
 import msgspec
 
-from slayq.errors import RunNotFoundError, StoreError, StoreUnavailableError
+from slayq.errors import RunNotFoundError, StoreError, StoreInputError, StoreUnavailableError
 from slayq.model import RunInfo
 from slayq.transport import ingest
 from slayq.transport.signing import sign
@@ -23,7 +23,15 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
     from datetime import datetime, timedelta
 
-    from slayq.model import Claim, Lease, OutgoingEvent, RunId, Schedule, Transition
+    from slayq.model import (
+        Claim,
+        ErrorInfo,
+        Lease,
+        OutgoingEvent,
+        RunId,
+        Schedule,
+        Transition,
+    )
     from slayq.store.protocol import QueueLimit
 
 T = TypeVar("T")
@@ -36,7 +44,7 @@ class HttpStore:
         self._http = httpx.AsyncClient(timeout=timeout)
 
     async def _call(self, method: str, request: Any, answer: type[T]) -> T:
-        body = msgspec.json.encode(request)
+        body = ingest.encode_request(request)
         headers = sign(body, self._secret) | {"content-type": "application/json"}
         try:
             response = await self._http.post(
@@ -61,7 +69,9 @@ class HttpStore:
         message = f"ingest {method}: the server answered {response.status_code}: {reason}"
         if response.status_code == 404:
             raise RunNotFoundError(message)
-        if response.status_code in (502, 503, 504):
+        if response.status_code in (400, 413):  # sending it again would fail again
+            raise StoreInputError(message)
+        if response.status_code in (408, 502, 503, 504):
             raise StoreUnavailableError(message)
         raise StoreError(message)
 
@@ -103,7 +113,9 @@ class HttpStore:
     async def extend_leases(self, leases: Sequence[Lease], lease_for: timedelta) -> list[Lease]:
         _server_only("extend_leases")
 
-    async def release(self, lease: Lease) -> None:
+    async def release(
+        self, lease: Lease, *, delay: timedelta | None = None, error: ErrorInfo | None = None
+    ) -> None:
         _server_only("release")
 
     async def fire_schedules(self) -> list[RunId]:

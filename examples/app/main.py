@@ -57,6 +57,7 @@ async def show_run(request: Request) -> Response:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    client.check_receiver()  # no SLAY_Q_SECRET: stop here, with the fix in the message
     async with client:  # runs migrations, registers the cron schedules
         yield
 

@@ -20,13 +20,15 @@ from typing import TYPE_CHECKING
 import anyio
 import uvicorn
 
-from slayq.errors import SlayqError
+from slayq.errors import ConfigError, SlayqError
 from slayq.runtime.durations import parse_duration
+from slayq.runtime.limits import describe
 from slayq.server.delivery import HttpExecutor
 from slayq.server.http import create_app
 from slayq.server.settings import settings_from_env
 from slayq.store.postgres import PostgresStore
 from slayq.transport.deliverer import Deliverer
+from slayq.transport.wire import Limits
 from slayq.worker.config import load_config
 from slayq.worker.dispatcher import Dispatcher
 
@@ -61,15 +63,22 @@ async def serve(args: argparse.Namespace) -> None:
     config = load_config(args.config)
     timeout = parse_duration(args.delivery_timeout, what="--delivery-timeout")
     store = PostgresStore(settings.database_url)
+    limits = Limits(body_bytes=settings.body_limit)
+    deliverer = Deliverer(settings.secrets[0], timeout=timeout.total_seconds(), limits=limits)
+    executor = HttpExecutor(
+        deliverer,
+        release=store.release,
+        allowed_endpoints=config.allowed_endpoints,
+        fallback_endpoint=settings.cron_url,
+    )
+    refusal = executor.refusal(settings.cron_url) if settings.cron_url else None
+    if refusal is not None:
+        await deliverer.aclose()
+        raise ConfigError(f"SLAY_Q_CRON_URL: {refusal}; add a prefix of it to {args.config}")
     await store.open()
-    deliverer = Deliverer(settings.secrets[0], timeout=timeout.total_seconds())
     dispatcher = Dispatcher(
         store,
-        HttpExecutor(
-            deliverer,
-            allowed_endpoints=config.allowed_endpoints,
-            fallback_endpoint=settings.cron_url,
-        ),
+        executor,
         queues=config.queue_limits(),
         # Heartbeats extend leases while a delivery is in flight; the lease only has to
         # outlast a stalled server, not the slowest handler.
@@ -82,7 +91,7 @@ async def serve(args: argparse.Namespace) -> None:
     served = {name for limit in config.queue_limits() for name in limit.names}
     http = _Server(
         uvicorn.Config(
-            create_app(store, settings.secrets, served=served),
+            create_app(store, settings.secrets, served=served, limits=limits),
             host=settings.host,
             port=settings.port,
             log_level=args.log_level.lower(),
@@ -93,7 +102,13 @@ async def serve(args: argparse.Namespace) -> None:
     queues = ", ".join(
         "/".join(limit.names) + f"={limit.concurrency}" for limit in config.queue_limits()
     )
-    logger.info("serving queues %s; HTTP on %s:%s", queues, settings.host, settings.port)
+    logger.info(
+        "serving queues %s; HTTP on %s:%s; body limit %s",
+        queues,
+        settings.host,
+        settings.port,
+        describe(settings.body_limit),
+    )
     try:
         async with anyio.create_task_group() as group:
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
 import msgspec
 from starlette.applications import Starlette
 from starlette.responses import Response
@@ -12,9 +13,10 @@ from starlette.routing import Route
 
 from slayq.errors import InputError, RunNotFoundError, StoreUnavailableError
 from slayq.transport import ingest
-from slayq.transport.errors import SignatureError
+from slayq.transport.errors import BodyTooLargeError, SignatureError
+from slayq.transport.receiver import DEFAULT_READ_DEADLINE
 from slayq.transport.signing import ReplayGuard, verify
-from slayq.transport.wire import DEFAULT_LIMITS, Limits
+from slayq.transport.wire import DEFAULT_LIMITS, Limits, check_size
 from slayq.worker.dispatcher import unserved_queues
 
 if TYPE_CHECKING:
@@ -31,8 +33,11 @@ def _json(value: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(value), status_code=status, media_type="application/json")
 
 
-def _failure(status: int, reason: str) -> Response:
-    return _json(ingest.Failure(error=reason), status)
+def _failure(status: int, reason: str, *, close: bool = False) -> Response:
+    response = _json(ingest.Failure(error=reason), status)
+    if close:  # the client may still be sending a body we will not read
+        response.headers["connection"] = "close"
+    return response
 
 
 def create_app(
@@ -41,18 +46,29 @@ def create_app(
     *,
     served: Collection[str] = (),
     limits: Limits = DEFAULT_LIMITS,
+    read_deadline: float = DEFAULT_READ_DEADLINE,
 ) -> Starlette:
+    """The server's Starlette app. A request body over ``limits`` is refused (413) on its
+    declared length before it is read; one not received within ``read_deadline`` seconds
+    is cut off (408)."""
     replays = ReplayGuard()
 
     async def read(request: Request, type_: type[T]) -> T | Response:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limits.body_bytes:
-            return _failure(413, f"body of {declared} bytes is over {limits.body_bytes}")
-        buffer = bytearray()
-        async for chunk in request.stream():
-            buffer += chunk
-            if len(buffer) > limits.body_bytes:
-                return _failure(413, f"body is over {limits.body_bytes} bytes")
+        declared = request.headers.get("content-length", "").strip()
+        try:
+            if declared.isdigit():
+                check_size(int(declared), limits, what="request")
+            buffer = bytearray()
+            with anyio.fail_after(read_deadline):
+                async for chunk in request.stream():
+                    buffer += chunk
+                    check_size(len(buffer), limits, what="request", at_least=True)
+        except BodyTooLargeError as exc:
+            return _failure(413, str(exc))
+        except TimeoutError:
+            return _failure(
+                408, f"the body was not received within {read_deadline:g} s", close=True
+            )
         body = bytes(buffer)
         now = time.time()
         try:
@@ -62,9 +78,11 @@ def create_app(
         if not replays.first_sight(request.headers, now):
             return _failure(401, "this request was already received; replays are refused")
         try:
-            return msgspec.json.decode(body, type=type_)
+            return ingest.decode_request(body, type_)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             return _failure(400, f"not a valid {type_.__name__} request: {exc}")
+        except RecursionError:
+            return _failure(400, f"not a valid {type_.__name__} request: JSON nested too deeply")
 
     def rpc(
         type_: type[T], handle: Callable[[T], Awaitable[Any]]
@@ -77,7 +95,9 @@ def create_app(
                 return _json(await handle(parsed))
             except RunNotFoundError as exc:
                 return _failure(404, str(exc))
-            except InputError as exc:  # an invalid cron, say: refused, nothing changed
+            except InputError as exc:
+                # A value refused (by the checks or the database) is refused again if
+                # sent again: a 4xx, so that callers do not retry it.
                 return _failure(400, str(exc))
             except StoreUnavailableError as exc:
                 return _failure(503, str(exc))

@@ -4,6 +4,8 @@
 * ``SLAY_Q_SECRET`` (required): the secret shared with the apps (see ``signing``)
 * ``SLAY_Q_CRON_URL``: where runs with no endpoint of their own are delivered
 * ``SLAY_Q_PORT`` (7700) and ``SLAY_Q_HOST`` (127.0.0.1): the health and ingest HTTP port
+* ``SLAY_Q_BODY_LIMIT`` (8MiB): the largest delivery, answer or ingest request, like
+  ``16MiB`` or a number of bytes; apps take the same with ``Client(body_limits=...)``
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from slayq.errors import ConfigError
 from slayq.transport.signing import secrets_from_env
+from slayq.transport.wire import DEFAULT_LIMITS, parse_size
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -30,6 +33,7 @@ class Settings(msgspec.Struct, frozen=True):
     cron_url: str | None = None
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
+    body_limit: int = DEFAULT_LIMITS.body_bytes
 
 
 def _http_url(name: str, value: str) -> str:
@@ -74,4 +78,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         cron_url=_http_url("SLAY_Q_CRON_URL", cron_url) if cron_url else None,
         host=env.get("SLAY_Q_HOST", "127.0.0.1").strip() or "127.0.0.1",
         port=int(port_text),
+        body_limit=parse_size(
+            env.get("SLAY_Q_BODY_LIMIT", "").strip() or str(DEFAULT_LIMITS.body_bytes),
+            what="SLAY_Q_BODY_LIMIT",
+        ),
     )

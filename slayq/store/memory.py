@@ -393,11 +393,16 @@ class MemoryStore:
                 kept.append(msgspec.structs.replace(lease, expires_at=run.lease_expires_at))
         return kept
 
-    async def release(self, lease: Lease) -> None:
+    async def release(
+        self, lease: Lease, *, delay: timedelta | None = None, error: ErrorInfo | None = None
+    ) -> None:
         run = self._runs.get(lease.run_id)
         if run is not None and run.status == "running" and run.token == lease.token:
             now = self.clock.now()
-            run.status, run.run_at, run.lease_expires_at, run.updated_at = "queued", now, None, now
+            run.status, run.lease_expires_at, run.updated_at = "queued", None, now
+            run.run_at = now + (delay or timedelta(0))
+            if error is not None:
+                run.error = error
 
     # -- reading and managing ----------------------------------------------------------
 

@@ -16,7 +16,16 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
     from datetime import datetime
 
-    from slayq.model import Claim, Lease, OutgoingEvent, RunId, RunInfo, Schedule, Transition
+    from slayq.model import (
+        Claim,
+        ErrorInfo,
+        Lease,
+        OutgoingEvent,
+        RunId,
+        RunInfo,
+        Schedule,
+        Transition,
+    )
 
 
 # The least time a logged event is kept even when no run could see it: a run created in
@@ -74,8 +83,13 @@ class Store(Protocol):
         """Push the expiry of leases still held; returns them. Lost ones are left out."""
         ...
 
-    async def release(self, lease: Lease) -> None:
-        """Hand a claimed run back, due at once, without counting an attempt."""
+    async def release(
+        self, lease: Lease, *, delay: timedelta | None = None, error: ErrorInfo | None = None
+    ) -> None:
+        """Hand a claimed run back without counting an attempt, due after ``delay`` (at
+        once by default). ``error``, if given, is recorded on the run, so that reading it
+        shows why it waits (an app that could not be reached, say). A lease no longer
+        held changes nothing."""
         ...
 
     async def get_run(self, run_id: RunId) -> RunInfo:

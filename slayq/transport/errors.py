@@ -36,16 +36,30 @@ class SignatureError(SlayqError):
 
 
 class DeliveryError(SlayqError):
-    """A delivery that did not bring back a Transition: the run is retried later.
+    """A delivery that did not bring back a Transition.
 
     ``status`` is the HTTP status the app answered with, or None when there was no
-    usable answer (connection refused, timeout).
+    usable answer (connection refused, timeout). ``may_have_run`` is True when the app
+    got the whole request and may have run a step handler (a read timeout, a connection
+    dropped mid-answer, a 200 that is not a Transition); False when it surely did not
+    (it could not be reached, or refused the request with an error status).
+    ``permanent`` is True when sending the run again cannot help: it does not fit the
+    body limits, or its endpoint is not a URL that can be reached.
     """
 
     def __init__(
-        self, message: str, *, endpoint: str, delivery_id: str, status: int | None = None
+        self,
+        message: str,
+        *,
+        endpoint: str,
+        delivery_id: str,
+        status: int | None = None,
+        may_have_run: bool = False,
+        permanent: bool = False,
     ) -> None:
         super().__init__(message)
         self.endpoint = endpoint
         self.delivery_id = delivery_id
         self.status = status
+        self.may_have_run = may_have_run
+        self.permanent = permanent

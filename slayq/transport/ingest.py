@@ -2,15 +2,22 @@
 
 Every request is a signed POST (the same headers as deliveries, over the exact body) to
 ``<server>/ingest/<method>``; every answer is JSON. Errors answer ``{"error": reason}``
-with 400 (a bad body, or a value refused such as an invalid cron), 401 (signature), 404
-(no such run), 413 (too large) or 503 (the database is unavailable).
+with 400 (a bad body, or a value refused: an ``InputError``), 401 (signature), 404 (no
+such run), 408 (the body stalled), 413 (too large) or 503 (the database is unavailable).
+``send-events`` carries each event's data once, as deliveries' answers do
+(``slayq.transport.wire``).
 """
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 import msgspec
 
 from slayq.model import OutgoingEvent, RunId, Schedule
+from slayq.transport.wire import events_from_wire, events_to_wire
+
+T = TypeVar("T")
 
 SEND_EVENTS = "send-events"
 GET_RUN = "get-run"
@@ -44,3 +51,18 @@ class SetSchedules(msgspec.Struct, frozen=True):
 
 class Failure(msgspec.Struct, frozen=True):
     error: str
+
+
+def encode_request(request: msgspec.Struct) -> bytes:
+    """The JSON body of an ingest request; a ``SendEvents`` carries event data once."""
+    if isinstance(request, SendEvents):
+        return msgspec.json.encode({"events": events_to_wire(request.events)})
+    return msgspec.json.encode(request)
+
+
+def decode_request(body: bytes, type_: type[T]) -> T:
+    """The request in ``body``; raises msgspec's errors (and RecursionError) as they come."""
+    wire: Any = msgspec.json.decode(body)
+    if type_ is SendEvents and isinstance(wire, dict):
+        events_from_wire(wire.get("events"))
+    return msgspec.convert(wire, type_)

@@ -5,7 +5,9 @@ server (uvicorn, hypercorn) or framework that mounts ASGI apps (Starlette, FastA
 Django). Every answer but 200 is JSON ``{"error": "..."}``:
 
 =====  ==============================================================================
-413    the body is over ``Limits.body_bytes`` (checked first, before any work)
+413    the body is over ``Limits.body_bytes``: refused on its declared Content-Length
+       before any of it is read, else as soon as it passes the limit
+408    the body did not arrive within ``read_deadline`` seconds (``asgi_app`` only)
 401    the signature does not verify, or the delivery id was already received
 400    the body is not a Claim
 404    no function of this app runs on the claim's event
@@ -24,8 +26,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import msgspec
 
+from slayq.errors import ConfigError
+from slayq.model import ErrorInfo, Failed, Transition
+from slayq.runtime.limits import describe
 from slayq.runtime.replay import Execution
 from slayq.transport.errors import BodyTooLargeError, SignatureError, WireError
 from slayq.transport.signing import (
@@ -37,6 +43,7 @@ from slayq.transport.signing import (
 )
 from slayq.transport.wire import (
     DEFAULT_LIMITS,
+    RAISE_LIMITS,
     Limits,
     check_size,
     decode_delivery,
@@ -54,13 +61,18 @@ ASGIReceive = Callable[[], Awaitable[Message]]
 ASGISend = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, ASGIReceive, ASGISend], Awaitable[None]]
 
+DEFAULT_READ_DEADLINE = 10.0
+# A stalled client may still be sending: close rather than wait for the rest.
+CLOSE = (b"connection", b"close")
+
 
 class Receiver:
     """Runs deliveries of ``registry``'s functions, signed with one of ``secrets``.
 
     Each delivery runs at most ``max_new_steps`` new step handlers (the engine folds a
     following sleep, send or finish into the same answer), so the server commits every
-    handler's result before the next one runs.
+    handler's result before the next one runs. ``read_deadline`` bounds, in seconds, how
+    long ``asgi_app`` waits for a request's body, so a stalled upload cannot hold memory.
     """
 
     def __init__(
@@ -71,9 +83,15 @@ class Receiver:
         limits: Limits = DEFAULT_LIMITS,
         max_new_steps: int = 1,
         tolerance: float = DEFAULT_TOLERANCE,
+        read_deadline: float = DEFAULT_READ_DEADLINE,
     ) -> None:
+        if not read_deadline > 0:
+            raise ConfigError(
+                f"read_deadline must be a positive number of seconds, got {read_deadline!r}"
+            )
         self.registry = registry
         self.limits = limits
+        self.read_deadline = read_deadline
         self.max_new_steps = max_new_steps
         self.tolerance = tolerance
         self._secrets = check_secrets(secrets)
@@ -123,7 +141,21 @@ class Receiver:
         logger.debug(
             "run %s: %s", claim.lease.run_id, type(transition.outcome).__name__, extra=extra
         )
-        return 200, encode_transition(transition)
+        try:
+            answer = encode_transition(transition)
+        except WireError as exc:
+            # A 500 here would be delivered again without spending an attempt, running
+            # the handler again each time: answer a failure the server can commit.
+            logger.error("run %s: %s", claim.lease.run_id, exc, extra=extra)
+            failed = Failed(ErrorInfo(type="WireError", message=str(exc)))
+            return 200, encode_transition(Transition(steps=[], outcome=failed))
+        if len(answer) > self.limits.body_bytes:
+            # Refused by the server, this answer would be re-run on every attempt: the
+            # run cannot go on, so it fails for good now, saying why.
+            failed = _too_large(transition, len(answer), self.limits)
+            logger.error("run %s: %s", claim.lease.run_id, failed.error.message, extra=extra)
+            answer = encode_transition(Transition(steps=[], outcome=failed))
+        return 200, answer
 
 
 def asgi_app(receiver: Receiver) -> ASGIApp:
@@ -167,9 +199,15 @@ def asgi_app(receiver: Receiver) -> ASGIApp:
                 return
             headers = _headers(scope)
             try:
-                body = await _read_body(receive, receiver.limits, headers.get("content-length"))
+                with anyio.fail_after(receiver.read_deadline):
+                    body = await _read_body(receive, receiver.limits, headers.get("content-length"))
             except BodyTooLargeError as exc:
                 await respond(413, _error(str(exc)))
+                return
+            except TimeoutError:
+                logger.warning("cut off a delivery whose body stalled")
+                message = f"the body was not received within {receiver.read_deadline:g} s"
+                await respond(408, _error(message), CLOSE)
                 return
             if body is None:
                 return  # the client went away
@@ -206,9 +244,15 @@ async def _read_body(
 ) -> bytes | None:
     """The whole body, or None if the client disconnected.
 
-    Over the limit, the rest is read and dropped (up to the limit again) so that the
-    client, still sending, gets to read the 413 instead of a reset connection.
+    A body declared (Content-Length) or found to be over the limit is refused, and none
+    of it is kept. One declared over twice the limit is refused before anything is read;
+    up to that, the rest is read and dropped, so that a client still sending gets to read
+    the 413 instead of a reset connection.
     """
+    declared = int(content_length) if content_length and content_length.isdigit() else None
+    if declared is not None and declared > 2 * limits.body_bytes:
+        check_size(declared, limits, what="delivery")
+    keep = declared is None or declared <= limits.body_bytes
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -217,18 +261,36 @@ async def _read_body(
             return None
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
-        if size <= limits.body_bytes:
+        if keep and size <= limits.body_bytes:
             chunks.append(chunk)
         elif size > 2 * limits.body_bytes:
             break
         if not message.get("more_body", False):
             break
-    if size > limits.body_bytes and content_length is not None and content_length.isdigit():
-        size = max(size, int(content_length))  # the size the client said it was sending
-    elif size > 2 * limits.body_bytes:
-        check_size(size, limits, what="delivery", at_least=True)
-    check_size(size, limits, what="delivery")
+    check_size(
+        max(size, declared or 0), limits, what="delivery", at_least=size > 2 * limits.body_bytes
+    )
     return b"".join(chunks)
+
+
+def _too_large(transition: Transition, size: int, limits: Limits) -> Failed:
+    names = [record.name for record in transition.steps]
+    what = (
+        f"step {names[0]!r}"
+        if len(names) == 1
+        else f"steps {', '.join(map(repr, names))}"
+        if names
+        else "the run's outcome"
+    )
+    return Failed(
+        ErrorInfo(
+            type="BodyTooLargeError",
+            message=f"the answer for {what} is {describe(size)} ({size} bytes), over the "
+            f"app's limit of {describe(limits.body_bytes)} ({limits.body_bytes} bytes); the "
+            f"run cannot go on. {RAISE_LIMITS}",
+            step=names[-1] if names else None,
+        )
+    )
 
 
 def _error(reason: str) -> bytes:

@@ -22,6 +22,7 @@ import os
 import re
 import time
 import uuid
+from collections import deque
 from typing import TYPE_CHECKING
 
 from slayq.errors import ConfigError, InputError
@@ -178,22 +179,37 @@ def _digest(key: bytes, timestamp: str, delivery_id: str, body: bytes) -> str:
 
 class ReplayGuard:
     """Delivery ids seen while their signature is still fresh, so a captured request
-    replayed within the time window is refused (per process, in memory)."""
+    replayed within the time window is refused (per process, in memory).
+
+    Ids expire in the order they were added, so expiring is a pop from the front of a
+    queue: each call costs O(1) amortized, however many ids are held.
+    """
 
     def __init__(self, tolerance: float = DEFAULT_TOLERANCE) -> None:
         self.tolerance = tolerance
-        self._seen: dict[str, float] = {}
+        self._seen: set[str] = set()
+        self._expiry: deque[tuple[float, str]] = deque()
 
     def first_sight(self, headers: Mapping[str, str], now: float) -> bool:
         """True the first time a (verified) request's delivery id is seen."""
-        lowered = {name.lower(): value for name, value in headers.items()}
-        delivery_id = lowered[DELIVERY_HEADER.lower()].strip()
-        for seen_id, forget_at in list(self._seen.items()):
-            if forget_at > now:
-                break  # insertion order is expiry order
-            del self._seen[seen_id]
+        delivery_id = _delivery_id(headers)
+        expiry = self._expiry
+        while expiry and expiry[0][0] <= now:
+            self._seen.discard(expiry.popleft()[1])
         if delivery_id in self._seen:
             return False
+        self._seen.add(delivery_id)
         # A timestamp up to ``tolerance`` ahead stays valid until 2 * tolerance from now.
-        self._seen[delivery_id] = now + 2 * self.tolerance
+        # ``now`` going backwards (a clock step) only keeps an id longer than needed.
+        expiry.append((now + 2 * self.tolerance, delivery_id))
         return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+def _delivery_id(headers: Mapping[str, str]) -> str:
+    value = headers.get(DELIVERY_HEADER)
+    if value is None:
+        value = next(v for k, v in headers.items() if k.lower() == DELIVERY_HEADER.lower())
+    return value.strip()

@@ -7,12 +7,14 @@ so a step that ran again after it was committed would show.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import anyio
 import anyio.lowlevel
 import pytest
 
+import slayq
 from slayq.client import Client
 from slayq.store.postgres import PostgresStore
 from tests.faults.app import solo, three_steps
@@ -125,10 +127,73 @@ async def test_an_app_answering_500_then_200_finishes_every_run(
             runs = [await client.get_run(r) for r in run_ids]
     finally:
         stop(app, server)
-    assert any(r.attempts > 1 for r in runs)
+    # An app answering 500 ran no handler: no attempt was spent on it.
+    assert [r.attempts for r in runs] == [1] * 5
+    assert "Likely fix: the app failed or is deploying" in (tmp_path / "server.out").read_text()
     assert [e for e in read_log(log) if e.committed_already] == []
 
 
 async def _started(log: Path, count: int) -> bool:
     await anyio.lowlevel.checkpoint()
     return len([e for e in read_log(log) if e.phase == "start"]) >= count
+
+
+@slayq.function(event="faults/not-in-the-app", retries=1)
+async def not_in_the_app(ctx: slayq.Context[slayq.EmptyEvent]) -> None:
+    pass
+
+
+async def test_a_wrong_secret_or_a_missing_function_spends_no_attempt_and_says_why(
+    pg_url: str, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "slay-config.json", general=10, solo=1)
+    log = tmp_path / "handlers.log"
+    app_port, server_port = free_port(), free_port()
+    app = start_fault_app(pg_url, app_port, log, SLAY_Q_SECRET="not-the-servers-secret-0123")
+    server = start_server(pg_url, server_port, config, tmp_path / "server.out")
+    fixed = None
+    try:
+        wait_until_up(f"http://127.0.0.1:{server_port}/health", server)
+        client = Client(
+            [three_steps, solo, not_in_the_app],
+            store=PostgresStore(pg_url),
+            endpoint=f"http://127.0.0.1:{app_port}/api/slay-q",
+        )
+        async with client:
+            run_ids = await send_jobs(client, 3, step_seconds=0.0)
+            missing = await client.send_event("faults/not-in-the-app")
+            assert missing is not None
+
+            async def refused_three_times() -> bool:
+                output = (tmp_path / "server.out").read_text()
+                return output.count("wrong SLAY_Q_SECRET?") >= 8
+
+            await wait_for(refused_three_times, seconds=60, what="two refusals of each run")
+            for run_id in run_ids:
+                run = await client.get_run(run_id)
+                assert (run.status, run.attempts) == ("queued", 1)
+                assert run.error is not None
+                assert "401" in run.error.message
+                assert "wrong SLAY_Q_SECRET?" in run.error.message
+            stop(app)
+            fixed = start_fault_app(pg_url, app_port, log)
+            started = time.monotonic()
+            await wait_for(lambda: all_finished(client, run_ids), seconds=90, what="all runs")
+            assert time.monotonic() - started < 75  # the backoff is capped at a minute
+            for run_id in run_ids:
+                assert (await client.get_run(run_id)).attempts == 1
+
+            async def missing_reported() -> bool:
+                run = await client.get_run(missing)
+                return run.error is not None and "404" in run.error.message
+
+            await wait_for(missing_reported, seconds=60, what="the 404 on the run")
+            run = await client.get_run(missing)
+            assert (run.status, run.attempts) == ("queued", 1)  # retries=1: it would be failed
+            assert run.error is not None
+            assert "function not registered in the app?" in run.error.message
+    finally:
+        stop(server, app, *([fixed] if fixed else []))
+    output = (tmp_path / "server.out").read_text()
+    assert "WARNING slayq.server.delivery: could not deliver run" in output
+    assert "function not registered in the app?" in output

@@ -22,21 +22,24 @@ def free_port() -> int:
         return port
 
 
-def spawn(command: list[str], env: dict[str, str], output: Path) -> subprocess.Popen[bytes]:
+def spawn(
+    command: list[str], env: dict[str, str], output: Path, *, unset: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` with ``env`` added to ours, less the variables in ``unset``."""
+    child_env = {k: v for k, v in {**os.environ, **env}.items() if k not in unset}
     with open(output, "ab") as sink:  # the child keeps its own copy
         return subprocess.Popen(
-            command, cwd=REPO, env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT
+            command, cwd=REPO, env=child_env, stdout=sink, stderr=subprocess.STDOUT
         )
 
 
 def start_app(
-    url: str, port: int, output: Path, *, secret: str = SECRET
+    url: str, port: int, output: Path, *, secret: str | None = SECRET
 ) -> subprocess.Popen[bytes]:
-    env = {
-        "SLAY_Q_DATABASE_URL": url,
-        "SLAY_Q_SECRET": secret,
-        "APP_URL": f"http://127.0.0.1:{port}",
-    }
+    """The example app; with ``secret=None``, no secret is in its environment at all."""
+    env = {"SLAY_Q_DATABASE_URL": url, "APP_URL": f"http://127.0.0.1:{port}"}
+    if secret is not None:
+        env["SLAY_Q_SECRET"] = secret
     command = [
         sys.executable,
         "-m",
@@ -49,13 +52,25 @@ def start_app(
         "--log-level",
         "warning",
     ]
-    return spawn(command, env, output)
+    unset = () if secret is not None else ("SLAY_Q_SECRET", "SLAY_Q_WORKER_SECRET")
+    return spawn(command, env, output, unset=unset)
 
 
 def start_server(
-    url: str, port: int, config: Path, output: Path, *extra: str, cron_url: str | None = None
+    url: str,
+    port: int,
+    config: Path,
+    output: Path,
+    *extra: str,
+    cron_url: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    env = {"SLAY_Q_DATABASE_URL": url, "SLAY_Q_SECRET": SECRET, "SLAY_Q_PORT": str(port)}
+    env = {
+        "SLAY_Q_DATABASE_URL": url,
+        "SLAY_Q_SECRET": SECRET,
+        "SLAY_Q_PORT": str(port),
+        **(env or {}),
+    }
     if cron_url is not None:
         env["SLAY_Q_CRON_URL"] = cron_url
     command = [sys.executable, "-m", "slayq.server", str(config), "--grace", "5s", *extra]

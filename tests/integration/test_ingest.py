@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import slayq
 from examples.app.functions import FUNCTIONS
 from slayq.client import Client
-from slayq.errors import RunNotFoundError, StoreError
+from slayq.errors import InputError, RunNotFoundError, StoreError, StoreInputError
 from slayq.http_store import HttpStore
 from slayq.model import RunId, Schedule
 from slayq.store.postgres import PostgresStore
@@ -127,3 +128,45 @@ async def test_apps_register_their_own_schedules_through_the_server(
             await app.store.set_schedules([bad], app=app.app, events=["testing/cron-test"])
     await worker.aclose()
     assert [event for event, _ in await stored()] == ["testing/cron-test", "worker/tick"]
+
+
+async def post_signed(server: str, method: str, body: bytes) -> httpx.Response:
+    async with httpx.AsyncClient() as http:
+        return await http.post(
+            f"{server}/ingest/{method}", content=body, headers=sign(body, SECRET)
+        )
+
+
+async def test_a_deeply_nested_signed_body_is_a_400(server: str) -> None:
+    nested = b"[" * 100_000 + b"]" * 100_000
+    body = b'{"events": [{"name": "test/callee", "data": {"x": ' + nested + b"}}]}"
+    response = await post_signed(server, "send-events", body)
+    assert response.status_code == 400, response.text
+    assert "nested too deeply" in response.json()["error"]
+
+
+async def test_an_invalid_cron_through_ingest_is_a_400_naming_it(server: str) -> None:
+    client = Client(FUNCTIONS, store=HttpStore(server, SECRET), endpoint="http://app.test/slay")
+    schedule = client.registry.schedules()[0]
+    bad = msgspec.structs.replace(schedule, cron="every tuesday")
+    body = msgspec.json.encode({"schedules": [bad], "app": client.app, "events": [schedule.event]})
+    response = await post_signed(server, "set-schedules", body)
+    assert response.status_code == 400, response.text
+    assert "'every tuesday'" in response.json()["error"]
+    with pytest.raises(InputError, match="every tuesday"):
+        await client.store.set_schedules([bad], app=client.app, events=[schedule.event])
+    await client.aclose()
+
+
+async def test_a_value_the_database_refuses_is_a_400_and_http_store_raises_an_input_error(
+    server: str,
+) -> None:
+    async with Client(
+        FUNCTIONS, store=HttpStore(server, SECRET), endpoint="http://app.test/slay"
+    ) as client:
+        with pytest.raises(StoreInputError) as caught:
+            await client.send_event(
+                "test/callee", key=secrets.token_hex(1_500)
+            )  # 3,000 characters that do not compress
+    assert "400" in str(caught.value)
+    assert isinstance(caught.value, InputError)

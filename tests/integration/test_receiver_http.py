@@ -242,6 +242,7 @@ async def test_a_forged_signature_is_refused_with_401_and_nothing_runs(
         with pytest.raises(DeliveryError, match="401") as caught:
             await forger.deliver(url, claim_for("test/two-steps"))
     assert caught.value.status == 401
+    assert (caught.value.may_have_run, caught.value.permanent) == (False, False)
     assert "does not match" in str(caught.value)
     assert calls == {}
 
@@ -413,14 +414,16 @@ async def test_a_closed_port_is_a_delivery_error(deliverer: Deliverer) -> None:
         with pytest.raises(DeliveryError, match="could not connect") as caught:
             await deliverer.deliver(f"http://127.0.0.1:{port}/", claim_for("test/two-steps"))
     assert caught.value.status is None
+    assert (caught.value.may_have_run, caught.value.permanent) == (False, False)
     assert caught.value.endpoint == f"http://127.0.0.1:{port}/"
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
 
 
 async def test_a_bad_url_is_a_delivery_error(deliverer: Deliverer) -> None:
     for endpoint in ("ftp://example.invalid/", "http://[::1/"):
-        with pytest.raises(DeliveryError, match="request failed"):
+        with pytest.raises(DeliveryError, match="request failed") as caught:
             await deliverer.deliver(endpoint, claim_for("test/two-steps"))
+        assert caught.value.permanent  # no retry can reach it
 
 
 async def test_a_slow_app_is_a_timeout(url: str, calls: Counter[str]) -> None:
@@ -428,6 +431,7 @@ async def test_a_slow_app_is_a_timeout(url: str, calls: Counter[str]) -> None:
         with pytest.raises(DeliveryError, match=r"timed out after 0.2 s") as caught:
             await impatient.deliver(url, claim_for("test/slow"))
     assert caught.value.status is None
+    assert caught.value.may_have_run  # the handler started: the attempt counts
     assert calls == {"slow": 1}
 
 
@@ -469,10 +473,11 @@ async def test_an_oversized_response_is_refused(length: bool) -> None:
     with serve(fixed_response(200, body, chunks=10, length=length)) as url:
         async with Deliverer(SECRET, limits=Limits(body_bytes=1000)) as small:
             with pytest.raises(
-                DeliveryError, match=r"over the limit of 1.0 KiB \(1000 bytes"
+                DeliveryError, match=r"over the server's limit of 1.0 KiB \(1000 bytes"
             ) as caught:
                 await small.deliver(url, claim_for("test/two-steps"))
             assert caught.value.status == 200
+            assert (caught.value.permanent, caught.value.may_have_run) == (True, True)
             async with Deliverer(SECRET) as roomy:  # the same answer, under the limit
                 transition = await roomy.deliver(url, claim_for("test/two-steps"))
     assert transition.outcome == Completed("x" * 5000)
@@ -480,8 +485,10 @@ async def test_an_oversized_response_is_refused(length: bool) -> None:
 
 async def test_a_claim_over_the_limit_is_not_sent() -> None:
     async with Deliverer(SECRET, limits=Limits(body_bytes=100)) as small:
-        with pytest.raises(DeliveryError, match="not sent: delivery body is"):
+        with pytest.raises(DeliveryError, match="not sent: delivery body is") as caught:
             await small.deliver("http://127.0.0.1:9/", claim_for("test/two-steps"))
+    assert caught.value.permanent
+    assert "SLAY_Q_BODY_LIMIT" in str(caught.value)
 
 
 async def test_a_client_passed_in_is_used_and_left_open(url: str) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from slayq.__main__ import main as slayq_main
 from slayq.errors import ConfigError
+from slayq.server.__main__ import main as server_main
 from slayq.server.settings import settings_from_env
 
 SECRET = "s3cret-0123456789abcdef"
@@ -64,3 +67,36 @@ def test_migrate_without_a_database_url_says_what_to_set(
     with pytest.raises(SystemExit) as info:
         slayq_main(["migrate"])
     assert "SLAY_Q_DATABASE_URL is not set" in str(info.value.code)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("16MiB", 16 * 1024 * 1024), ("20MB", 20_000_000), ("4194304", 4194304)]
+)
+def test_the_body_limit_is_read_with_units(text: str, size: int) -> None:
+    env = {"SLAY_Q_DATABASE_URL": URL, "SLAY_Q_SECRET": SECRET, "SLAY_Q_BODY_LIMIT": text}
+    assert settings_from_env(env).body_limit == size
+    assert settings_from_env({**env, "SLAY_Q_BODY_LIMIT": ""}).body_limit == 8 * 1024 * 1024
+
+
+@pytest.mark.parametrize("text", ["16 parsecs", "0", "-1MiB"])
+def test_a_body_limit_that_is_not_a_size_is_named(text: str) -> None:
+    env = {"SLAY_Q_DATABASE_URL": URL, "SLAY_Q_SECRET": SECRET, "SLAY_Q_BODY_LIMIT": text}
+    with pytest.raises(ConfigError, match=f"SLAY_Q_BODY_LIMIT: {text!r} is not a size.*16MiB"):
+        settings_from_env(env)
+
+
+def test_a_cron_url_outside_the_allowed_endpoints_stops_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "slay-config.json"
+    config.write_text(
+        '{"queues": {"general": {"concurrency": 1}}, "allowed_endpoints": ["http://app:3000/"]}'
+    )
+    monkeypatch.setenv("SLAY_Q_DATABASE_URL", URL)
+    monkeypatch.setenv("SLAY_Q_SECRET", SECRET)
+    monkeypatch.setenv("SLAY_Q_CRON_URL", "http://elsewhere:3000/api/slay-q")
+    with pytest.raises(SystemExit) as exited:
+        server_main([str(config)])
+    assert "SLAY_Q_CRON_URL: endpoint 'http://elsewhere:3000/api/slay-q' is not allowed" in str(
+        exited.value
+    )

@@ -20,6 +20,7 @@ from slayq.transport import (
     sign,
     verify,
 )
+from slayq.transport.signing import ReplayGuard
 
 SECRET = "s3cret-s3cret-s3cret-s3cret"
 OTHER = "another-secret-entirely-0123"
@@ -238,3 +239,31 @@ def test_empty_or_short_secrets_in_the_environment_are_refused(value: str) -> No
         secrets_from_env({"SLAY_Q_SECRET": value})
     if value.strip():
         assert value not in str(caught.value)
+
+
+# -- the replay guard ----------------------------------------------------------------------
+
+
+def test_the_replay_guard_refuses_a_delivery_id_seen_within_the_window() -> None:
+    guard = ReplayGuard(tolerance=15.0)
+    assert guard.first_sight({DELIVERY_HEADER: "a"}, NOW)
+    assert guard.first_sight({DELIVERY_HEADER: "b"}, NOW + 1)
+    assert not guard.first_sight({DELIVERY_HEADER.lower(): "a"}, NOW + 29)
+    assert not guard.first_sight({DELIVERY_HEADER.upper(): " b "}, NOW + 30.5)
+
+
+def test_the_replay_guard_forgets_an_id_once_its_signature_has_expired() -> None:
+    guard = ReplayGuard(tolerance=15.0)
+    assert guard.first_sight({DELIVERY_HEADER: "a"}, NOW)
+    # A timestamp 15 s ahead stays valid for 30 s: the id is kept that long, then dropped.
+    assert guard.first_sight({DELIVERY_HEADER: "a"}, NOW + 30)
+    assert not guard.first_sight({DELIVERY_HEADER: "a"}, NOW + 31)
+
+
+def test_the_replay_guard_holds_only_the_ids_of_its_window() -> None:
+    guard = ReplayGuard(tolerance=15.0)
+    for i in range(10_000):  # one id every 10 ms: 3,000 of them within any 30 s
+        assert guard.first_sight({DELIVERY_HEADER: f"id-{i}"}, NOW + i / 100)
+    assert len(guard) == 3_000
+    assert not guard.first_sight({DELIVERY_HEADER: "id-9999"}, NOW + 100)
+    assert guard.first_sight({DELIVERY_HEADER: "id-6999"}, NOW + 100)  # expired, forgotten

@@ -34,6 +34,7 @@ from slayq.transport import (
     encode_delivery,
     encode_transition,
 )
+from slayq.transport.wire import parse_size
 
 AT = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 RUN = RunId("run_01")
@@ -254,3 +255,49 @@ def test_a_transition_that_is_not_json_cannot_be_encoded() -> None:
     bad = Transition(steps=[StepRecord("s", "run", output={1j})], outcome=Continue())
     with pytest.raises(WireError, match="cannot be encoded"):
         encode_transition(bad)
+
+
+def test_sent_event_data_is_carried_once_and_restored() -> None:
+    data = {"blob": "z" * 1000}
+    run = msgspec.structs.replace(CHILD, data=data, parent=None)
+    sent = [
+        OutgoingEvent("media/thumbnail", data, run=run),
+        OutgoingEvent("media/thumbnail", {"other": 1}, run=run),  # a run with other data
+        OutgoingEvent("media/approved", {"file_id": "f1"}, logged=True),  # no run
+    ]
+    transition = Transition(steps=[], outcome=Continue(), sent=sent)
+    body = encode_transition(transition)
+    assert body.count(b"z" * 1000) == 2  # once for the first event, once for the other run
+    assert decode_transition(body) == transition
+
+
+def test_a_run_that_carries_its_own_data_still_decodes() -> None:
+    run = msgspec.structs.replace(CHILD, parent=None)
+    transition = Transition(
+        steps=[], outcome=Continue(), sent=[OutgoingEvent(CHILD.event, CHILD.data, run=run)]
+    )
+    assert decode_transition(msgspec.json.encode(transition)) == transition
+
+
+def test_deeply_nested_json_is_a_wire_error() -> None:
+    nested = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(WireError, match="nested too deeply"):
+        decode_transition(
+            b'{"steps": [], "outcome": {"type": "completed", "result": ' + nested + b"}}"
+        )
+    with pytest.raises(WireError, match="nested too deeply"):
+        decode_delivery(b'{"data": {"x": ' + nested + b"}}")
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("16MiB", 16 * 1024 * 1024), ("512 KiB", 512 * 1024), ("20MB", 20_000_000), ("1000", 1000)],
+)
+def test_sizes_are_read_with_units(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "0", "lots", "16 MiBs", "-5", "1.5MiB"])
+def test_a_size_that_cannot_be_read_is_a_config_error_naming_it(text: str) -> None:
+    with pytest.raises(ConfigError, match=f"SLAY_Q_BODY_LIMIT: {text!r} is not a size"):
+        parse_size(text, what="SLAY_Q_BODY_LIMIT")

@@ -172,14 +172,16 @@ where r.id = t.id and r.status = 'running' and r.lease_token = t.token
 returning r.id::text, r.lease_token, r.lease_expires_at
 """)
 
+# ``error`` takes the column's own type (json or jsonb): the parameter is left untyped.
 RELEASE = compact(f"""
 with released as (
-    update runs set status = 'queued', run_at = {NOW}, lease_expires_at = null,
+    update runs set status = 'queued', run_at = {NOW} + coalesce(%(delay)s::interval, '0'),
+        error = coalesce(%(error)s, error), lease_expires_at = null,
         lease_owner = null, updated_at = {NOW}
     where id = %(id)s::uuid and {HELD}
-    returning queue
+    returning queue, run_at
 )
-select count(pg_notify(%(channel)s, queue)) from released
+select count(pg_notify(%(channel)s, queue)) from released where run_at <= {NOW}
 """)
 
 # -- reading -----------------------------------------------------------------------

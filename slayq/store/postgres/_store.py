@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from datetime import datetime, timedelta
     from types import TracebackType
 
+    from slayq.model import ErrorInfo
     from slayq.runtime.clock import Clock
     from slayq.store.protocol import QueueLimit
 
@@ -233,12 +234,15 @@ class PostgresStore:
 
         return await self._run("extend leases", body)
 
-    async def release(self, lease: Lease) -> None:
+    async def release(
+        self, lease: Lease, *, delay: timedelta | None = None, error: ErrorInfo | None = None
+    ) -> None:
         if not valid_id(lease.run_id):
             return
 
         async def body(conn: psycopg.AsyncConnection[Any]) -> None:
             params = {"id": lease.run_id, "token": lease.token, "now": self._now()}
+            params |= {"delay": delay, "error": None if error is None else dump(error)}
             await conn.execute(rq.RELEASE, params | {"channel": self.channel})
 
         await self._run(f"release run {lease.run_id}", body)
