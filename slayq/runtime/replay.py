@@ -364,15 +364,16 @@ class Execution:
         if isinstance(cmd, SleepStep):
             return PendingStep(name=cmd.name, kind="sleep", until=cmd.until, delay=cmd.delay)
         if isinstance(cmd, WaitStep):
-            field = self._wait_field(cmd)
-            key = self.function.data_keys.get(field, field) if field is not None else None
+            # waits_on names schema fields (checked by @slayq.function); data uses their
+            # encoded names.
+            key = self.function.data_keys[self._wait_field(cmd)]
             return PendingStep(
                 name=cmd.name,
                 kind="wait",
                 delay=cmd.timeout,
                 event=cmd.event,
                 match_field=key,
-                match_value=self._data.get(key) if key is not None else None,
+                match_value=self._data.get(key),
             )
         if isinstance(cmd, InvokeStep):
             if cmd.event not in self.function.invokes:
@@ -389,7 +390,7 @@ class Execution:
             return PendingStep(name=cmd.name, kind="invoke", delay=cmd.timeout, child=child)
         raise StepDefinitionError(f"{cmd!r} cannot be suspended on")
 
-    def _wait_field(self, cmd: WaitStep) -> str | None:
+    def _wait_field(self, cmd: WaitStep) -> str:
         declared = [m.field for m in self.function.waits_on if m.event == cmd.event]
         if cmd.match is None and len(declared) == 1:
             return declared[0]
@@ -474,9 +475,8 @@ async def _timed(work: Awaitable[Any], limit: timedelta | None, *, what: str) ->
 
 async def _call(cmd: RunStep) -> Any:
     fn = cmd.fn
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
-    ):
+    # An async def, or an object whose __call__ is one.
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__):
         return await fn(*cmd.args)
     # A thread cannot be stopped: on a timeout or a worker's shutdown the attempt stops
     # waiting for it. It runs on to its end in the background, and its result is dropped.
