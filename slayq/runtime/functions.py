@@ -120,6 +120,13 @@ class Function:
                         f"{where}: {label} matches on field {match.field!r}, which "
                         f"{schema.__name__} does not have (fields: {sorted(field_names)})"
                     )
+                if not isinstance(match.event, str) or not match.event:
+                    raise FunctionDefinitionError(
+                        f"{where}: {label} event must be a non-empty string, got {match.event!r}"
+                    )
+                problem = name_problem(match.event)
+                if problem is not None:
+                    raise FunctionDefinitionError(f"{where}: {label} event {problem}")
         self.cron = CronSpec(cron) if cron is not None else None
         if self.cron is not None and any(f.required for f in msgspec.structs.fields(schema)):
             raise FunctionDefinitionError(

@@ -93,6 +93,11 @@ _PERMANENT = (NoRetryError, NondeterminismError, InputError, StepOutputError, In
 # takes a millisecond or so to spend while being far above any deliberate recovery.
 ERRORS_IN_A_ROW = 100
 
+# The most new steps one transition carries. Steps without a handler (sends) ride along
+# with the one handler a transition may run; a function sending in an endless loop would
+# otherwise never return from advance(), holding the event loop and growing without end.
+STEPS_PER_COMMIT = 1000
+
 
 class _HandlerFailed(Exception):
     """A step handler raised; carries the step's name to the run's error."""
@@ -195,9 +200,13 @@ class Execution:
             return Completed(self._as_json(result, what="the run's result"))
         while True:
             yielded, self._held = self._held or await self._resume(), None
-            if new_runs >= self._max_new_steps and not self.replaying and _runs_handler(yielded):
+            if not self.replaying and (
+                (new_runs >= self._max_new_steps and _runs_handler(yielded))
+                or len(steps) >= STEPS_PER_COMMIT
+            ):
                 # Commit what ran before running another handler; keep this command for
-                # the next advance(). Sleeps, sends and the finish ride along instead.
+                # the next advance(). Sleeps, sends and the finish ride along instead, up
+                # to a bound: a loop of sends alone must be committed (and yield) too.
                 self._held = yielded
                 return Continue()
             if isinstance(yielded, Finish):

@@ -84,6 +84,16 @@ def test_event_and_queue_names_the_database_cannot_hold_are_refused(option: str,
         slayq.function(event=names["event"], queue=names["queue"])(handler)
 
 
+@pytest.mark.parametrize("option", ["waits_on", "cancel_on"])
+def test_matched_event_names_the_database_cannot_hold_are_refused(option: str) -> None:
+    async def handler(ctx: slayq.Context[Order]) -> None:
+        pass
+
+    rules = {option: [slayq.Match("paid\x00", "order_id")]}
+    with pytest.raises(slayq.FunctionDefinitionError, match=rf"{option} event .*NUL"):
+        slayq.function(event="ok", schema=Order, **rules)(handler)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("bad", ["a\x00b", "e" * (MAX_NAME_BYTES + 1)])
 async def test_sending_an_event_name_the_database_cannot_hold_is_refused(bad: str) -> None:
     @slayq.function(event="ok")

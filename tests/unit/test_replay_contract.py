@@ -255,7 +255,11 @@ async def test_a_wait_with_two_declared_fields_and_no_match_says_to_choose() -> 
 
     transition = await execution(ship, data={"order_id": "o", "parcel_id": "p"}).advance()
     assert isinstance(transition.outcome, Failed)
-    assert "pass match=... to choose one field" in transition.outcome.error.message
+    assert transition.outcome.error.message == (
+        f"step.wait_for_event('scan', 'scan'): {ship.name} must declare what it waits for; "
+        "add waits_on=[slayq.Match('scan', '<field>')] to its @slayq.function and pass "
+        "match=... to choose one field"
+    )
 
 
 async def test_the_backoff_jitter_is_drawn_from_the_given_random_source() -> None:

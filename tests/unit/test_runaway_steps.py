@@ -12,7 +12,9 @@ import pytest
 
 import slayq
 from slayq import step
-from slayq.runtime.replay import ERRORS_IN_A_ROW
+from slayq.model import Completed, Continue
+from slayq.runtime.registry import Registry
+from slayq.runtime.replay import ERRORS_IN_A_ROW, STEPS_PER_COMMIT, Execution
 from slayq.testing import Harness
 
 pytestmark = pytest.mark.anyio
@@ -198,3 +200,33 @@ def test_bad_step_timeouts_are_refused_where_written(bad: Any) -> None:
         step.run("x", forever, timeout=bad)
     with pytest.raises(slayq.DurationError, match="step_timeout"):
         slayq.function(event="x", step_timeout=bad)
+
+
+async def test_a_long_loop_of_sends_is_committed_in_bounded_transitions() -> None:
+    @slayq.function(event="sink")
+    async def sink(ctx: slayq.Context[slayq.EmptyEvent]) -> None:
+        pass
+
+    @slayq.function(event="fan")
+    async def fan(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
+        for i in range(STEPS_PER_COMMIT + 10):
+            yield step.send_event(f"send-{i}", "sink", {})
+        yield slayq.finish("sent")
+
+    execution = Execution(
+        fan,
+        Registry([fan, sink]),
+        run_id=slayq.RunId("r1"),
+        data={},
+        attempt=1,
+        max_attempts=1,
+        memo=[],
+    )
+    first = await execution.advance()
+    assert (len(first.steps), len(first.sent), first.outcome) == (
+        STEPS_PER_COMMIT,
+        STEPS_PER_COMMIT,
+        Continue(),
+    )
+    second = await execution.advance()
+    assert (len(second.steps), second.outcome) == (10, Completed("sent"))
