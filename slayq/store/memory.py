@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from slayq.errors import LeaseLostError, RunNotFoundError, StoreError
+from slayq.errors import LeaseLostError, RunNotFoundError, StoreError, StoreInputError
 from slayq.model import (
     CANCELLED,
     FINISHED_STATUSES,
@@ -47,6 +47,7 @@ from slayq.store.protocol import EVENT_LOG_GRACE
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
 
+    from slayq.model import Outcome
     from slayq.runtime.cron import CronSpec
     from slayq.store.protocol import QueueLimit
 
@@ -123,6 +124,7 @@ class MemoryStore:
     # -- events ------------------------------------------------------------------------
 
     async def send_events(self, events: Sequence[OutgoingEvent]) -> list[RunId | None]:
+        _check_times(self.clock.now(), events, [])
         return [self._ingest(_copy_struct(event)) for event in events]
 
     def _ingest(self, event: OutgoingEvent) -> RunId | None:
@@ -270,6 +272,8 @@ class MemoryStore:
             if record.name in known:
                 raise StoreError(f"run {run.id} already has a step named {record.name!r}")
             known.add(record.name)
+        # Everything that can fail is checked above this line: nothing is half-applied.
+        _check_times(now, transition.sent, _times_of(transition.outcome))
         for record in transition.steps:
             run.steps.append(msgspec.structs.replace(record, finished_at=now))
         for event in transition.sent:
@@ -528,6 +532,35 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         return None
+
+
+def _times_of(outcome: Outcome) -> list[tuple[str, datetime | None, timedelta | None]]:
+    """(what, until, delay) of every time ``outcome`` makes the store compute."""
+    if isinstance(outcome, Failed):
+        return [("the retry", None, outcome.retry_after)]
+    if not isinstance(outcome, Suspend):
+        return []
+    times = [(f"step {p.name!r}", p.until, p.delay) for p in outcome.pending]
+    children = [p.child for p in outcome.pending if p.child is not None]
+    times += [(f"the run of {c.event!r}", c.run_at, c.delay) for c in children]
+    return times
+
+
+def _check_times(
+    now: datetime,
+    sent: Sequence[OutgoingEvent],
+    times: list[tuple[str, datetime | None, timedelta | None]],
+) -> None:
+    """Refuse a time past what a datetime holds, as PostgreSQL refuses one past its range."""
+    times = times + [
+        (f"the run of {e.name!r}", e.run.run_at, e.run.delay) for e in sent if e.run is not None
+    ]
+    for what, until, delay in times:
+        if until is None and delay is not None:
+            try:
+                now + delay
+            except OverflowError:
+                raise StoreInputError(f"{what}: now + {delay} is out of range") from None
 
 
 def _wait_matches(step: PendingStep, name: str, data: dict[str, Any]) -> bool:
