@@ -71,5 +71,5 @@ async def test_an_idempotency_key_too_long_to_index_is_refused_at_send(pg_url: s
         return None
 
     async with running(pg_url, [keyed]) as client:
-        with pytest.raises(slayq.InputError, match="key .* over 500 bytes"):
+        with pytest.raises(slayq.InputError, match=r"key .* over 500 bytes"):
             await client.send_event("test/keyed", {"id": "1"}, key="k" * 3000)
