@@ -61,12 +61,13 @@ def test_each_mistake_is_named(env: dict[str, str], says: str) -> None:
 
 
 def test_migrate_without_a_database_url_says_what_to_set(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("SLAY_Q_DATABASE_URL", raising=False)
     with pytest.raises(SystemExit) as info:
         slayq_main(["migrate"])
-    assert "SLAY_Q_DATABASE_URL is not set" in str(info.value.code)
+    assert info.value.code == 1
+    assert "set SLAY_Q_DATABASE_URL=postgresql://" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

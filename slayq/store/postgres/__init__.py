@@ -4,7 +4,7 @@ Its tables live in their own schema (``slayq`` unless told otherwise), created a
 upgraded by the versioned SQL files in ``migrations/`` whenever a store opens.
 """
 
-from slayq.store.postgres._migrations import migrate
+from slayq.store.postgres._migrations import migrate, pending_migrations
 from slayq.store.postgres._store import PostgresStore
 
-__all__ = ["PostgresStore", "migrate"]
+__all__ = ["PostgresStore", "migrate", "pending_migrations"]

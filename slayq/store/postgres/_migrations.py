@@ -65,21 +65,26 @@ def check_schema(schema: str) -> str:
     return schema
 
 
-async def _up_to_date(conn: AsyncConnection[Any], schema: str) -> bool:
-    """Read-only check first, so a role without DDL rights can open an up-to-date store."""
+async def _applied(conn: AsyncConnection[Any], schema: str) -> set[int] | None:
+    """The versions the ledger records, read only; None without a ledger this role can read."""
     cursor = await conn.execute(
         "select to_regclass(format('%%I.migrations', %s::text)) is not null", [schema]
     )
     row = await cursor.fetchone()
     if row is None or not row[0]:
-        return False
+        return None
     query = sql.SQL("select version from {}.migrations").format(sql.Identifier(schema))
     try:
         cursor = await conn.execute(query)
     except psycopg.errors.InsufficientPrivilege:
-        return False
-    done = {version for (version,) in await cursor.fetchall()}
-    return all(m.version in done for m in load_migrations())
+        return None
+    return {version for (version,) in await cursor.fetchall()}
+
+
+async def _up_to_date(conn: AsyncConnection[Any], schema: str) -> bool:
+    """Read-only check first, so a role without DDL rights can open an up-to-date store."""
+    done = await _applied(conn, schema)
+    return done is not None and all(m.version in done for m in load_migrations())
 
 
 async def apply_migrations(conn: AsyncConnection[Any], schema: str) -> list[str]:
@@ -121,3 +126,13 @@ async def migrate(url: str, *, schema: str = "slayq") -> list[str]:
     with translated("migrate"):
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             return await apply_migrations(conn, schema)
+
+
+async def pending_migrations(url: str, *, schema: str = "slayq") -> list[str]:
+    """The migrations the database at ``url`` still lacks (all of them without a ledger
+    this role can read); reads only, so a health probe can call it."""
+    check_schema(schema)
+    with translated("check migrations"):
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            done = await _applied(conn, schema) or set()
+    return [f"{m.version:04d}_{m.name}" for m in load_migrations() if m.version not in done]

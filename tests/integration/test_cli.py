@@ -1,0 +1,214 @@
+"""The ``slayq`` command line as a subprocess against a real PostgreSQL database.
+
+Runs are made by a Client and a Worker in the test; each CLI call is ``python -m slayq``
+(the same ``main`` as the ``slayq`` script). Calls that do not depend on each other run
+at once, to keep the suite fast.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import anyio
+import msgspec
+import psycopg
+import pytest
+
+import slayq
+from slayq.client import Client
+from slayq.errors import RunNotFoundError
+from slayq.model import RunId, RunInfo
+from slayq.runtime.retry import RetryPolicy
+from slayq.store.postgres import PostgresStore
+from slayq.worker import Worker
+from tests.integration import cli_app
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(slayq.__file__).resolve().parents[1]
+APP = "tests.integration.cli_app:client"
+FAST_RETRY = RetryPolicy(base=timedelta(milliseconds=50), cap=timedelta(milliseconds=100))
+
+
+class Result(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        assert self.code == 0, self
+        return msgspec.json.decode(self.out)
+
+    def error_line(self) -> str:
+        """The one line of stderr an error ends with (and nothing on stdout)."""
+        lines = self.err.strip().splitlines()
+        assert len(lines) == 1, self
+        return lines[0]
+
+
+async def cli(url: str | None, *args: str) -> Result:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLAY_Q_")}
+    if url is not None:
+        env["SLAY_Q_DATABASE_URL"] = url
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    done = await anyio.run_process(
+        [sys.executable, "-m", "slayq", *args],
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    return Result(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+async def together(*calls: tuple[str | None, tuple[str, ...]]) -> list[Result]:
+    """Run CLI calls at once; their results in order."""
+    results: list[Result | None] = [None] * len(calls)
+
+    async def one(i: int, url: str | None, args: tuple[str, ...]) -> None:
+        results[i] = await cli(url, *args)
+
+    async with anyio.create_task_group() as group:
+        for i, (url, args) in enumerate(calls):
+            group.start_soon(one, i, url, args)
+    return [r for r in results if r is not None]
+
+
+@asynccontextmanager
+async def app_client(url: str) -> AsyncIterator[Client]:
+    client = Client(cli_app.client.functions, store=PostgresStore(url))
+    await client.open()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def finished(client: Client, run_id: RunId | None) -> RunInfo:
+    assert run_id is not None
+    while True:
+        run = await client.get_run(run_id)
+        if run.status in ("completed", "failed", "cancelled"):
+            return run
+        await anyio.sleep(0.02)
+
+
+async def run_to_end(client: Client, *texts: str) -> list[RunInfo]:
+    """Send a ``cli/greet`` per text and work them off with a worker; the finished runs."""
+    ids = [await client.send_event("cli/greet", {"text": text}) for text in texts]
+    worker = Worker(client, retry_policy=FAST_RETRY, poll_interval=timedelta(milliseconds=20))
+    async with anyio.create_task_group() as group:
+        group.start_soon(worker.run)
+        with anyio.fail_after(20):
+            runs = [await finished(client, run_id) for run_id in ids]
+        worker.stop()
+    return runs
+
+
+async def test_runs_get_shows_a_run_as_json_and_for_people(pg_url: str) -> None:
+    async with app_client(pg_url) as client:
+        ok, bad = await run_to_end(client, "ada", "fail-1")
+    unknown = str(uuid.uuid4())
+    as_json, human, missing, no_url, no_id = await together(
+        (pg_url, ("runs", "get", ok.id, "--json")),
+        (pg_url, ("runs", "get", bad.id)),
+        (pg_url, ("runs", "get", unknown)),
+        (None, ("runs", "get", ok.id)),
+        (pg_url, ("runs", "get")),
+    )
+
+    got = msgspec.convert(as_json.json(), RunInfo)
+    assert (got.id, got.status, got.result) == (ok.id, "completed", {"greeting": "hello ADA"})
+    assert [s.name for s in got.steps] == ["shout", "check"]
+
+    assert human.code == 0, human
+    for fact in (bad.id, "failed (attempt 1/1)", "cli/greet", '{"text":"fail-1"}', "shout"):
+        assert fact in human.out, (fact, human.out)
+    assert "RuntimeError: boom: fail-1 (at step 'check')" in human.out
+    assert "Traceback (most recent call last)" in human.out  # the error's traceback
+
+    assert missing.code == 1 and missing.out == ""
+    assert unknown in missing.error_line()
+    assert no_url.code == 1
+    assert "set SLAY_Q_DATABASE_URL=postgresql://" in no_url.error_line()
+    assert no_id.code == 2 and "Missing argument 'RUN_ID'" in no_id.err
+
+
+async def test_events_send_validates_the_data_with_the_apps_functions(pg_url: str) -> None:
+    sent, wrong_field, not_json, no_app, unknown = await together(
+        (
+            pg_url,
+            ("events", "send", "cli/greet", "--data", '{"text": "hi"}', "--app", APP, "--json"),
+        ),
+        (pg_url, ("events", "send", "cli/greet", "--data", '{"txt": "hi"}', "--app", APP)),
+        (pg_url, ("events", "send", "cli/greet", "--data", "{text: hi}", "--app", APP)),
+        (pg_url, ("events", "send", "cli/greet", "--data", '{"text": "hi"}')),
+        (pg_url, ("events", "send", "cli/greet", "--app", "tests.integration.cli_app:nothing")),
+    )
+    run_id = sent.json()["run_id"]
+    async with app_client(pg_url) as client:
+        run = await client.get_run(RunId(run_id))
+    assert (run.event, run.status, run.data) == ("cli/greet", "queued", {"text": "hi"})
+
+    assert wrong_field.code == 1 and "text" in wrong_field.error_line()
+    assert not_json.code == 2 and "'--data': '{text: hi}' is not JSON" in not_json.err
+    assert no_app.code == 2 and "Missing option '--app'" in no_app.err
+    assert unknown.code == 1 and "has no 'nothing'" in unknown.error_line()
+
+
+async def test_health_exits_3_when_unhealthy_and_changes_nothing(pg_url: str) -> None:
+    unreachable = "postgresql://postgres@127.0.0.1:1/test?connect_timeout=5"
+    healthy, pending, down, bad_age = await together(
+        (pg_url, ("health",)),
+        (pg_url, ("--schema", "not_migrated", "health", "--json")),
+        (unreachable, ("health",)),
+        (pg_url, ("health", "--max-due-age", "5 parsecs")),
+    )
+    assert healthy.code == 0, healthy
+    assert "ok  database: reachable" in healthy.out
+    assert "ok  migrations: up to date" in healthy.out
+
+    assert pending.code == 3, pending
+    report = msgspec.json.decode(pending.out)
+    assert report["healthy"] is False
+    assert {c["name"]: c["ok"] for c in report["checks"]} == {"database": True, "migrations": False}
+    assert "0001_initial" in report["checks"][1]["detail"]
+    async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+        cursor = await conn.execute("select to_regnamespace('not_migrated')")
+        assert await cursor.fetchone() == (None,)  # the probe created nothing
+
+    assert down.code == 3, down
+    assert "FAIL  database:" in down.out and "cannot be reached" in down.out
+
+    assert bad_age.code == 2 and "'5 parsecs'" in bad_age.err and "--max-due-age" in bad_age.err
+
+
+async def test_migrate_and_purge(pg_url: str) -> None:
+    async with app_client(pg_url) as client:
+        runs = await run_to_end(client, "a", "b", "fail-c")
+    migrated, other_schema, purged, bad_age = await together(
+        (pg_url, ("migrate",)),
+        (pg_url, ("migrate", "--schema", "second")),
+        (pg_url, ("purge", "--older-than", "0s", "--batch", "2")),
+        (pg_url, ("purge", "--older-than", "30 parsecs")),
+    )
+    assert migrated.code == 0 and "already up to date" in migrated.out
+    assert other_schema.code == 0 and "0001_initial" in other_schema.out
+
+    assert purged.code == 0, purged
+    assert purged.out.strip() == "removed 3 run(s) that finished more than 0ms ago"
+    assert "purge: 2 run(s) removed so far" in purged.err  # progress, on stderr
+    async with app_client(pg_url) as client:
+        for run in runs:
+            with pytest.raises(RunNotFoundError):
+                await client.get_run(run.id)
+
+    assert bad_age.code == 2 and "'30 parsecs'" in bad_age.err
