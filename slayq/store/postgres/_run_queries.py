@@ -166,7 +166,7 @@ STEP_JSON = """json_build_object('name', s.name, 'kind', s.kind, 'output', s.out
 # -- leases ------------------------------------------------------------------------
 
 EXTEND = compact(f"""
-update runs as r set lease_expires_at = {NOW} + %(lease_for)s::interval
+update runs as r set lease_expires_at = {NOW} + %(lease_for)s::interval, heartbeat_at = {NOW}
 from unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) as t(id, token)
 where r.id = t.id and r.status = 'running' and r.lease_token = t.token
 returning r.id::text, r.lease_token, r.lease_expires_at
