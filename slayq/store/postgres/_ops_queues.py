@@ -52,14 +52,15 @@ audit as (
 select count(pg_notify(%(channel)s, queue)) from resumed
 """)
 
-# Per (queue, priority) pair of runs_due (a loose index scan): what is due now and since
-# when, read from the index alone; then what is not due yet, split by status. Running
-# runs come from runs_leased (as many as are in flight).
+# Per (queue, priority) pair of runs_due (a loose index scan), counts read from indexes
+# alone: what is due now and since when, and what is not due yet from runs_due; of those,
+# the waiting ones from runs_waiting (the rest sleep). Running runs come from runs_leased
+# (as many as are in flight).
 LIST_QUEUES = compact(f"""
 with recursive {PAIRS},
 timed as (
     select p.queue, sum(d.n) as due, min(d.oldest) as oldest,
-           sum(later.sleeping) as sleeping, sum(later.waiting) as waiting
+           sum(later.n + never.n - w.later) as sleeping, sum(w.later) as waiting
     from pairs as p
     cross join lateral (
         select count(*) as n, min(r.run_at) as oldest from runs as r
@@ -67,12 +68,19 @@ timed as (
           and r.run_at <= {NOW}
     ) as d
     cross join lateral (
-        select count(*) filter (where r.status <> 'waiting') as sleeping,
-               count(*) filter (where r.status = 'waiting') as waiting
-        from runs as r
+        select count(*) as n from runs as r
         where r.queue = p.queue and r.priority = p.priority and r.status in {TIMED}
-          and (r.run_at > {NOW} or r.run_at is null)
+          and r.run_at > {NOW}
     ) as later
+    cross join lateral (
+        select count(*) as n from runs as r
+        where r.queue = p.queue and r.priority = p.priority and r.status in {TIMED}
+          and r.run_at is null
+    ) as never
+    cross join lateral (
+        select count(*) - count(*) filter (where r.run_at <= {NOW}) as later from runs as r
+        where r.queue = p.queue and r.priority = p.priority and r.status = 'waiting'
+    ) as w
     group by p.queue
 ),
 running as (select queue, count(*) as n from runs where status = 'running' group by queue),

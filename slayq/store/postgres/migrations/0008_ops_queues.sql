@@ -23,3 +23,10 @@ create table paused_queues (
 -- stopped worker by its old heartbeat. Written by the claim and the lease extension in
 -- their own statements; not indexed, so the update stays HOT-eligible.
 alter table runs add column heartbeat_at timestamptz;
+
+-- list_queues splits the runs that are not due yet into waiting and sleeping ones. runs_due
+-- (which holds them all) does not hold the status: counting by status from the table
+-- read 400,000 heap pages for a million runs. Waiting runs get an index of their own, so
+-- every count is read from indexes alone. A run enters it only when it suspends on a wait
+-- or an invocation (its status changes then, so the update is not HOT anyway).
+create index runs_waiting on runs (queue, priority, run_at) where status = 'waiting';
