@@ -7,8 +7,10 @@ finish; no other run starts while it is paused; after the resume both claim agai
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from pathlib import Path
+from typing import cast
 
 import anyio
 import pytest
@@ -79,7 +81,8 @@ async def test_resuming_notifies_the_queue_so_idle_claimers_wake_at_once(pg_url:
     store = PostgresStore(pg_url)
     heard: list[str] = []
     try:
-        async with aclosing(store.listen()) as notifications:
+        listening = cast("AsyncGenerator[str, None]", store.listen())  # an async generator
+        async with aclosing(listening) as notifications:
 
             async def listen() -> None:
                 async for queue in notifications:
