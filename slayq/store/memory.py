@@ -586,6 +586,8 @@ class MemoryStore:
     async def next_wakeup(self) -> datetime | None:
         times = [s.next_at for s in self._schedules.values()]
         for run in self._runs.values():
+            if run.queue in self._paused:
+                continue  # nothing of it becomes due before the resume, which notifies
             if run.status == "running" and run.lease_expires_at is not None:
                 times.append(run.lease_expires_at)
             elif run.status not in FINISHED_STATUSES and run.run_at is not None:

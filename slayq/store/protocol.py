@@ -158,7 +158,8 @@ class Store(Protocol):
         ...
 
     async def next_wakeup(self) -> datetime | None:
-        """The earliest time at which something becomes due, or None."""
+        """The earliest time at which something becomes due, or None. Paused queues are
+        left out: nothing of theirs is due before ``resume_queue``, which notifies."""
         ...
 
     async def due_by_queue(self) -> dict[str, int]:

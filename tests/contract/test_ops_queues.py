@@ -261,3 +261,16 @@ async def test_list_workers_shows_lease_holders_with_their_last_heartbeat(
     # A finished run is no longer held; a worker that holds nothing is not listed.
     await store.commit(second.lease, Transition(steps=[], outcome=Completed()))
     assert [w.owner for w in await store.list_workers()] == ["host-a:1"]
+
+
+async def test_next_wakeup_ignores_paused_queues(store: Store, clock: VirtualClock) -> None:
+    # A paused queue's runs never become due until the resume (which notifies): a
+    # sleeper polling next_wakeup would otherwise wake again and again for nothing.
+    due = await start(store, queue="mail")
+    await start(store, queue="mail", delay=timedelta(hours=1))
+    (claim,) = await claim_all(store)
+    assert claim.lease.run_id == due
+    await store.pause_queue("mail", actor="api")
+    assert await store.next_wakeup() is None
+    await store.resume_queue("mail", actor="api")
+    assert await store.next_wakeup() == claim.lease.expires_at

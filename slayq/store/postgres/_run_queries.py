@@ -212,7 +212,8 @@ NEXT_WAKEUP = compact(f"""
 with recursive {PAIRS}
 select least(
     (select min(next_at) from schedules),
-    (select min(lease_expires_at) from runs where status = 'running'),
+    (select min(lease_expires_at) from runs
+     where status = 'running' and queue not in (select queue from paused_queues)),
     (select min(first.run_at)
      from pairs as p
      cross join lateral (
@@ -221,7 +222,8 @@ select least(
            and run_at is not null
          order by run_at
          limit 1
-     ) as first)
+     ) as first
+     where p.queue not in (select queue from paused_queues))
 )
 """)
 
