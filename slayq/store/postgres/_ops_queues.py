@@ -93,10 +93,12 @@ select n.queue, coalesce(t.due, 0)::bigint, coalesce(r.n, 0)::bigint,
 from names as n
 left join timed as t on t.queue = n.queue
 left join running as r on r.queue = n.queue
-order by n.queue
+order by n.queue collate "C"
 """)
 
-LIST_SCHEDULES = "select event, cron, app, next_at from schedules order by event"
+# Names in code point order (collate "C"), as MemoryStore sorts them, whatever the
+# database's collation.
+LIST_SCHEDULES = 'select event, cron, app, next_at from schedules order by event collate "C"'
 
 # Expired leases count too: a stopped worker shows, with its old heartbeat, until its
 # runs are taken over.
@@ -105,7 +107,7 @@ select lease_owner, count(*), max(heartbeat_at)
 from runs
 where status = 'running' and lease_owner is not null
 group by lease_owner
-order by lease_owner
+order by lease_owner collate "C"
 """)
 
 
