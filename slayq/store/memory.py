@@ -508,14 +508,14 @@ class MemoryStore:
         checked_queue("pause_queue", name, actor)
         changed = name not in self._paused
         self._paused.add(name)
-        self._audit.append(AuditEntry(self.clock.now(), actor, "pause_queue", name))
+        self._audit.append(AuditEntry(self.clock.now(), actor, "pause_queue", name, None))
         return changed
 
     async def resume_queue(self, name: str, *, actor: str) -> bool:
         checked_queue("resume_queue", name, actor)
         changed = name in self._paused
         self._paused.discard(name)
-        self._audit.append(AuditEntry(self.clock.now(), actor, "resume_queue", name))
+        self._audit.append(AuditEntry(self.clock.now(), actor, "resume_queue", name, None))
         return changed
 
     async def list_queues(self) -> list[QueueInfo]:

@@ -138,8 +138,8 @@ async def test_pause_and_resume_write_the_audit_log(store: Store, clock: Virtual
     await store.resume_queue("mail", actor="api")
     at = clock.now()
     assert await audit_rows(store) == [
-        AuditEntry(at - timedelta(minutes=5), "cli:ann@host", "pause_queue", "mail"),
-        AuditEntry(at, "api", "resume_queue", "mail"),
+        AuditEntry(at - timedelta(minutes=5), "cli:ann@host", "pause_queue", "mail", None),
+        AuditEntry(at, "api", "resume_queue", "mail", None),
     ]
 
 
