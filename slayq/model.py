@@ -208,3 +208,66 @@ class Schedule(msgspec.Struct, frozen=True):
     event: str
     cron: str
     template: NewRun
+
+
+# -- operations: queues --------------------------------------------------------------
+
+
+class WaitInfo(msgspec.Struct, frozen=True):
+    """A run's pending ``wait_for_event``: what event (and match) answers it, and when it
+    expires (None: never)."""
+
+    run_id: RunId
+    step: str
+    event: str
+    match_field: str | None
+    match_value: Any
+    expires_at: datetime | None
+
+
+class QueueInfo(msgspec.Struct, frozen=True):
+    """A queue's runs by state, and whether it is paused.
+
+    Every unfinished run of the queue is counted once: ``due`` (claimable now),
+    ``running``, ``sleeping`` (due later at a known time: a sleep, a retry's backoff, a
+    delayed start) or ``waiting`` (for an event or an invoked run). ``oldest_due_at`` is
+    when the longest-waiting due run became due (None if none is).
+    """
+
+    name: str
+    due: int
+    running: int
+    sleeping: int
+    waiting: int
+    oldest_due_at: datetime | None
+    paused: bool
+
+
+class ScheduleInfo(msgspec.Struct, frozen=True):
+    """A registered cron schedule: the event it sends, its expression, the app that
+    registered it (None for schedules from before apps owned them), its next tick."""
+
+    event: str
+    cron: str
+    app: str | None
+    next_at: datetime
+
+
+class WorkerInfo(msgspec.Struct, frozen=True):
+    """A process holding leases (a worker or a server): how many runs it holds and when it
+    last took or renewed a lease. An old heartbeat means it stopped; its runs are taken
+    over when their leases expire."""
+
+    owner: str
+    runs_held: int
+    last_heartbeat_at: datetime | None
+
+
+class AuditEntry(msgspec.Struct, frozen=True):
+    """An operator action: who (``actor``), what (``action`` on ``target``), when."""
+
+    at: datetime
+    actor: str
+    action: str
+    target: str | None = None
+    detail: Any = None

@@ -117,6 +117,47 @@ def create_app(
         await store.set_schedules(request.schedules, app=request.app, events=request.events)
         return {"ok": True}
 
+    # -- operations: queues --
+
+    async def list_waits(request: ingest.ListWaits) -> ingest.Waits:
+        return ingest.Waits(waits=await store.list_waits(event=request.event, limit=request.limit))
+
+    async def pause_queue(request: ingest.QueueAction) -> ingest.Changed:
+        return ingest.Changed(changed=await store.pause_queue(request.name, actor=request.actor))
+
+    async def resume_queue(request: ingest.QueueAction) -> ingest.Changed:
+        return ingest.Changed(changed=await store.resume_queue(request.name, actor=request.actor))
+
+    async def list_queues(request: ingest.Nothing) -> ingest.Queues:
+        return ingest.Queues(queues=await store.list_queues())
+
+    async def list_schedules(request: ingest.Nothing) -> ingest.Schedules:
+        return ingest.Schedules(schedules=await store.list_schedules())
+
+    async def list_workers(request: ingest.Nothing) -> ingest.Workers:
+        return ingest.Workers(workers=await store.list_workers())
+
+    queue_routes = [
+        Route(f"/ingest/{ingest.LIST_WAITS}", rpc(ingest.ListWaits, list_waits), methods=["POST"]),
+        Route(
+            f"/ingest/{ingest.PAUSE_QUEUE}", rpc(ingest.QueueAction, pause_queue), methods=["POST"]
+        ),
+        Route(
+            f"/ingest/{ingest.RESUME_QUEUE}",
+            rpc(ingest.QueueAction, resume_queue),
+            methods=["POST"],
+        ),
+        Route(f"/ingest/{ingest.LIST_QUEUES}", rpc(ingest.Nothing, list_queues), methods=["POST"]),
+        Route(
+            f"/ingest/{ingest.LIST_SCHEDULES}",
+            rpc(ingest.Nothing, list_schedules),
+            methods=["POST"],
+        ),
+        Route(
+            f"/ingest/{ingest.LIST_WORKERS}", rpc(ingest.Nothing, list_workers), methods=["POST"]
+        ),
+    ]
+
     async def health(request: Request) -> Response:
         try:
             unserved = await unserved_queues(store, served)
@@ -136,5 +177,6 @@ def create_app(
             rpc(ingest.SetSchedules, set_schedules),
             methods=["POST"],
         ),
+        *queue_routes,
     ]
     return Starlette(routes=routes)

@@ -9,7 +9,7 @@ atomic on the event loop without locks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,6 +20,7 @@ from slayq.model import (
     CANCELLED,
     FINISHED_STATUSES,
     LEASE_EXPIRED,
+    AuditEntry,
     CancelRule,
     Claim,
     Completed,
@@ -31,16 +32,21 @@ from slayq.model import (
     OutgoingEvent,
     ParentLink,
     PendingStep,
+    QueueInfo,
     RunId,
     RunInfo,
     RunStatus,
     Schedule,
+    ScheduleInfo,
     StepRecord,
     Suspend,
     Transition,
+    WaitInfo,
+    WorkerInfo,
 )
 from slayq.runtime.clock import Clock, SystemClock
 from slayq.runtime.ids import new_run_id
+from slayq.store._queue_checks import checked_limit, checked_queue
 from slayq.store._schedule_sets import checked_schedules
 from slayq.store.protocol import EVENT_LOG_GRACE
 
@@ -52,6 +58,7 @@ if TYPE_CHECKING:
     from slayq.store.protocol import QueueLimit
 
 _S = TypeVar("_S", bound=msgspec.Struct)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 def _copy(value: Any) -> Any:
@@ -89,6 +96,7 @@ class _Run:
     token: int = 0
     owner: str | None = None
     lease_expires_at: datetime | None = None
+    heartbeat_at: datetime | None = None  # when the lease was last taken or extended
     result: Any = None
     error: ErrorInfo | None = None
     finished_at: datetime | None = None
@@ -120,6 +128,8 @@ class MemoryStore:
         self._run_seq = count()
         self._tokens = count(1)
         self._schedules: dict[str, _Schedule] = {}
+        self._paused: set[str] = set()
+        self._audit: list[AuditEntry] = []
 
     # -- events ------------------------------------------------------------------------
 
@@ -192,7 +202,7 @@ class MemoryStore:
     ) -> list[Claim]:
         now = self.clock.now()
         due = sorted(
-            (run for run in self._runs.values() if self._is_due(run, now)),
+            (run for run in self._runs.values() if self._claimable(run, now)),
             key=lambda run: (run.priority, run.run_at or now, run.seq),
         )
         capacity: dict[str, list[int]] = {}
@@ -220,6 +230,7 @@ class MemoryStore:
             run.token = next(self._tokens)
             run.owner = owner
             run.lease_expires_at = now + lease_for
+            run.heartbeat_at = now
             run.updated_at = now
             claims.append(
                 Claim(
@@ -242,6 +253,11 @@ class MemoryStore:
         if run.status in FINISHED_STATUSES:
             return False
         return run.run_at is not None and run.run_at <= now
+
+    def _claimable(self, run: _Run, now: datetime) -> bool:
+        """Due, and not in a paused queue: a paused queue is not claimed, not even to take
+        over an expired lease."""
+        return run.queue not in self._paused and self._is_due(run, now)
 
     @staticmethod
     def _holds_slot(run: _Run, group: QueueLimit, now: datetime) -> bool:
@@ -394,6 +410,7 @@ class MemoryStore:
             run = self._runs.get(lease.run_id)
             if run is not None and run.status == "running" and run.token == lease.token:
                 run.lease_expires_at = now + lease_for
+                run.heartbeat_at = now
                 kept.append(msgspec.structs.replace(lease, expires_at=run.lease_expires_at))
         return kept
 
@@ -464,6 +481,97 @@ class MemoryStore:
                 del self._schedules[event]
         self._schedules.update(kept)
 
+    # -- operations: queues --
+
+    async def list_waits(self, *, event: str | None = None, limit: int = 100) -> list[WaitInfo]:
+        checked_limit("list_waits", limit)
+        waits = [
+            (p.expires_at, run.id, pos, p.step)
+            for run in self._runs.values()
+            if run.status not in FINISHED_STATUSES
+            for pos, p in enumerate(run.pending.values())
+            if p.step.kind == "wait" and (event is None or p.step.event == event)
+        ]
+        # Soonest deadline first, waits that never expire last; then by run, in step order.
+        waits.sort(key=lambda w: (w[0] is None, w[0] or _EARLIEST, w[1], w[2]))
+        return [
+            _copy_struct(
+                WaitInfo(
+                    run_id=run_id,
+                    step=step.name,
+                    event=step.event or "",
+                    match_field=step.match_field,
+                    match_value=step.match_value,
+                    expires_at=expires_at,
+                )
+            )
+            for expires_at, run_id, _, step in waits[:limit]
+        ]
+
+    async def pause_queue(self, name: str, *, actor: str) -> bool:
+        checked_queue("pause_queue", name, actor)
+        changed = name not in self._paused
+        self._paused.add(name)
+        self._audit.append(AuditEntry(self.clock.now(), actor, "pause_queue", name, None))
+        return changed
+
+    async def resume_queue(self, name: str, *, actor: str) -> bool:
+        checked_queue("resume_queue", name, actor)
+        changed = name in self._paused
+        self._paused.discard(name)
+        self._audit.append(AuditEntry(self.clock.now(), actor, "resume_queue", name, None))
+        return changed
+
+    async def list_queues(self) -> list[QueueInfo]:
+        now = self.clock.now()
+        # name -> [due, running, sleeping, waiting], oldest due
+        counts: dict[str, list[int]] = {name: [0, 0, 0, 0] for name in self._paused}
+        oldest: dict[str, datetime] = {}
+        for run in self._runs.values():
+            if run.status in FINISHED_STATUSES:
+                continue
+            row = counts.setdefault(run.queue, [0, 0, 0, 0])
+            if run.status == "running":
+                row[1] += 1
+            elif run.run_at is not None and run.run_at <= now:
+                row[0] += 1
+                oldest[run.queue] = min(oldest.get(run.queue, run.run_at), run.run_at)
+            elif run.status == "waiting":
+                row[3] += 1
+            else:
+                row[2] += 1
+        return [
+            QueueInfo(
+                name=name,
+                due=row[0],
+                running=row[1],
+                sleeping=row[2],
+                waiting=row[3],
+                oldest_due_at=oldest.get(name),
+                paused=name in self._paused,
+            )
+            for name, row in sorted(counts.items())
+        ]
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        return [
+            ScheduleInfo(event=event, cron=e.schedule.cron, app=e.app, next_at=e.next_at)
+            for event, e in sorted(self._schedules.items())
+        ]
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        held: dict[str, tuple[int, datetime | None]] = {}
+        for run in self._runs.values():
+            if run.status == "running" and run.owner is not None:
+                n, last = held.get(run.owner, (0, None))
+                beat = run.heartbeat_at
+                newest = last if beat is None or (last is not None and last >= beat) else beat
+                held[run.owner] = (n + 1, newest)
+        return [
+            WorkerInfo(owner=owner, runs_held=n, last_heartbeat_at=last)
+            for owner, (n, last) in sorted(held.items())
+        ]
+
     async def fire_schedules(self) -> list[RunId]:
         now = self.clock.now()
         started: list[RunId] = []
@@ -482,6 +590,8 @@ class MemoryStore:
     async def next_wakeup(self) -> datetime | None:
         times = [s.next_at for s in self._schedules.values()]
         for run in self._runs.values():
+            if run.queue in self._paused:
+                continue  # nothing of it becomes due before the resume, which notifies
             if run.status == "running" and run.lease_expires_at is not None:
                 times.append(run.lease_expires_at)
             elif run.status not in FINISHED_STATUSES and run.run_at is not None:

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 # Queue groups: ``member`` lists every (queue, group) to count held slots by,
 # ``route`` the group whose slots each queue uses. Due runs come from a loose scan over
 # the (queue, priority) pairs of the runs_due index, then each pair's due runs in
-# order, so a million runs sleeping until next year cost nothing here.
+# order, so a million runs sleeping until next year cost nothing here. Paused queues
+# are dropped from the pairs before their runs are read (one hashed subplan over a few
+# rows), and their expired leases are left alone: nothing of a paused queue is claimed.
 CLAIM = compact(f"""
 with recursive
 member as (select * from unnest(%(member_queues)s::text[], %(member_groups)s::int[]) as m(queue, grp)),
@@ -61,7 +63,7 @@ due as (
         limit case when %(all)s then %(limit)s else least(%(limit)s, coalesce(c.free, 0)) end
         for update of r skip locked
     ) as d
-    where %(all)s or c.queue is not null
+    where (%(all)s or c.queue is not null) and p.queue not in (select queue from paused_queues)
 ),
 expired as (
     -- every lease that ran out: few, as there are only as many as runs in flight
@@ -70,6 +72,7 @@ expired as (
     from runs as r
     where r.status = 'running' and r.lease_expires_at <= {NOW}
       and (%(all)s or r.queue in (select queue from route))
+      and r.queue not in (select queue from paused_queues)
     for update of r skip locked
 ),
 ranked as (
@@ -107,6 +110,7 @@ claimed as (
         lease_token = nextval('lease_tokens'),
         lease_owner = %(owner)s,
         lease_expires_at = {NOW} + %(lease_for)s::interval,
+        heartbeat_at = {NOW},
         updated_at = {NOW},
         -- taking over an expired lease: its holder is presumed dead, an attempt is spent
         attempt = case when r.status = 'running' then r.attempt + 1 else r.attempt end,

@@ -166,7 +166,7 @@ STEP_JSON = """json_build_object('name', s.name, 'kind', s.kind, 'output', s.out
 # -- leases ------------------------------------------------------------------------
 
 EXTEND = compact(f"""
-update runs as r set lease_expires_at = {NOW} + %(lease_for)s::interval
+update runs as r set lease_expires_at = {NOW} + %(lease_for)s::interval, heartbeat_at = {NOW}
 from unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) as t(id, token)
 where r.id = t.id and r.status = 'running' and r.lease_token = t.token
 returning r.id::text, r.lease_token, r.lease_expires_at
@@ -212,7 +212,8 @@ NEXT_WAKEUP = compact(f"""
 with recursive {PAIRS}
 select least(
     (select min(next_at) from schedules),
-    (select min(lease_expires_at) from runs where status = 'running'),
+    (select min(lease_expires_at) from runs
+     where status = 'running' and queue not in (select queue from paused_queues)),
     (select min(first.run_at)
      from pairs as p
      cross join lateral (
@@ -221,7 +222,8 @@ select least(
            and run_at is not null
          order by run_at
          limit 1
-     ) as first)
+     ) as first
+     where p.queue not in (select queue from paused_queues))
 )
 """)
 
