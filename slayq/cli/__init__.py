@@ -13,8 +13,12 @@ import click
 from slayq.cli.database import migrate, purge
 from slayq.cli.events import events
 from slayq.cli.health import health
+from slayq.cli.queues import queues
 from slayq.cli.runs import runs
+from slayq.cli.schedules import schedules
 from slayq.cli.session import Settings
+from slayq.cli.waits import waits
+from slayq.cli.workers import workers
 
 __all__ = ["cli", "main"]
 
@@ -39,7 +43,7 @@ def cli(ctx: click.Context, database_url: str | None, schema: str) -> None:
     ctx.obj = Settings(url=(database_url or "").strip() or None, schema=schema)
 
 
-for command in (runs, events, health, migrate, purge):
+for command in (runs, waits, queues, schedules, workers, events, health, migrate, purge):
     cli.add_command(command)
 
 

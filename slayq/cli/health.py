@@ -6,19 +6,22 @@ container or load-balancer probe can run it as is.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import anyio
 import click
 import msgspec
 
-from slayq.cli.output import emit_json
+from slayq.cli.output import emit_json, span
 from slayq.cli.params import duration
-from slayq.cli.session import settings
+from slayq.cli.session import make_client, settings
 from slayq.errors import SlayqError
 
 if TYPE_CHECKING:
     from datetime import timedelta
+
+    from slayq.client import Client
 
 UNHEALTHY = 3
 
@@ -67,4 +70,27 @@ async def _checks(url: str, schema: str, max_due_age: timedelta) -> list[Check]:
         checks.append(Check("migrations", False, f"pending: {', '.join(pending)}"))
         return checks
     checks.append(Check("migrations", True, "up to date"))
+    client = make_client(url, schema, None)
+    try:
+        checks.append(await _backlog(client, max_due_age))
+    except SlayqError as exc:
+        checks.append(Check("queues", False, " ".join(str(exc).split())))
+    finally:
+        await client.store.aclose()
     return checks
+
+
+async def _backlog(client: Client, max_due_age: timedelta) -> Check:
+    """Queues whose oldest due run waits longer than ``max_due_age``: nothing serves them,
+    or too little does. A paused queue is left out: it is held on purpose."""
+    now = datetime.now(UTC)
+    late = [
+        f"{q.name} (due for {span(now - q.oldest_due_at)})"
+        for q in await client.list_queues()
+        if not q.paused and q.oldest_due_at is not None and now - q.oldest_due_at > max_due_age
+    ]
+    if late:
+        return Check(
+            "queues", False, f"runs due longer than {span(max_due_age)}: {', '.join(late)}"
+        )
+    return Check("queues", True, f"no run due longer than {span(max_due_age)}")

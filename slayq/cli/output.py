@@ -78,20 +78,25 @@ def ago(at: datetime | None, now: datetime | None = None) -> str:
 
 
 def span(delta: timedelta | None) -> str:
-    """A duration, short: ``120ms``, ``4.2s``, ``3m12s``, ``2h05m``, ``3d4h``."""
+    """A duration, short: ``120ms``, ``4.2s``, ``5m``, ``3m12s``, ``2h05m``, ``1d``, ``3d4h``."""
     if delta is None:
         return ""
     seconds = delta.total_seconds()
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
-        return f"{seconds:.1f}s"
+        return f"{seconds:.1f}s".replace(".0s", "s")
     whole = int(seconds)
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    if whole < 86400:
-        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d{whole % 86400 // 3600}h"
+    for unit, size, small, small_size in (
+        ("d", 86400, "h", 3600),
+        ("h", 3600, "m", 60),
+        ("m", 60, "s", 1),
+    ):
+        if whole >= size:
+            rest = whole % size // small_size
+            width = 1 if unit == "d" else 2
+            return f"{whole // size}{unit}" + (f"{rest:0{width}d}{small}" if rest else "")
+    raise AssertionError("unreachable: seconds >= 60")
 
 
 def json_text(value: Any) -> str:

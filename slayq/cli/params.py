@@ -34,7 +34,7 @@ def duration(ctx: click.Context, param: click.Parameter, value: str | None) -> t
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
-def when(
+def time_bound(
     ctx: click.Context, param: click.Parameter, value: str | None
 ) -> timedelta | datetime | None:
     """A duration back from now (``1h``: an hour ago) or an ISO 8601 time with a zone."""

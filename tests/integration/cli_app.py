@@ -6,6 +6,8 @@ validate data) and works on the database it is given.
 
 from __future__ import annotations
 
+import threading
+
 import msgspec
 
 import slayq
@@ -40,4 +42,18 @@ async def approve(ctx: slayq.Context[Text]) -> slayq.Workflow:
     yield slayq.finish(answer)
 
 
-client = slayq.Client([greet, approve], store=MemoryStore())
+# Set by a test to let the runs of ``cli/hold`` finish: until then their worker holds them.
+RELEASE = threading.Event()
+
+
+@slayq.function(event="cli/hold", queue="holding")
+async def hold(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
+    yield step.run("hold", lambda: RELEASE.wait(20))
+
+
+@slayq.function(event="cli/tick", cron="0 3 * * *")
+async def tick(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
+    yield slayq.finish("tock")
+
+
+client = slayq.Client([greet, approve, hold, tick], store=MemoryStore())

@@ -92,11 +92,11 @@ async def app_client(url: str) -> AsyncIterator[Client]:
         await client.aclose()
 
 
-async def finished(client: Client, run_id: RunId | None) -> RunInfo:
+async def reaches(client: Client, run_id: RunId | None, *statuses: str) -> RunInfo:
     assert run_id is not None
     while True:
         run = await client.get_run(run_id)
-        if run.status in ("completed", "failed", "cancelled"):
+        if run.status in statuses:
             return run
         await anyio.sleep(0.02)
 
@@ -108,7 +108,7 @@ async def run_to_end(client: Client, *texts: str) -> list[RunInfo]:
     async with anyio.create_task_group() as group:
         group.start_soon(worker.run)
         with anyio.fail_after(20):
-            runs = [await finished(client, run_id) for run_id in ids]
+            runs = [await reaches(client, run_id, "completed", "failed") for run_id in ids]
         worker.stop()
     return runs
 
@@ -212,3 +212,63 @@ async def test_migrate_and_purge(pg_url: str) -> None:
                 await client.get_run(run.id)
 
     assert bad_age.code == 2 and "'30 parsecs'" in bad_age.err
+
+
+async def test_waits_queues_schedules_and_workers(pg_url: str) -> None:
+    cli_app.RELEASE.clear()
+    async with app_client(pg_url) as client:
+        worker = Worker(client, poll_interval=timedelta(milliseconds=20))
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.run)
+            waiting = await client.send_event("cli/approve", {"text": "x"})
+            held = await client.send_event("cli/hold", {})
+            with anyio.fail_after(10):
+                await reaches(client, waiting, "waiting")
+                await reaches(client, held, "running")
+            try:
+                waits_json, waits_human, workers, schedules, paused = await together(
+                    (pg_url, ("waits", "list", "--json")),
+                    (pg_url, ("waits", "list", "--event", "cli/approved")),
+                    (pg_url, ("workers", "list", "--json")),
+                    (pg_url, ("schedules", "list")),
+                    (pg_url, ("queues", "pause", "approvals")),
+                )
+                queues = (await cli(pg_url, "queues", "list", "--json")).json()
+                resumed = await cli(pg_url, "queues", "resume", "approvals")
+            finally:
+                cli_app.RELEASE.set()
+                worker.stop()
+
+    assert waits_json.json() == [
+        {
+            "run_id": waiting,
+            "step": "approval",
+            "event": "cli/approved",
+            "match_field": "text",
+            "match_value": "x",
+            "expires_at": waits_json.json()[0]["expires_at"],
+        }
+    ]
+    assert waits_json.json()[0]["expires_at"] is not None
+    assert str(waiting) in waits_human.out and 'text = "x"' in waits_human.out
+    assert [(w["owner"], w["runs_held"]) for w in workers.json()] == [(worker.owner, 1)]
+    assert "cli/tick" in schedules.out and "0 3 * * *" in schedules.out
+    assert paused.out == "queue approvals: paused\n"
+    by_name = {q["name"]: q for q in queues}
+    assert by_name["approvals"]["paused"] is True and by_name["approvals"]["waiting"] == 1
+    assert by_name["holding"]["running"] == 1
+    assert resumed.out == "queue approvals: resumed\n"
+
+
+async def test_health_fails_on_a_backlog_in_an_unpaused_queue(pg_url: str) -> None:
+    async with app_client(pg_url) as client:
+        await client.send_event("cli/approve", {"text": "x"})  # nobody serves "approvals"
+        await anyio.sleep(0.1)
+        late = await cli(pg_url, "health", "--max-due-age", "10ms")
+        await client.pause_queue("approvals")
+        paused = await cli(pg_url, "health", "--max-due-age", "10ms")
+        lenient = await cli(pg_url, "health", "--max-due-age", "1h")
+    assert late.code == 3, late
+    assert "FAIL  queues: runs due longer than 10ms: approvals (due for" in late.out
+    assert paused.code == 0, paused  # a paused queue is held on purpose
+    assert lenient.code == 0 and "ok  queues: no run due longer than 1h" in lenient.out
