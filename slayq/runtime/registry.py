@@ -18,6 +18,7 @@ from slayq.runtime.functions import Function
 from slayq.runtime.ids import new_run_id
 from slayq.runtime.limits import DEFAULT_LIMITS, SizeLimits, describe
 from slayq.runtime.names import MAX_NAME_BYTES, name_problem, nul_in
+from slayq.telemetry.tracing import inject
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
@@ -182,11 +183,17 @@ class Registry:
             parent=parent,
             endpoint=self.endpoint,
             may_wait=bool(fn.waits_on),
+            trace=inject(),
         )
 
     def schedules(self) -> list[Schedule]:
+        # A tick starts its own trace, not one of the code that registered the schedule.
         return [
-            Schedule(event=fn.event, cron=fn.cron.text, template=self.new_run(fn, fn.validate({})))
+            Schedule(
+                event=fn.event,
+                cron=fn.cron.text,
+                template=msgspec.structs.replace(self.new_run(fn, fn.validate({})), trace=None),
+            )
             for fn in self.functions.values()
             if fn.cron is not None
         ]
