@@ -168,6 +168,7 @@ class Registry:
         delay: timedelta | None = None,
         run_at: datetime | None = None,
         parent: ParentLink | None = None,
+        traced: bool = True,
     ) -> NewRun:
         return NewRun(
             id=self._new_id(),
@@ -183,7 +184,7 @@ class Registry:
             parent=parent,
             endpoint=self.endpoint,
             may_wait=bool(fn.waits_on),
-            trace=inject(),
+            trace=inject(fn.event) if traced else None,
         )
 
     def schedules(self) -> list[Schedule]:
@@ -192,7 +193,7 @@ class Registry:
             Schedule(
                 event=fn.event,
                 cron=fn.cron.text,
-                template=msgspec.structs.replace(self.new_run(fn, fn.validate({})), trace=None),
+                template=self.new_run(fn, fn.validate({}), traced=False),
             )
             for fn in self.functions.values()
             if fn.cron is not None

@@ -4,11 +4,12 @@ Only the OpenTelemetry API is used (the ``slayq[otel]`` extra). Nothing happens 
 an SDK's tracer provider has been set: without the API, or with the API's default
 (proxy) provider, every function here returns at once.
 
-* ``inject()``: the current span's W3C ``traceparent`` (and ``tracestate``), stored on
-  each new run, so the run's attempts continue the trace of the code that sent its event
-  (``client.send_event``, ``step.send_event``, or the run that invoked it).
+* ``inject(event)``: a PRODUCER span ``send <event>`` for each new run, child of the
+  current span (``client.send_event``, ``step.send_event``, the run that invoked it) or
+  the root of a new trace; its W3C ``traceparent`` (and ``tracestate``) is stored on the
+  run, so every attempt of the run continues that one trace.
 * ``attempt_span(claim)``: a CONSUMER span per attempt (per delivery, on an app behind
-  the server), child of the stored context. It ends OK when the attempt completes,
+  the server), child of the send span. It ends OK when the attempt completes,
   continues or suspends (a sleep or wait is not an error), ERROR when it failed.
 * ``step_span(name)``: a span per executed ``step.run`` handler (memo hits have none).
 """
@@ -69,12 +70,18 @@ def _enabled() -> bool:
     return _OTEL and not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
-def inject() -> dict[str, str] | None:
-    """The current trace context as W3C headers, or None when there is no span."""
-    if not _enabled() or not trace.get_current_span().get_span_context().is_valid:
+def inject(event: str) -> dict[str, str] | None:
+    """The trace context to store with a new run of ``event`` (W3C headers), or None."""
+    if not _enabled():
         return None
+    tracer = trace.get_tracer(_NAME)
+    # A moment, not a duration: it marks where the run came from in the trace.
+    span = tracer.start_span(
+        f"send {event}", kind=trace.SpanKind.PRODUCER, attributes={"slayq.event": event}
+    )
+    span.end()
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
     return carrier or None
 
 
