@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -20,7 +21,9 @@ async def test_server_metrics_count_deliveries_and_runs(pg_url: str, tmp_path: P
     config = tmp_path / "slay-config.json"
     config.write_text('{"queues": {"general": {"concurrency": 4}}}')
     app_port, server_port = free_port(), free_port()
-    server = start_server(pg_url, server_port, config, tmp_path / "server.out")
+    server = start_server(
+        pg_url, server_port, config, tmp_path / "server.out", "--log-format", "json"
+    )
     app = start_app(pg_url, app_port, tmp_path / "app.out")
     metrics = f"http://127.0.0.1:{server_port}/metrics"
     try:
@@ -60,3 +63,10 @@ async def test_server_metrics_count_deliveries_and_runs(pg_url: str, tmp_path: P
         )
     finally:
         stop(app, server)
+    # Every line the server wrote (its own and uvicorn's) is one JSON object.
+    lines = (tmp_path / "server.out").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    assert any(r["logger"] == "slayq.server" and "serving queues" in r["message"] for r in records)
+    assert any(r["logger"].startswith("uvicorn") for r in records)
+    undelivered = [r for r in records if r["message"].startswith("could not deliver run")]
+    assert undelivered and all(r["event"] == "test/callee" for r in undelivered)

@@ -20,15 +20,20 @@ from slayq.testing import Harness
 pytestmark = pytest.mark.anyio
 
 _EXPORTER = InMemorySpanExporter()
+_attached = False
 
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     """The process's tracer provider can be set once: the first test that needs it does."""
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+    global _attached
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
         provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
         trace.set_tracer_provider(provider)
+    if not _attached:  # the provider may be another test's (the docs' example sets one)
+        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+        _attached = True
     _EXPORTER.clear()
     yield _EXPORTER
     _EXPORTER.clear()
