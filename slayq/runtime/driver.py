@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from slayq.model import Claim, Continue, ErrorInfo, Failed, Lease, Transition
 from slayq.runtime.replay import Execution
 from slayq.runtime.retry import DEFAULT_RETRY_POLICY, RetryPolicy
-from slayq.telemetry.logs import run_context
-from slayq.telemetry.tracing import attempt_span
+from slayq.telemetry import tracing
+from slayq.telemetry.logs import enter_run, leave_run
 
 if TYPE_CHECKING:
     import random
@@ -42,13 +42,16 @@ async def drive(
     Raises what ``commit`` raises (``LeaseLostError`` when the run was taken over or
     cancelled); the engine itself never raises for user code.
     """
-    with (
-        run_context(claim.lease.run_id, claim.event, claim.queue, claim.attempt),
-        attempt_span(claim) as span,
-    ):
-        transition = await _drive(registry, claim, commit, retry_policy, rng, max_new_steps)
-        span.ended(transition)
-        return transition
+    token = enter_run(claim.lease.run_id, claim.event, claim.queue, claim.attempt)
+    try:
+        if not tracing.enabled():
+            return await _drive(registry, claim, commit, retry_policy, rng, max_new_steps)
+        with tracing.attempt_span(claim) as span:
+            transition = await _drive(registry, claim, commit, retry_policy, rng, max_new_steps)
+            span.ended(transition)
+            return transition
+    finally:
+        leave_run(token)
 
 
 async def _drive(

@@ -14,7 +14,7 @@ import logging
 import sys
 import time
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -55,24 +55,35 @@ def current_event() -> str:
     return "" if run is None else run[1]
 
 
+def enter_run(
+    run_id: str, event: str, queue: str, attempt: int
+) -> Token[tuple[str, str, str, int] | None]:
+    """Mark what runs from here as driving this run, until ``leave_run(token)``."""
+    return _RUN.set((run_id, event, queue, attempt))
+
+
+def leave_run(token: Token[tuple[str, str, str, int] | None]) -> None:
+    _RUN.reset(token)
+
+
 @contextmanager
 def run_context(run_id: str, event: str, queue: str, attempt: int) -> Iterator[None]:
     """Mark the code inside as driving this run (the engine boundary uses it)."""
-    token = _RUN.set((run_id, event, queue, attempt))
+    token = enter_run(run_id, event, queue, attempt)
     try:
         yield
     finally:
-        _RUN.reset(token)
+        leave_run(token)
 
 
-@contextmanager
-def step_context(step: str) -> Iterator[None]:
-    """Mark the code inside as running this step's handler."""
-    token = _STEP.set(step)
-    try:
-        yield
-    finally:
-        _STEP.reset(token)
+def enter_step(step: str) -> Token[str | None]:
+    """Mark what runs from here as this step's handler, until ``leave_step(token)``
+    (plain calls, not a context manager: they run once per step)."""
+    return _STEP.set(step)
+
+
+def leave_step(token: Token[str | None]) -> None:
+    _STEP.reset(token)
 
 
 class RunContextFilter(logging.Filter):

@@ -66,13 +66,23 @@ class Attempt:
         span.set_status(trace.Status(trace.StatusCode.OK))
 
 
-def _enabled() -> bool:
-    return _OTEL and not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+_provider_set = False  # an SDK's provider, once set, stays: no need to look again
+
+
+def enabled() -> bool:
+    """Whether spans are recorded: the API is installed and an SDK's provider is set."""
+    global _provider_set
+    if _provider_set:
+        return True
+    if not _OTEL or isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return False
+    _provider_set = True
+    return True
 
 
 def inject(event: str) -> dict[str, str] | None:
     """The trace context to store with a new run of ``event`` (W3C headers), or None."""
-    if not _enabled():
+    if not enabled():
         return None
     tracer = trace.get_tracer(_NAME)
     # A moment, not a duration: it marks where the run came from in the trace.
@@ -88,7 +98,7 @@ def inject(event: str) -> dict[str, str] | None:
 @contextmanager
 def attempt_span(claim: Claim) -> Iterator[Attempt]:
     """A span around one attempt of ``claim``'s run, current inside the block."""
-    if not _enabled():
+    if not enabled():
         yield Attempt()
         return
     # A run without a stored context starts its own trace, whatever is current here.
@@ -114,7 +124,7 @@ def attempt_span(claim: Claim) -> Iterator[Attempt]:
 @contextmanager
 def step_span(step: str) -> Iterator[None]:
     """A span around one step handler, child of the current (attempt) span."""
-    if not _enabled():
+    if not enabled():
         yield
         return
     tracer = trace.get_tracer(_NAME)
