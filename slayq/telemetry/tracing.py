@@ -117,8 +117,15 @@ def attempt_span(claim: Claim) -> Iterator[Attempt]:
             "slayq.replaying": bool(claim.memo),
         },
     )
-    with trace.use_span(span, end_on_exit=True):
-        yield Attempt(span)
+    # Errors are recorded here, not by OpenTelemetry: describing a user's exception may
+    # itself raise, and that must not replace the error the attempt fails with.
+    with trace.use_span(span, end_on_exit=True, record_exception=False,
+                        set_status_on_exception=False):  # fmt: skip
+        try:
+            yield Attempt(span)
+        except Exception as exc:
+            _failed(span, exc)
+            raise
 
 
 @contextmanager
@@ -129,6 +136,25 @@ def step_span(step: str) -> Iterator[None]:
         return
     tracer = trace.get_tracer(_NAME)
     with tracer.start_as_current_span(
-        f"step {step}", kind=trace.SpanKind.INTERNAL, attributes={"slayq.step": step}
-    ):
-        yield
+        f"step {step}",
+        kind=trace.SpanKind.INTERNAL,
+        attributes={"slayq.step": step},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            yield
+        except Exception as exc:
+            _failed(span, exc)
+            raise
+
+
+def _failed(span: Any, exc: Exception) -> None:
+    """Mark ``span`` failed by ``exc``, whose ``str()`` (user code) may raise."""
+    name = type(exc).__qualname__
+    try:
+        description = f"{name}: {exc}"
+        span.record_exception(exc)
+    except Exception:
+        description = name
+    span.set_status(trace.Status(trace.StatusCode.ERROR, description))

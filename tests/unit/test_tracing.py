@@ -193,3 +193,31 @@ def test_without_an_sdk_nothing_is_traced() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "untraced"
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+@slayq.function(event="otel/unprintable", retries=0)
+async def unprintable(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
+    def explode() -> None:
+        raise _Unprintable
+
+    yield step.run("explode", explode)
+
+
+async def test_an_exception_that_cannot_be_described_still_fails_its_step_span(
+    spans: InMemorySpanExporter,
+) -> None:
+    async with Harness([unprintable]) as h:
+        run_id = await h.send_event("otel/unprintable")
+        assert run_id is not None
+        run = await h.run_until_finished(run_id)
+    assert run.status == "failed" and run.error is not None
+    assert run.error.type.endswith("_Unprintable")
+    (explode,) = named(spans, "step explode")
+    assert explode.status.status_code == StatusCode.ERROR
+    assert explode.status.description is not None
+    assert explode.status.description.endswith("_Unprintable")
