@@ -365,15 +365,16 @@ class Dispatcher:
 
     async def _refresh_queue_gauges(self) -> None:
         """The queue gauges, from one cheap query (not per scrape, not per run)."""
-        due = await self.store.due_by_queue()
         oldest: dict[str, datetime | None] | None = None
         # lead: once the queues helper's Store.list_queues is merged, call it directly
-        # (it also gives each queue's oldest due time) instead of due_by_queue.
+        # (it also gives each queue's oldest due time) and drop due_by_queue here.
         list_queues = getattr(self.store, "list_queues", None)
         if list_queues is not None:
             infos = await list_queues()
             due = {info.name: info.due for info in infos}
             oldest = {info.name: info.oldest_due_at for info in infos}
+        else:
+            due = await self.store.due_by_queue()
         metrics.set_queue_gauges(due, oldest, now=datetime.now(UTC), known=self._gauged_queues)
 
     async def _warn_about_unserved_queues(self, served: Collection[str]) -> None:
