@@ -28,7 +28,12 @@ _RUN: ContextVar[tuple[str, str, str, int] | None] = ContextVar("slayq_run", def
 _STEP: ContextVar[str | None] = ContextVar("slayq_step", default=None)
 
 # What every LogRecord has: anything else on a record came from ``extra`` or a filter.
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# uvicorn's ``color_message`` repeats the message with terminal colours: not for shippers.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 def log_context() -> dict[str, Any]:
