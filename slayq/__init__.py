@@ -26,6 +26,7 @@ from slayq.model import ErrorInfo, RunId, RunInfo, StepRecord
 from slayq.runtime.commands import finish
 from slayq.runtime.functions import Context, EmptyEvent, Function, Match, Workflow, function
 from slayq.runtime.limits import SizeLimits
+from slayq.telemetry.logs import log_context
 
 __all__ = [
     "Client",
@@ -59,5 +60,6 @@ __all__ = [
     "Workflow",
     "finish",
     "function",
+    "log_context",
     "step",
 ]

@@ -87,6 +87,9 @@ class NewRun(msgspec.Struct, frozen=True):
     # runs keep events in the event log from being pruned. The registry always says;
     # a run from a sender that does not (an older client) is assumed to wait.
     may_wait: bool = True
+    # The W3C trace context (traceparent, tracestate) of the code that sent the event,
+    # so the run's spans continue its trace; None without OpenTelemetry.
+    trace: dict[str, str] | None = None
 
 
 class OutgoingEvent(msgspec.Struct, frozen=True):
@@ -176,6 +179,11 @@ class Claim(msgspec.Struct, frozen=True):
     # Set when this claim took the run over from a holder whose lease ran out (it crashed
     # or stalled): that holder's owner name. Its attempt was counted.
     taken_over_from: str | None = None
+    # The trace context stored with the run (``NewRun.trace``).
+    trace: dict[str, str] | None = None
+    # When the run became due (store clock): its schedule-to-start latency is measured
+    # from here. None from a store that does not say.
+    due_at: datetime | None = None
 
 
 class RunInfo(msgspec.Struct, frozen=True):

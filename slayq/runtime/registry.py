@@ -18,6 +18,7 @@ from slayq.runtime.functions import Function
 from slayq.runtime.ids import new_run_id
 from slayq.runtime.limits import DEFAULT_LIMITS, SizeLimits, describe
 from slayq.runtime.names import MAX_NAME_BYTES, name_problem, nul_in
+from slayq.telemetry.tracing import inject
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
@@ -170,6 +171,7 @@ class Registry:
         delay: timedelta | None = None,
         run_at: datetime | None = None,
         parent: ParentLink | None = None,
+        traced: bool = True,
     ) -> NewRun:
         return NewRun(
             id=self._new_id(),
@@ -185,11 +187,17 @@ class Registry:
             parent=parent,
             endpoint=self.endpoint,
             may_wait=bool(fn.waits_on),
+            trace=inject(fn.event) if traced else None,
         )
 
     def schedules(self) -> list[Schedule]:
+        # A tick starts its own trace, not one of the code that registered the schedule.
         return [
-            Schedule(event=fn.event, cron=fn.cron.text, template=self.new_run(fn, fn.validate({})))
+            Schedule(
+                event=fn.event,
+                cron=fn.cron.text,
+                template=self.new_run(fn, fn.validate({}), traced=False),
+            )
             for fn in self.functions.values()
             if fn.cron is not None
         ]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import time
 import traceback
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,9 @@ from slayq.runtime.durations import describe_duration
 from slayq.runtime.functions import Context, Function
 from slayq.runtime.limits import describe
 from slayq.runtime.retry import DEFAULT_RETRY_POLICY, RetryPolicy
+from slayq.telemetry import tracing
+from slayq.telemetry.logs import current_event, enter_step, leave_step
+from slayq.telemetry.metrics import observe_step
 
 if TYPE_CHECKING:
     import random
@@ -483,6 +487,21 @@ async def _timed(work: Awaitable[Any], limit: timedelta | None, *, what: str) ->
 
 
 async def _call(cmd: RunStep) -> Any:
+    """Run a step's handler under its span and log context, and observe its duration
+    (labelled with the event of the run being driven, which the engine boundary set)."""
+    token = enter_step(cmd.name)
+    started = time.perf_counter()
+    try:
+        if tracing.enabled():
+            with tracing.step_span(cmd.name):
+                return await _call_handler(cmd)
+        return await _call_handler(cmd)
+    finally:
+        observe_step(current_event(), time.perf_counter() - started)
+        leave_step(token)
+
+
+async def _call_handler(cmd: RunStep) -> Any:
     fn = cmd.fn
     # An async def, or an object whose __call__ is one.
     if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__):

@@ -29,6 +29,7 @@ import msgspec
 
 from slayq.model import Continue, ErrorInfo, Failed, Transition
 from slayq.runtime.retry import DEFAULT_RETRY_POLICY, RetryPolicy
+from slayq.telemetry.metrics import record_delivery
 from slayq.transport.errors import BodyTooLargeError, DeliveryError
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ class HttpExecutor:
         refusal = self.refusal(endpoint)
         if refusal is not None or endpoint is None:
             error = ErrorInfo(type="EndpointError", message=refusal or "no endpoint")
+            record_delivery(claim, "refused")
             await commit(claim.lease, Transition(steps=[], outcome=Failed(error)))
             return
         current = claim
@@ -97,6 +99,7 @@ class HttpExecutor:
                 await self._failed(claim, exc, commit)
                 return
             self._failing_since.pop(endpoint, None)
+            record_delivery(claim, "delivered")
             await commit(claim.lease, transition)
             if not isinstance(transition.outcome, Continue):
                 return
@@ -123,9 +126,11 @@ class HttpExecutor:
         # commit, as every failed attempt is; only a hand-back is logged here.
         if exc.permanent:
             error = ErrorInfo(type=_error_type(exc), message=str(exc))
+            record_delivery(claim, "refused")
             await commit(claim.lease, Transition(steps=[], outcome=Failed(error)))
             return
         if exc.may_have_run:
+            record_delivery(claim, "lost")
             retry_after = (
                 self.retry_policy.delay(claim.attempt)
                 if claim.attempt < claim.max_attempts
@@ -134,6 +139,7 @@ class HttpExecutor:
             error = ErrorInfo(type="DeliveryError", message=str(exc))
             await commit(claim.lease, Transition(steps=[], outcome=Failed(error, retry_after)))
             return
+        record_delivery(claim, "unreachable")
         now = time.monotonic()
         failing = timedelta(seconds=now - self._failing_since.setdefault(exc.endpoint, now))
         nominal = min(MAX_UNDELIVERED_DELAY, max(MIN_UNDELIVERED_DELAY, failing))

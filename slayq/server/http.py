@@ -1,4 +1,5 @@
-"""The server's HTTP side (Starlette): a health check and the signed ingest RPC."""
+"""The server's HTTP side (Starlette): a health check, Prometheus metrics and the signed
+ingest RPC."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import msgspec
+import prometheus_client
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
@@ -165,8 +167,13 @@ def create_app(
             return _json({"status": "unavailable", "error": str(exc)}, 503)
         return _json({"status": "ok", "unserved_queues": unserved})
 
+    async def metrics(request: Request) -> Response:
+        exposition = prometheus_client.generate_latest(prometheus_client.REGISTRY)
+        return Response(exposition, media_type=prometheus_client.CONTENT_TYPE_LATEST)
+
     routes = [
         Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route(
             f"/ingest/{ingest.SEND_EVENTS}", rpc(ingest.SendEvents, send_events), methods=["POST"]
         ),

@@ -89,6 +89,7 @@ class _Run:
     run_at: datetime | None
     event_cursor: int
     may_wait: bool
+    trace: dict[str, str] | None = None
     status: RunStatus = "queued"
     attempt: int = 1
     steps: list[StepRecord] = field(default_factory=list)
@@ -187,6 +188,7 @@ class MemoryStore:
             run_at=run_at,
             event_cursor=self._event_seq,
             may_wait=new.may_wait,
+            trace=new.trace,
         )
         return new.id
 
@@ -243,6 +245,8 @@ class MemoryStore:
                     memo=[_copy_struct(step) for step in run.steps],
                     endpoint=run.endpoint,
                     taken_over_from=taken_over_from,
+                    trace=run.trace,
+                    due_at=run.run_at or now,
                 )
             )
         return claims

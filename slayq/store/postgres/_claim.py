@@ -118,14 +118,15 @@ claimed as (
     from chosen as c
     where r.id = c.id
     returning r.id, r.lease_token, r.lease_expires_at, r.event, r.data, r.queue, r.attempt,
-              r.max_attempts, r.endpoint, c.previous_owner, c.priority, c.due_at, c.seq
+              r.max_attempts, r.endpoint, c.previous_owner, c.priority, c.due_at, c.seq,
+              r.trace
 )
 select id::text, lease_token, lease_expires_at, event, data, queue, attempt, max_attempts,
-       endpoint, previous_owner, null::text as parent, priority, due_at, seq
+       endpoint, previous_owner, null::text as parent, priority, due_at, seq, trace
 from claimed
 union all
 select d.id::text, null, null, null, null, null, null, null, null, null,
-       r.parent_run_id::text, d.priority, d.due_at, d.seq
+       r.parent_run_id::text, d.priority, d.due_at, d.seq, null
 from doomed as d
 join runs as r on r.id = d.id
 order by priority, due_at, seq
@@ -197,7 +198,7 @@ async def claim(
         rows = await cursor.fetchall()
         # In claim order: a claimed run has a lease token (row[1]); a run that failed
         # instead has none, and names its caller (row[10]) if it was invoked.
-        claimed = [row[:10] for row in rows if row[1] is not None]
+        claimed = [row for row in rows if row[1] is not None]
         dead = [row[0] for row in rows if row[1] is None]
         if dead:
             # A caller claimed before its callee failed here already had its pending
@@ -233,6 +234,8 @@ async def claim(
             memo=load_memo(memo_by_run.get(run_id)),
             endpoint=endpoint,
             taken_over_from=previous_owner,
+            trace=trace,
+            due_at=due_at,
         )
         for (
             run_id,
@@ -245,5 +248,10 @@ async def claim(
             max_attempts,
             endpoint,
             previous_owner,
+            _parent,
+            _priority,
+            due_at,
+            _seq,
+            trace,
         ) in claimed
     ]

@@ -63,6 +63,7 @@ class _RunRow(msgspec.Struct):
     cancel_on: list[CancelRule]
     endpoint: str | None
     may_wait: bool
+    trace: dict[str, str] | None
 
 
 def run_rows(
@@ -91,6 +92,7 @@ def run_rows(
             cancel_on=run.cancel_on,
             endpoint=run.endpoint,
             may_wait=run.may_wait,
+            trace=run.trace,
         )
         for idx, run, cursor in runs
     ]

@@ -111,7 +111,7 @@ with x as (
     from json_to_recordset(%(rows)s::json) as t(
         idx int, cursor bigint, id uuid, event text, data json, queue text, priority int,
         max_attempts int, key text, delay_us bigint, run_at timestamptz, parent_id uuid,
-        parent_step text, cancel_on json, endpoint text, may_wait boolean)
+        parent_step text, cancel_on json, endpoint text, may_wait boolean, trace json)
     where %(guard_id)s::uuid is null
        or exists (select 1 from runs where id = %(guard_id)s::uuid and {HELD})
 ),
@@ -122,11 +122,11 @@ base as (
 inserted as (
     insert into runs (id, event, data, queue, priority, max_attempts, key, parent_run_id,
                       parent_step, created_at, updated_at, run_at, event_cursor, endpoint,
-                      may_wait)
+                      may_wait, trace)
     select x.id, x.event, x.data, x.queue, x.priority, x.max_attempts, x.key,
            x.parent_id, x.parent_step, {NOW}, {NOW},
            coalesce(x.run_at, {NOW} + coalesce(x.delay_us, 0) * interval '1 microsecond'),
-           coalesce(x.cursor, base.seq), x.endpoint, x.may_wait
+           coalesce(x.cursor, base.seq), x.endpoint, x.may_wait, x.trace
     from x, base
     order by x.idx
     on conflict (event, key) where key is not null do nothing
