@@ -17,6 +17,7 @@ from slayq.runtime.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 if TYPE_CHECKING:
     import random
 
+    from slayq.runtime.clock import Clock
     from slayq.runtime.registry import Registry
 
 Commit = Callable[[Lease, Transition], Awaitable[None]]
@@ -30,8 +31,11 @@ async def drive(
     retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
     rng: random.Random | None = None,
     max_new_steps: int = 1,
+    clock: Clock | None = None,
 ) -> Transition:
     """Run ``claim`` until it suspends, finishes or fails; return the last transition.
+
+    ``clock`` times the step handlers for the record (the system clock by default).
 
     Raises what ``commit`` raises (``LeaseLostError`` when the run was taken over or
     cancelled); the engine itself never raises for user code.
@@ -41,7 +45,12 @@ async def drive(
         await commit(claim.lease, transition)
         return transition
     execution = Execution.start(
-        registry, claim, retry_policy=retry_policy, rng=rng, max_new_steps=max_new_steps
+        registry,
+        claim,
+        retry_policy=retry_policy,
+        rng=rng,
+        max_new_steps=max_new_steps,
+        clock=clock,
     )
     try:
         while True:

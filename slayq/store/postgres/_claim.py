@@ -15,8 +15,14 @@ from typing import TYPE_CHECKING, Any
 from slayq.model import CANCELLED, LEASE_EXPIRED, Claim, Lease, RunId
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres._codec import dump, load_memo
+from slayq.store.postgres._history import ended_attempt
 from slayq.store.postgres._queries import NOW, PAIRS, TIMED, compact
 from slayq.store.postgres._run_queries import STEP_JSON
+
+# The current attempt of an expired lease's run (the columns ``ended_attempt`` reads).
+CURRENT_OF_R = (
+    "r.attempt, r.attempt_started_at, r.lease_owner, r.attempt_replayed, r.attempt_executed"
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -66,7 +72,7 @@ due as (
 expired as (
     -- every lease that ran out: few, as there are only as many as runs in flight
     select r.id, r.queue, r.priority, r.run_at, r.seq, r.lease_owner as previous_owner,
-           r.attempt >= r.max_attempts as exhausted
+           r.attempt >= r.max_attempts as exhausted, {CURRENT_OF_R}
     from runs as r
     where r.status = 'running' and r.lease_expires_at <= {NOW}
       and (%(all)s or r.queue in (select queue from route))
@@ -101,6 +107,13 @@ doomed as (
     select * from placed
     where exhausted and (%(all)s or nth_in_group < free) and nth < %(limit)s
 ),
+-- a lease taken over or run out on the last attempt ends its attempt as lease_expired
+taken as (
+    select * from expired
+    where id in (select id from chosen) or id in (select id from doomed)
+),
+{ended_attempt("taken", "'lease_expired'", "%(lease_expired)s::json", now=NOW)},
+spent as (update runs set attempt_started_at = null where id in (select id from doomed)),
 claimed as (
     update runs as r set
         status = 'running',
@@ -110,7 +123,8 @@ claimed as (
         updated_at = {NOW},
         -- taking over an expired lease: its holder is presumed dead, an attempt is spent
         attempt = case when r.status = 'running' then r.attempt + 1 else r.attempt end,
-        error = case when r.status = 'running' then %(lease_expired)s::json else r.error end
+        error = case when r.status = 'running' then %(lease_expired)s::json else r.error end,
+        attempt_started_at = {NOW}, attempt_replayed = 0, attempt_executed = 0
     from chosen as c
     where r.id = c.id
     returning r.id, r.lease_token, r.lease_expires_at, r.event, r.data, r.queue, r.attempt,
@@ -131,10 +145,14 @@ order by priority, due_at, seq
 # and resolves to null.
 EXPIRE_PENDING = compact(f"""
 with gone as (
-    delete from pending where run_id = any(%(ids)s::uuid[]) returning run_id, name, kind, pos
+    delete from pending where run_id = any(%(ids)s::uuid[])
+    returning run_id, name, kind, pos, started_at
 )
-insert into steps (run_id, name, kind, output, finished_at)
-select run_id, name, kind, 'null'::json, {NOW} from gone order by run_id, pos
+insert into steps (run_id, name, kind, output, finished_at, started_at, duration, attempt)
+select g.run_id, g.name, g.kind, 'null'::json, {NOW}, g.started_at, {NOW} - g.started_at,
+       r.attempt
+from gone as g join runs as r on r.id = g.run_id
+order by g.run_id, g.pos
 on conflict (run_id, name) do nothing
 """)
 

@@ -54,7 +54,8 @@ async def commit(
     held: AsyncCursor[Any]
     async with conn.pipeline() as pipeline, conn.transaction():
         await lock_event_names(conn, shared=ingest.logged_names if ingest else (), exclusive=waits)
-        held = await conn.execute(rq.HELD_ROW, {"id": lease.run_id, "token": lease.token})
+        counts = {"replayed": transition.replayed, "executed": len(transition.steps)}
+        held = await conn.execute(rq.HELD_ROW, {"id": lease.run_id, "token": lease.token} | counts)
         if transition.steps:
             params = step_rows(lease.run_id, lease.token, transition.steps)
             await conn.execute(rq.INSERT_STEPS, params | {"now": now})
@@ -93,6 +94,7 @@ async def _commit_direct(
         "now": now,
         "channel": channel,
         "finishes": _finishes(outcome),
+        "replayed": transition.replayed,
         "outcome": "continue",
         "result": None,
         "error": None,
