@@ -82,6 +82,7 @@ from slayq.runtime.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 if TYPE_CHECKING:
     import random
     from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+
     from slayq.runtime.registry import Registry
 
 # Errors that will happen again on every attempt: retrying them only burns time.

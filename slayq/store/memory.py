@@ -11,17 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import count
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
 from slayq.errors import LeaseLostError, RunNotFoundError, StoreError, StoreInputError
 from slayq.model import (
     CANCELLED,
-    AttemptInfo,
-    AttemptOutcome,
     FINISHED_STATUSES,
     LEASE_EXPIRED,
+    AttemptInfo,
+    AttemptOutcome,
     CancelRule,
     Claim,
     Completed,
@@ -415,7 +415,9 @@ class MemoryStore:
         )
         run.attempt_started_at = None
 
-    def _finish(self, run: _Run, status: RunStatus, now: datetime) -> None:
+    def _finish(
+        self, run: _Run, status: Literal["completed", "failed", "cancelled"], now: datetime
+    ) -> None:
         if run.status == "running":
             self._end_attempt(run, status, now, run.error if status == "failed" else None)
         run.status = status
