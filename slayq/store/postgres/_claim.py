@@ -19,11 +19,6 @@ from slayq.store.postgres._history import ended_attempt
 from slayq.store.postgres._queries import NOW, PAIRS, TIMED, compact
 from slayq.store.postgres._run_queries import STEP_JSON
 
-# The current attempt of an expired lease's run (the columns ``ended_attempt`` reads).
-CURRENT_OF_R = (
-    "r.attempt, r.attempt_started_at, r.lease_owner, r.attempt_replayed, r.attempt_executed"
-)
-
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime, timedelta
@@ -72,7 +67,7 @@ due as (
 expired as (
     -- every lease that ran out: few, as there are only as many as runs in flight
     select r.id, r.queue, r.priority, r.run_at, r.seq, r.lease_owner as previous_owner,
-           r.attempt >= r.max_attempts as exhausted, {CURRENT_OF_R}
+           r.attempt >= r.max_attempts as exhausted
     from runs as r
     where r.status = 'running' and r.lease_expires_at <= {NOW}
       and (%(all)s or r.queue in (select queue from route))
@@ -107,13 +102,6 @@ doomed as (
     select * from placed
     where exhausted and (%(all)s or nth_in_group < free) and nth < %(limit)s
 ),
--- a lease taken over or run out on the last attempt ends its attempt as lease_expired
-taken as (
-    select * from expired
-    where id in (select id from chosen) or id in (select id from doomed)
-),
-{ended_attempt("taken", "'lease_expired'", "%(lease_expired)s::json", now=NOW)},
-spent as (update runs set attempt_started_at = null where id in (select id from doomed)),
 claimed as (
     update runs as r set
         status = 'running',
@@ -124,7 +112,9 @@ claimed as (
         -- taking over an expired lease: its holder is presumed dead, an attempt is spent
         attempt = case when r.status = 'running' then r.attempt + 1 else r.attempt end,
         error = case when r.status = 'running' then %(lease_expired)s::json else r.error end,
-        attempt_started_at = {NOW}, attempt_replayed = 0, attempt_executed = 0
+        -- a takeover's ended attempt is recorded by END_EXPIRED, which then sets this
+        attempt_started_at = case when r.status = 'running' then r.attempt_started_at
+                                  else {NOW} end
     from chosen as c
     where r.id = c.id
     returning r.id, r.lease_token, r.lease_expires_at, r.event, r.data, r.queue, r.attempt,
@@ -139,6 +129,29 @@ select d.id::text, null, null, null, null, null, null, null, null, null,
 from doomed as d
 join runs as r on r.id = d.id
 order by priority, due_at, seq
+""")
+
+# The attempts whose lease ran out, of runs this claim took over (``claimed``) or failed
+# (as ``runs``' walk reached them on their last attempt): ``number`` and ``owner`` of the
+# ended attempt (null: the run's own, unchanged by the claim). A taken-over run's new
+# attempt starts now; a failed one has none.
+END_EXPIRED = compact(f"""
+with ending as (
+    select r.id, coalesce(t.number, r.attempt) as attempt, r.attempt_started_at,
+           coalesce(t.owner, r.lease_owner) as lease_owner, r.attempt_replayed,
+           r.attempt_executed, t.claimed
+    from unnest(%(ids)s::uuid[], %(numbers)s::int[], %(owners)s::text[], %(claimed)s::bool[])
+         as t(id, number, owner, claimed)
+    join runs as r on r.id = t.id
+),
+{ended_attempt("ending", "'lease_expired'", "%(lease_expired)s::json", now=NOW)},
+reset as (
+    update runs as r set attempt_started_at = case when e.claimed then {NOW} end,
+                         attempt_replayed = 0, attempt_executed = 0
+    from ending as e
+    where r.id = e.id
+)
+select count(*) from ending
 """)
 
 # A claimed run that was suspended: whatever is still pending has expired (it was due)
@@ -213,6 +226,16 @@ async def claim(
         # instead has none, and names its caller (row[10]) if it was invoked.
         claimed = [row[:10] for row in rows if row[1] is not None]
         dead = [row[0] for row in rows if row[1] is None]
+        taken = [(row[0], row[6] - 1, row[9]) for row in claimed if row[9] is not None]
+        if taken or dead:
+            ended = [*taken, *((run_id, None, None) for run_id in dead)]
+            expired = {
+                "ids": [e[0] for e in ended],
+                "numbers": [e[1] for e in ended],
+                "owners": [e[2] for e in ended],
+                "claimed": [e[1] is not None for e in ended],
+            }
+            await conn.execute(END_EXPIRED, params | expired)
         if dead:
             # A caller claimed before its callee failed here already had its pending
             # steps resolve to None at its claim; otherwise the callee's error answers it.

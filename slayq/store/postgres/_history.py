@@ -4,8 +4,9 @@ claim, commit, release and cancel runs (see migration 0006).
 The conventions of ``_queries`` hold here too. The runs row carries the current attempt:
 ``attempt_started_at`` is set by the claim and cleared by whatever ends the attempt, so
 it is set exactly while an attempt runs whose row ``attempts`` does not have yet;
-``attempt_replayed`` and ``attempt_executed`` add up what its commits did. Ending an
-attempt writes one row, as a CTE of the statement that already ends it.
+``attempt_replayed`` and ``attempt_executed`` add up what its commits did, and go back to
+zero when it ends (the claim, already near psycopg's 4 kB cache limit, leaves them).
+Ending an attempt writes one row, as a CTE of the statement that already ends it.
 """
 
 from __future__ import annotations
@@ -14,17 +15,26 @@ from __future__ import annotations
 CURRENT = "id, attempt, attempt_started_at, lease_owner, attempt_replayed, attempt_executed"
 
 
-def ended_attempt(source: str, outcome: str, error: str, *, now: str) -> str:
-    """A CTE ``ended`` that records the attempt of each ``source`` row (columns as
-    ``CURRENT``) with ``outcome`` and ``error`` (SQL expressions) as ended at ``now``.
-    A row without a running attempt (its attempt was recorded already) records none."""
+def ended_attempt(
+    source: str,
+    outcome: str,
+    error: str,
+    *,
+    now: str,
+    where: str = "true",
+    replayed: str = "e.attempt_replayed",
+    executed: str = "e.attempt_executed",
+) -> str:
+    """A CTE ``ended`` that records the attempt of each ``source`` row ``e`` (columns as
+    ``CURRENT``) passing ``where``, with ``outcome`` and ``error`` (SQL expressions), as
+    ended at ``now``. A row without a running attempt (recorded already) records none.
+    Short: a statement over 4 kB is parsed again on every execution (see ``compact``)."""
     return f"""ended as (
-    insert into attempts (run_id, number, started_at, ended_at, owner, outcome, error,
-                          replayed, executed)
+    insert into attempts
     select e.id, e.attempt, e.attempt_started_at, {now}, e.lease_owner, {outcome}, {error},
-           e.attempt_replayed, e.attempt_executed
+           {replayed}, {executed}
     from {source} as e
-    where e.attempt_started_at is not null
+    where e.attempt_started_at is not null and {where}
 )"""
 
 

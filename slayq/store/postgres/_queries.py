@@ -220,7 +220,8 @@ finished as (
         result = coalesce(%(result)s::json, result),
         error = coalesce(%(error)s::json, error),
         finished_at = {NOW}, updated_at = {NOW},
-        run_at = null, lease_expires_at = null, lease_owner = null, attempt_started_at = null
+        run_at = null, lease_expires_at = null, lease_owner = null,
+        attempt_started_at = null, attempt_replayed = 0, attempt_executed = 0
     where id in (select id from locked)
     returning id, queue
 ),

@@ -42,7 +42,8 @@ with ending as (select {CURRENT} from runs where id = %(id)s::uuid and {HELD}),
 retried as (
     update runs set
         status = 'queued', error = %(error)s::json, attempt = attempt + 1,
-        run_at = {NOW} + %(retry_after)s::interval, attempt_started_at = null,
+        run_at = {NOW} + %(retry_after)s::interval,
+        attempt_started_at = null, attempt_replayed = 0, attempt_executed = 0,
         lease_expires_at = null, lease_owner = null, updated_at = {NOW}
     where id = %(id)s::uuid and {HELD}
     returning queue, run_at
@@ -69,20 +70,15 @@ recorded as (
     from go, {_STEP_ARRAYS}
     order by t.ord
 ),
--- the attempt as this commit leaves it: an outcome other than continue ends it
-closing as (
-    select id, attempt, attempt_started_at, lease_owner,
-           attempt_replayed + %(replayed)s as attempt_replayed,
-           attempt_executed + cardinality(%(names)s::text[]) as attempt_executed
-    from go where %(outcome)s::text <> 'continue'
-),
 {
     ended_attempt(
-        "closing",
-        "case %(outcome)s::text when 'retry' then 'retrying' when 'sleep' then 'suspended'"
-        " else %(outcome)s::text end",
-        "case when %(outcome)s::text in ('failed', 'retry') then %(error)s::json end",
+        "go",
+        "%(ended)s",
+        "%(error)s::json",
         now=NOW,
+        where="%(ended)s::text is not null",
+        replayed="e.attempt_replayed + %(replayed)s",
+        executed="e.attempt_executed + %(executed)s",
     )
 },
 naps as (
@@ -122,8 +118,10 @@ changed as (
         lease_owner = case when %(outcome)s::text = 'continue' then r.lease_owner end,
         attempt_started_at = case when %(outcome)s::text = 'continue'
                                   then r.attempt_started_at end,
-        attempt_replayed = r.attempt_replayed + %(replayed)s,
-        attempt_executed = r.attempt_executed + cardinality(%(names)s::text[])
+        attempt_replayed = case when %(ended)s::text is null
+                                then r.attempt_replayed + %(replayed)s else 0 end,
+        attempt_executed = case when %(ended)s::text is null
+                                then r.attempt_executed + %(executed)s else 0 end
     from go, wake
     where r.id = go.id
     returning r.queue, r.status, r.run_at
@@ -191,7 +189,7 @@ suspended as (
         status = case when s.n = 0 then 'queued' when s.only_sleeps then 'sleeping'
                       else 'waiting' end,
         run_at = case when s.n = 0 then {NOW} when s.forever then null else s.latest end,
-        attempt_started_at = null,
+        attempt_started_at = null, attempt_replayed = 0, attempt_executed = 0,
         lease_expires_at = null, lease_owner = null, updated_at = {NOW}
     from s
     where r.id = %(id)s::uuid and r.{HELD}
@@ -220,7 +218,8 @@ with ending as (select {CURRENT} from runs where id = %(id)s::uuid and {HELD} fo
 released as (
     update runs set status = 'queued', run_at = {NOW} + coalesce(%(delay)s::interval, '0'),
         error = coalesce(%(error)s, error), lease_expires_at = null,
-        lease_owner = null, attempt_started_at = null, updated_at = {NOW}
+        lease_owner = null, updated_at = {NOW},
+        attempt_started_at = null, attempt_replayed = 0, attempt_executed = 0
     where id in (select id from ending)
     returning queue, run_at
 )

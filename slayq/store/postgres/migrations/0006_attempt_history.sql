@@ -17,9 +17,6 @@ update runs set attempt_started_at = updated_at where status = 'running';
 
 create table attempts (
     run_id uuid not null references runs (id) on delete cascade,
-    -- the order attempts ended in; several entries may share a number (a run that
-    -- suspends or is released goes on with the same attempt number)
-    id bigint generated always as identity,
     number integer not null,
     started_at timestamptz not null,
     ended_at timestamptz not null,
@@ -31,6 +28,10 @@ create table attempts (
     error json,
     replayed integer not null,
     executed integer not null,
+    -- the order attempts ended in; several entries may share a number (a run that
+    -- suspends or is released goes on with the same attempt number). Last, so that
+    -- inserts may name no columns.
+    id bigint generated always as identity,
     primary key (run_id, id)
 );
 
