@@ -46,6 +46,11 @@ class StepRecord(msgspec.Struct, frozen=True):
     output: Any = None
     error: ErrorInfo | None = None
     finished_at: datetime | None = None
+    # When it began (a handler's start; when the run suspended on a sleep, wait or
+    # invocation), how long it took, and the run's attempt number when it was recorded.
+    started_at: datetime | None = None
+    duration: timedelta | None = None
+    attempt: int | None = None
 
 
 class CancelRule(msgspec.Struct, frozen=True):
@@ -154,6 +159,8 @@ class Transition(msgspec.Struct, frozen=True):
     steps: list[StepRecord]
     outcome: Outcome
     sent: list[OutgoingEvent] = []
+    # How many memo records this drive answered without running anything (replay).
+    replayed: int = 0
 
 
 class Lease(msgspec.Struct, frozen=True):
@@ -186,6 +193,37 @@ class Claim(msgspec.Struct, frozen=True):
     due_at: datetime | None = None
 
 
+AttemptOutcome = Literal[
+    "running",
+    "completed",
+    "failed",
+    "retrying",
+    "suspended",
+    "lease_expired",
+    "cancelled",
+    "released",
+]
+
+
+class AttemptInfo(msgspec.Struct, frozen=True):
+    """One attempt of a run: from a claim to the commit (or takeover) that ended it.
+
+    ``number`` is the attempt number the function saw (``ctx.attempt``): a run that
+    suspends and resumes, or is released, goes on with the same number, so several
+    entries may share it. ``replayed`` counts memo records answered from the memo,
+    ``executed`` the steps this attempt recorded (handlers run, events sent).
+    """
+
+    number: int
+    started_at: datetime
+    ended_at: datetime | None
+    owner: str | None
+    outcome: AttemptOutcome
+    error: ErrorInfo | None = None
+    replayed: int = 0
+    executed: int = 0
+
+
 class RunInfo(msgspec.Struct, frozen=True):
     """A snapshot of a run: what it is doing and what it did."""
 
@@ -208,6 +246,8 @@ class RunInfo(msgspec.Struct, frozen=True):
     parent: ParentLink | None = None
     finished_at: datetime | None = None
     endpoint: str | None = None
+    # Every attempt, oldest first; the current one (outcome "running") last.
+    history: list[AttemptInfo] = []
 
 
 class Schedule(msgspec.Struct, frozen=True):

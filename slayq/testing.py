@@ -102,6 +102,7 @@ class Harness:
                 self.store.commit,
                 retry_policy=self._retry_policy,
                 rng=self._rng,
+                clock=self.clock,
             )
         raise RuntimeError(
             f"run_until_idle: still busy after {self._max_drives} drives; "

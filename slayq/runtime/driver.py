@@ -23,6 +23,7 @@ from slayq.telemetry.logs import enter_run, leave_run
 if TYPE_CHECKING:
     import random
 
+    from slayq.runtime.clock import Clock
     from slayq.runtime.registry import Registry
 
 Commit = Callable[[Lease, Transition], Awaitable[None]]
@@ -36,18 +37,22 @@ async def drive(
     retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
     rng: random.Random | None = None,
     max_new_steps: int = 1,
+    clock: Clock | None = None,
 ) -> Transition:
     """Run ``claim`` until it suspends, finishes or fails; return the last transition.
+
+    ``clock`` times the step handlers for the record (the system clock by default).
 
     Raises what ``commit`` raises (``LeaseLostError`` when the run was taken over or
     cancelled); the engine itself never raises for user code.
     """
     token = enter_run(claim.lease.run_id, claim.event, claim.queue, claim.attempt)
     try:
+        args = (registry, claim, commit, retry_policy, rng, max_new_steps, clock)
         if not tracing.enabled():
-            return await _drive(registry, claim, commit, retry_policy, rng, max_new_steps)
+            return await _drive(*args)
         with tracing.attempt_span(claim) as span:
-            transition = await _drive(registry, claim, commit, retry_policy, rng, max_new_steps)
+            transition = await _drive(*args)
             span.ended(transition)
             return transition
     finally:
@@ -61,13 +66,19 @@ async def _drive(
     retry_policy: RetryPolicy,
     rng: random.Random | None,
     max_new_steps: int,
+    clock: Clock | None,
 ) -> Transition:
     if claim.event not in registry.functions:
         transition = _unknown_function(claim, retry_policy, rng)
         await commit(claim.lease, transition)
         return transition
     execution = Execution.start(
-        registry, claim, retry_policy=retry_policy, rng=rng, max_new_steps=max_new_steps
+        registry,
+        claim,
+        retry_policy=retry_policy,
+        rng=rng,
+        max_new_steps=max_new_steps,
+        clock=clock,
     )
     try:
         while True:

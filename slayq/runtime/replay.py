@@ -23,7 +23,8 @@ This is the only place replay logic lives. An ``Execution`` wraps one run's gene
 
 ``advance()`` never raises for anything the user's code does: failures become a
 ``Failed`` outcome (with ``retry_after`` set while attempts remain), like Temporal's
-activation boundary. It reads no clock; durations are left for the store to anchor.
+activation boundary. Its decisions read no clock (durations are left for the store to
+anchor); the injected ``clock`` only times ``step.run`` handlers for the record.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import contextlib
 import inspect
 import time
 import traceback
+from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +64,7 @@ from slayq.model import (
     Suspend,
     Transition,
 )
+from slayq.runtime.clock import Clock, SystemClock
 from slayq.runtime.commands import (
     Finish,
     InvokeStep,
@@ -83,7 +86,6 @@ from slayq.telemetry.metrics import observe_step
 if TYPE_CHECKING:
     import random
     from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-    from datetime import timedelta
 
     from slayq.runtime.registry import Registry
 
@@ -101,6 +103,9 @@ ERRORS_IN_A_ROW = 100
 # with the one handler a transition may run; a function sending in an endless loop would
 # otherwise never return from advance(), holding the event loop and growing without end.
 STEPS_PER_COMMIT = 1000
+
+_SYSTEM_CLOCK = SystemClock()
+_ZERO = timedelta(0)
 
 
 class _HandlerFailed(Exception):
@@ -128,6 +133,7 @@ class Execution:
         retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
         rng: random.Random | None = None,
         max_new_steps: int = 1,
+        clock: Clock | None = None,
     ) -> None:
         self.function = function
         self.run_id = run_id
@@ -141,6 +147,7 @@ class Execution:
         self._retry_policy = retry_policy
         self._rng = rng
         self._max_new_steps = max(1, max_new_steps)
+        self._clock = clock if clock is not None else _SYSTEM_CLOCK
         self._gen: AsyncGenerator[Any, Any] | None = None
         self._send: Any = None
         self._throw: BaseException | None = None
@@ -172,6 +179,7 @@ class Execution:
             raise RuntimeError("this execution has finished; start a new one to drive the run")
         steps: list[StepRecord] = []
         sent: list[OutgoingEvent] = []
+        cursor = self._cursor
         try:
             outcome = await self._drive(steps, sent)
         except _HandlerFailed as failure:
@@ -180,7 +188,8 @@ class Execution:
             outcome = self._failed(exc)
         if not isinstance(outcome, Continue):
             await self.aclose()
-        return Transition(steps=steps, outcome=outcome, sent=sent)
+        replayed = self._cursor - cursor
+        return Transition(steps=steps, outcome=outcome, sent=sent, replayed=replayed)
 
     async def aclose(self) -> None:
         self.finished = True
@@ -419,8 +428,11 @@ class Execution:
 
     async def _run(self, cmd: RunStep) -> StepRecord:
         timeout = cmd.timeout if cmd.timeout is not None else self.function.step_timeout
+        started_at = self._clock.now()
         try:
             output = await _timed(_call(cmd), timeout, what=f"step {cmd.name!r}")
+            # A wall clock may step back: a duration is never negative.
+            duration = max(self._clock.now() - started_at, _ZERO)
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 raise
@@ -429,7 +441,9 @@ class Execution:
             stored = self._as_json(output, what=f"step {cmd.name!r}")
         except StepOutputError as exc:
             raise _HandlerFailed(cmd.name, exc) from None
-        return StepRecord(name=cmd.name, kind="run", output=stored)
+        return StepRecord(
+            name=cmd.name, kind="run", output=stored, started_at=started_at, duration=duration
+        )
 
     async def _run_concurrently(self, commands: list[RunStep], steps: list[StepRecord]) -> None:
         """Run handlers side by side. Finished ones are recorded even if another failed."""

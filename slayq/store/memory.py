@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import count
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
@@ -20,6 +20,8 @@ from slayq.model import (
     CANCELLED,
     FINISHED_STATUSES,
     LEASE_EXPIRED,
+    AttemptInfo,
+    AttemptOutcome,
     AuditEntry,
     CancelRule,
     Claim,
@@ -69,6 +71,7 @@ def _copy(value: Any) -> Any:
 class _Pending:
     step: PendingStep
     expires_at: datetime | None
+    started_at: datetime
 
 
 @dataclass
@@ -101,6 +104,11 @@ class _Run:
     result: Any = None
     error: ErrorInfo | None = None
     finished_at: datetime | None = None
+    # The attempt running now: set from its claim until it ends (see ``_end_attempt``).
+    attempt_started_at: datetime | None = None
+    replayed: int = 0
+    executed: int = 0
+    history: list[AttemptInfo] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -224,6 +232,7 @@ class MemoryStore:
             taken_over_from = run.owner if run.status == "running" else None
             if run.status == "running" and not self._take_over(run, now):
                 continue
+            run.attempt_started_at, run.replayed, run.executed = now, 0, 0
             for pending in list(run.pending.values()):
                 self._resolve(run, pending.step.name, now, output=None, wake=False)
             if slot is not None:
@@ -242,7 +251,7 @@ class MemoryStore:
                     queue=run.queue,
                     attempt=run.attempt,
                     max_attempts=run.max_attempts,
-                    memo=[_copy_struct(step) for step in run.steps],
+                    memo=[_memo_record(step) for step in run.steps],
                     endpoint=run.endpoint,
                     taken_over_from=taken_over_from,
                     trace=run.trace,
@@ -274,6 +283,7 @@ class MemoryStore:
 
     def _take_over(self, run: _Run, now: datetime) -> bool:
         """A lease ran out: its holder is presumed dead, which costs the run an attempt."""
+        self._end_attempt(run, "lease_expired", now, LEASE_EXPIRED)
         run.error = LEASE_EXPIRED
         if run.attempt >= run.max_attempts:
             self._finish(run, "failed", now)
@@ -295,7 +305,19 @@ class MemoryStore:
         # Everything that can fail is checked above this line: nothing is half-applied.
         _check_times(now, transition.sent, _times_of(transition.outcome))
         for record in transition.steps:
-            run.steps.append(msgspec.structs.replace(record, finished_at=now))
+            started_at = record.started_at or now
+            duration = record.duration if record.duration is not None else now - started_at
+            run.steps.append(
+                msgspec.structs.replace(
+                    record,
+                    finished_at=now,
+                    started_at=started_at,
+                    duration=max(duration, timedelta(0)),
+                    attempt=run.attempt,
+                )
+            )
+        run.replayed += transition.replayed
+        run.executed += len(transition.steps)
         for event in transition.sent:
             self._ingest(event)
         if run.status != "running" or run.token != lease.token:
@@ -306,6 +328,7 @@ class MemoryStore:
             return
         run.lease_expires_at = None
         if isinstance(outcome, Suspend):
+            self._end_attempt(run, "suspended", now)
             self._suspend(run, outcome.pending, now)
         elif isinstance(outcome, Completed):
             run.result = outcome.result
@@ -313,6 +336,7 @@ class MemoryStore:
         elif isinstance(outcome, Failed):
             run.error = outcome.error
             if outcome.retry_after is not None:
+                self._end_attempt(run, "retrying", now, outcome.error)
                 run.status = "queued"
                 run.attempt += 1
                 run.run_at = now + outcome.retry_after
@@ -332,7 +356,7 @@ class MemoryStore:
         run.status = "waiting"
         for step in pending:
             expires_at = step.until or (now + step.delay if step.delay is not None else None)
-            run.pending[step.name] = _Pending(step, expires_at)
+            run.pending[step.name] = _Pending(step, expires_at, now)
             if step.child is not None:
                 self._create(step.child, now)
         for step in pending:
@@ -365,7 +389,14 @@ class MemoryStore:
             return
         run.steps.append(
             StepRecord(
-                name=step_name, kind=pending.step.kind, output=output, error=error, finished_at=now
+                name=step_name,
+                kind=pending.step.kind,
+                output=output,
+                error=error,
+                finished_at=now,
+                started_at=pending.started_at,
+                duration=now - pending.started_at,
+                attempt=run.attempt,
             )
         )
         run.updated_at = now
@@ -384,7 +415,31 @@ class MemoryStore:
         only_sleeps = all(p.step.kind == "sleep" for p in run.pending.values())
         run.status = "sleeping" if only_sleeps else "waiting"
 
-    def _finish(self, run: _Run, status: RunStatus, now: datetime) -> None:
+    def _end_attempt(
+        self, run: _Run, outcome: AttemptOutcome, now: datetime, error: ErrorInfo | None = None
+    ) -> None:
+        """Record the attempt running now (if one is: a takeover recorded it already)."""
+        if run.attempt_started_at is None:
+            return
+        run.history.append(
+            AttemptInfo(
+                number=run.attempt,
+                started_at=run.attempt_started_at,
+                ended_at=now,
+                owner=run.owner,
+                outcome=outcome,
+                error=error,
+                replayed=run.replayed,
+                executed=run.executed,
+            )
+        )
+        run.attempt_started_at = None
+
+    def _finish(
+        self, run: _Run, status: Literal["completed", "failed", "cancelled"], now: datetime
+    ) -> None:
+        if run.status == "running":
+            self._end_attempt(run, status, now, run.error if status == "failed" else None)
         run.status = status
         run.finished_at = now
         run.updated_at = now
@@ -424,6 +479,7 @@ class MemoryStore:
         run = self._runs.get(lease.run_id)
         if run is not None and run.status == "running" and run.token == lease.token:
             now = self.clock.now()
+            self._end_attempt(run, "released", now, error)
             run.status, run.lease_expires_at, run.updated_at = "queued", None, now
             run.run_at = now + (delay or timedelta(0))
             if error is not None:
@@ -456,8 +512,24 @@ class MemoryStore:
                 parent=run.parent,
                 finished_at=run.finished_at,
                 endpoint=run.endpoint,
+                history=[*run.history, *self._running(run)],
             )
         )
+
+    @staticmethod
+    def _running(run: _Run) -> list[AttemptInfo]:
+        if run.status != "running" or run.attempt_started_at is None:
+            return []
+        running = AttemptInfo(
+            number=run.attempt,
+            started_at=run.attempt_started_at,
+            ended_at=None,
+            owner=run.owner,
+            outcome="running",
+            replayed=run.replayed,
+            executed=run.executed,
+        )
+        return [running]
 
     async def cancel_run(self, run_id: RunId) -> bool:
         run = self._runs.get(run_id)
@@ -684,6 +756,11 @@ def _wait_matches(step: PendingStep, name: str, data: dict[str, Any]) -> bool:
     if step.match_field is None:
         return True
     return step.match_field in data and data[step.match_field] == step.match_value
+
+
+def _memo_record(step: StepRecord) -> StepRecord:
+    """A step as the engine replays it: timings and attempts are for readers, not replay."""
+    return _copy_struct(msgspec.structs.replace(step, started_at=None, duration=None, attempt=None))
 
 
 def _copy_struct(value: _S) -> _S:

@@ -97,7 +97,14 @@ class Store(Protocol):
         ...
 
     async def get_run(self, run_id: RunId) -> RunInfo:
-        """A snapshot of the run; ``RunNotFoundError`` if there is none."""
+        """A snapshot of the run, its steps and its attempt history; ``RunNotFoundError``
+        if there is none.
+
+        Every claim starts an attempt; whatever ends it (a commit that does not continue,
+        a takeover of its expired lease, a release, a cancel) records it, with the memo
+        records its commits replayed (``Transition.replayed``) and the steps they
+        recorded. Steps record their start, duration and the run's attempt number.
+        """
         ...
 
     async def cancel_run(self, run_id: RunId) -> bool:

@@ -11,7 +11,7 @@ allocation.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -139,11 +139,8 @@ def record_commit(claim: Claim, transition: Transition, *, first: bool) -> None:
     if isinstance(outcome, Suspend):
         for pending in outcome.pending:
             STEPS_EXECUTED(event, pending.kind).inc()
-    # lead: wire transition.replayed (the history helper adds it to model.Transition);
-    # then read the attribute directly.
-    replayed: Any = getattr(transition, "replayed", 0)
-    if replayed:
-        STEPS_REPLAYED(event).inc(replayed)
+    if transition.replayed:
+        STEPS_REPLAYED(event).inc(transition.replayed)
     if isinstance(outcome, Completed):
         RUNS_FINISHED(event, queue, "completed").inc()
     elif isinstance(outcome, Failed):

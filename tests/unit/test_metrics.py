@@ -73,3 +73,29 @@ async def test_a_takeover_counts_an_expired_lease_and_not_a_new_start() -> None:
     assert sample("slayq_runs_started_total", **labels) == before["slayq_runs_started_total"]
     assert sample("slayq_runs_finished_total", status="completed", **labels) == 1
     assert sample("slayq_runs_in_flight") == 0
+
+
+@pytest.mark.anyio
+async def test_steps_answered_from_the_memo_count_as_replayed() -> None:
+    @slayq.function(event="metrics/replayed")
+    async def replayed(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
+        yield step.run("one", lambda: 1)
+        yield step.run("two", lambda: 2)
+        yield step.sleep("nap", "10ms")  # resumes by replaying "one" and "two"
+        yield step.run("three", lambda: 3)
+
+    before = sample("slayq_steps_replayed_total", event="metrics/replayed")
+    client = Client([replayed], store=MemoryStore())
+    run_id = await client.send_event("metrics/replayed")
+    assert run_id is not None
+    worker = Worker(client, poll_interval=timedelta(milliseconds=10))
+    async with anyio.create_task_group() as group:
+        group.start_soon(worker.run)
+        with anyio.fail_after(10):
+            while True:
+                if (await client.get_run(run_id)).status == "completed":
+                    break
+                await anyio.sleep(0.01)
+        worker.stop()
+    # After the sleep: "one", "two" and the sleep itself are answered from the memo.
+    assert sample("slayq_steps_replayed_total", event="metrics/replayed") - before == 3

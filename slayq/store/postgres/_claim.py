@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from slayq.model import CANCELLED, LEASE_EXPIRED, Claim, Lease, RunId
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres._codec import dump, load_memo
+from slayq.store.postgres._history import ended_attempt
 from slayq.store.postgres._queries import NOW, PAIRS, TIMED, compact
 from slayq.store.postgres._run_queries import STEP_JSON
 
@@ -114,7 +115,10 @@ claimed as (
         updated_at = {NOW},
         -- taking over an expired lease: its holder is presumed dead, an attempt is spent
         attempt = case when r.status = 'running' then r.attempt + 1 else r.attempt end,
-        error = case when r.status = 'running' then %(lease_expired)s::json else r.error end
+        error = case when r.status = 'running' then %(lease_expired)s::json else r.error end,
+        -- a takeover's ended attempt is recorded by END_EXPIRED, which then sets this
+        attempt_started_at = case when r.status = 'running' then r.attempt_started_at
+                                  else {NOW} end
     from chosen as c
     where r.id = c.id
     returning r.id, r.lease_token, r.lease_expires_at, r.event, r.data, r.queue, r.attempt,
@@ -132,14 +136,41 @@ join runs as r on r.id = d.id
 order by priority, due_at, seq
 """)
 
+# The attempts whose lease ran out, of runs this claim took over (``claimed``) or failed
+# (as ``runs``' walk reached them on their last attempt): ``number`` and ``owner`` of the
+# ended attempt (null: the run's own, unchanged by the claim). A taken-over run's new
+# attempt starts now; a failed one has none.
+END_EXPIRED = compact(f"""
+with ending as (
+    select r.id, coalesce(t.number, r.attempt) as attempt, r.attempt_started_at,
+           coalesce(t.owner, r.lease_owner) as lease_owner, r.attempt_replayed,
+           r.attempt_executed, t.claimed
+    from unnest(%(ids)s::uuid[], %(numbers)s::int[], %(owners)s::text[], %(claimed)s::bool[])
+         as t(id, number, owner, claimed)
+    join runs as r on r.id = t.id
+),
+{ended_attempt("ending", "'lease_expired'", "%(lease_expired)s::json", now=NOW)},
+reset as (
+    update runs as r set attempt_started_at = case when e.claimed then {NOW} end,
+                         attempt_replayed = 0, attempt_executed = 0
+    from ending as e
+    where r.id = e.id
+)
+select count(*) from ending
+""")
+
 # A claimed run that was suspended: whatever is still pending has expired (it was due)
 # and resolves to null.
 EXPIRE_PENDING = compact(f"""
 with gone as (
-    delete from pending where run_id = any(%(ids)s::uuid[]) returning run_id, name, kind, pos
+    delete from pending where run_id = any(%(ids)s::uuid[])
+    returning run_id, name, kind, pos, started_at
 )
-insert into steps (run_id, name, kind, output, finished_at)
-select run_id, name, kind, 'null'::json, {NOW} from gone order by run_id, pos
+insert into steps (run_id, name, kind, output, finished_at, started_at, duration, attempt)
+select g.run_id, g.name, g.kind, 'null'::json, {NOW}, g.started_at, {NOW} - g.started_at,
+       r.attempt
+from gone as g join runs as r on r.id = g.run_id
+order by g.run_id, g.pos
 on conflict (run_id, name) do nothing
 """)
 
@@ -200,6 +231,16 @@ async def claim(
         # instead has none, and names its caller (row[10]) if it was invoked.
         claimed = [row for row in rows if row[1] is not None]
         dead = [row[0] for row in rows if row[1] is None]
+        taken = [(row[0], row[6] - 1, row[9]) for row in claimed if row[9] is not None]
+        if taken or dead:
+            ended = [*taken, *((run_id, None, None) for run_id in dead)]
+            expired = {
+                "ids": [e[0] for e in ended],
+                "numbers": [e[1] for e in ended],
+                "owners": [e[2] for e in ended],
+                "claimed": [e[1] is not None for e in ended],
+            }
+            await conn.execute(END_EXPIRED, params | expired)
         if dead:
             # A caller claimed before its callee failed here already had its pending
             # steps resolve to None at its claim; otherwise the callee's error answers it.

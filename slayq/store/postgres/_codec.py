@@ -112,6 +112,8 @@ def step_rows(run_id: RunId, token: int, steps: Sequence[StepRecord]) -> dict[st
         "kinds": [s.kind for s in steps],
         "outputs": [dump(s.output) for s in steps],
         "errors": [dump_or_none(s.error) for s in steps],
+        "started_ats": [s.started_at for s in steps],
+        "durations": [s.duration for s in steps],
     }
 
 
