@@ -51,8 +51,10 @@ def migrate(schema: str | None) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the count as JSON.")
 def purge(older_than: timedelta, batch: int, as_json: bool) -> None:
-    """Remove finished runs (completed, failed, cancelled) older than --older-than, in
-    batches, and prune the event log; progress goes to stderr."""
+    """Remove old finished runs.
+
+    Removes the runs (completed, failed, cancelled) that finished longer ago than
+    --older-than, in batches, then prunes the event log; progress goes to stderr."""
 
     async def body(client: Client) -> int:
         total = 0

@@ -43,8 +43,11 @@ class Check(msgspec.Struct, frozen=True):
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 def health(max_due_age: timedelta, as_json: bool) -> None:
-    """Check that the database answers, that its schema is up to date and that no queue
-    has runs due longer than --max-due-age. Exit 0 healthy, 3 unhealthy."""
+    """Probe the database, migrations and backlog.
+
+    Checks that the database answers, that its schema is up to date (read-only) and that
+    no queue that is not paused has a run due longer than --max-due-age. Exit status 0
+    healthy, 3 unhealthy."""
     options = settings()
     checks = anyio.run(_checks, options.database_url(), options.schema, max_due_age)
     healthy = all(check.ok for check in checks)

@@ -50,7 +50,9 @@ def list_queues(as_json: bool) -> None:
 @queues.command("pause")
 @click.argument("name")
 def pause(name: str) -> None:
-    """Stop every worker and server from claiming runs of queue NAME (running runs go on)."""
+    """Stop claims from queue NAME.
+
+    No worker or server claims its runs until it is resumed; running runs go on."""
 
     async def body(client: Client) -> bool:
         return await client.pause_queue(name, actor=actor())

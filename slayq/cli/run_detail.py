@@ -9,7 +9,7 @@ import click
 from slayq.cli.output import ago, error_line, fields, json_text, span, table, when
 
 if TYPE_CHECKING:
-    from slayq.model import PendingStep, RunInfo, StepRecord
+    from slayq.model import AttemptInfo, PendingStep, RunInfo, StepRecord
 
 
 def show_run(run: RunInfo) -> None:
@@ -31,6 +31,7 @@ def show_run(run: RunInfo) -> None:
         ]
     )
     _steps(run.steps)
+    _attempts(run.history)
     _pending(run.pending)
 
 
@@ -48,12 +49,33 @@ def _steps(steps: list[StepRecord]) -> None:
         [
             step.name,
             step.kind,
-            when(step.finished_at),
+            str(step.attempt or ""),
+            when(step.started_at or step.finished_at),
+            span(step.duration),
             error_line(step.error) if step.error else json_text(step.output),
         ]
         for step in steps
     ]
-    table(["NAME", "KIND", "FINISHED", "OUTPUT"], rows, empty="(none finished)", indent="  ")
+    headers = ["NAME", "KIND", "ATTEMPT", "STARTED", "DURATION", "OUTPUT"]
+    table(headers, rows, empty="(none finished)", indent="  ")
+
+
+def _attempts(history: list[AttemptInfo]) -> None:
+    click.echo("\nattempts")
+    rows = [
+        [
+            str(a.number),
+            when(a.started_at),
+            span(a.ended_at - a.started_at) if a.ended_at else "",
+            a.owner or "",
+            a.outcome,
+            f"{a.replayed} replayed, {a.executed} executed",
+            error_line(a.error),
+        ]
+        for a in history
+    ]
+    headers = ["#", "STARTED", "DURATION", "OWNER", "OUTCOME", "STEPS", "ERROR"]
+    table(headers, rows, empty="(none yet)", indent="  ")
 
 
 def _pending(pending: list[PendingStep]) -> None:

@@ -25,8 +25,10 @@ def runs() -> None:
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 def get(run_id: str, as_json: bool) -> None:
-    """Show a run: status, data, result or error with traceback, steps, attempts, and
-    what it waits for."""
+    """Show one run.
+
+    Its status, data, result or error with traceback, steps, attempts, and what it
+    waits for."""
 
     async def body(client: Client) -> RunInfo:
         return await client.get_run(RunId(run_id))

@@ -22,7 +22,9 @@ def workers() -> None:
 @workers.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the workers as JSON.")
 def list_workers(as_json: bool) -> None:
-    """List the owners holding leases, with runs held and last heartbeat."""
+    """List the processes holding runs.
+
+    Each owner (host:pid) holding leases, how many runs, and its last heartbeat."""
 
     async def body(client: Client) -> list[WorkerInfo]:
         return await client.list_workers()

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.anyio
 
 ROOT = Path(slayq.__file__).resolve().parents[1]
 APP = "tests.integration.cli_app:client"
+UNREACHABLE = "postgresql://postgres@127.0.0.1:1/test?connect_timeout=5"
 FAST_RETRY = RetryPolicy(base=timedelta(milliseconds=50), cap=timedelta(milliseconds=100))
 
 
@@ -117,28 +118,36 @@ async def test_runs_get_shows_a_run_as_json_and_for_people(pg_url: str) -> None:
     async with app_client(pg_url) as client:
         ok, bad = await run_to_end(client, "ada", "fail-1")
     unknown = str(uuid.uuid4())
-    as_json, human, missing, no_url, no_id = await together(
+    as_json, human, missing, no_url, down, no_id = await together(
         (pg_url, ("runs", "get", ok.id, "--json")),
         (pg_url, ("runs", "get", bad.id)),
-        (pg_url, ("runs", "get", unknown)),
+        (pg_url, ("runs", "get", unknown, "--json")),
         (None, ("runs", "get", ok.id)),
+        (UNREACHABLE, ("runs", "get", ok.id)),
         (pg_url, ("runs", "get")),
     )
 
     got = msgspec.convert(as_json.json(), RunInfo)
     assert (got.id, got.status, got.result) == (ok.id, "completed", {"greeting": "hello ADA"})
     assert [s.name for s in got.steps] == ["shout", "check"]
+    assert all(s.started_at is not None and s.duration is not None for s in got.steps)
+    assert [(a.number, a.outcome) for a in got.history] == [(1, "completed")]
 
     assert human.code == 0, human
     for fact in (bad.id, "failed (attempt 1/1)", "cli/greet", '{"text":"fail-1"}', "shout"):
         assert fact in human.out, (fact, human.out)
     assert "RuntimeError: boom: fail-1 (at step 'check')" in human.out
     assert "Traceback (most recent call last)" in human.out  # the error's traceback
+    attempts = human.out.split("\nattempts\n")[1].splitlines()
+    assert attempts[0].split()[:2] == ["#", "STARTED"]
+    assert attempts[1].split()[0] == "1" and " failed " in attempts[1]
+    assert "RuntimeError: boom: fail-1" in attempts[1]  # each attempt's error, in a line
 
     assert missing.code == 1 and missing.out == ""
     assert unknown in missing.error_line()
     assert no_url.code == 1
     assert "set SLAY_Q_DATABASE_URL=postgresql://" in no_url.error_line()
+    assert down.code == 1 and "the database cannot be reached" in down.error_line()
     assert no_id.code == 2 and "Missing argument 'RUN_ID'" in no_id.err
 
 
@@ -165,11 +174,10 @@ async def test_events_send_validates_the_data_with_the_apps_functions(pg_url: st
 
 
 async def test_health_exits_3_when_unhealthy_and_changes_nothing(pg_url: str) -> None:
-    unreachable = "postgresql://postgres@127.0.0.1:1/test?connect_timeout=5"
     healthy, pending, down, bad_age = await together(
         (pg_url, ("health",)),
         (pg_url, ("--schema", "not_migrated", "health", "--json")),
-        (unreachable, ("health",)),
+        (UNREACHABLE, ("health",)),
         (pg_url, ("health", "--max-due-age", "5 parsecs")),
     )
     assert healthy.code == 0, healthy
