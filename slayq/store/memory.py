@@ -467,8 +467,9 @@ class MemoryStore:
             raise InputError(
                 f"run {run_id} is {run.status}: only a failed or cancelled run can be retried"
             )
+        status = run.status
         self._retry(run)
-        self._record(actor, "retry", run_id, {"status": run.status})
+        self._record(actor, "retry", run_id, {"status": status})
         return run_id
 
     def _retry(self, run: _Run) -> None:

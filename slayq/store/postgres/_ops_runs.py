@@ -116,43 +116,44 @@ NOTIFY_QUEUE = "select pg_notify(%(channel)s, %(queue)s)"
 def where(
     f: RunFilter, *, after: tuple[datetime, RunId] | None = None
 ) -> tuple[str, dict[str, Any]]:
-    """The WHERE clause (over ``runs as r``) and parameters of a filter."""
+    """The WHERE clause (over ``runs as r``) and parameters of a filter; parameters are
+    named ``f_*`` so that they never collide with those of the statement around it."""
     clauses: list[str] = []
     params: dict[str, Any] = {}
     if f.status is not None:
         if len(f.status) == 1:  # a plain equality lets the index scan come out in order
-            clauses.append("r.status = %(status)s")
-            params["status"] = f.status[0]
+            clauses.append("r.status = %(f_status)s")
+            params["f_status"] = f.status[0]
         else:
-            clauses.append("r.status = any(%(status)s::text[])")
-            params["status"] = list(f.status)
+            clauses.append("r.status = any(%(f_status)s::text[])")
+            params["f_status"] = list(f.status)
     for name, column in (("event", "event"), ("queue", "queue")):
         value = getattr(f, name)
         if value is not None:
-            clauses.append(f"r.{column} = %({name})s")
-            params[name] = value
+            clauses.append(f"r.{column} = %(f_{name})s")
+            params[f"f_{name}"] = value
     if f.parent is not None:
-        clauses.append("r.parent_run_id = %(parent)s::uuid")
-        params["parent"] = f.parent
+        clauses.append("r.parent_run_id = %(f_parent)s::uuid")
+        params["f_parent"] = f.parent
     if f.since is not None:
-        clauses.append("r.created_at >= %(since)s::timestamptz")
-        params["since"] = f.since
+        clauses.append("r.created_at >= %(f_since)s::timestamptz")
+        params["f_since"] = f.since
     if f.since_ago is not None:
-        clauses.append(f"r.created_at >= {NOW} - %(since_ago)s::interval")
-        params["since_ago"] = f.since_ago
+        clauses.append(f"r.created_at >= {NOW} - %(f_since_ago)s::interval")
+        params["f_since_ago"] = f.since_ago
     if f.until is not None:
-        clauses.append("r.created_at < %(until)s::timestamptz")
-        params["until"] = f.until
+        clauses.append("r.created_at < %(f_until)s::timestamptz")
+        params["f_until"] = f.until
     if f.until_ago is not None:
-        clauses.append(f"r.created_at < {NOW} - %(until_ago)s::interval")
-        params["until_ago"] = f.until_ago
+        clauses.append(f"r.created_at < {NOW} - %(f_until_ago)s::interval")
+        params["f_until_ago"] = f.until_ago
     if f.data is not None:
         # the expression of the runs_data index, exactly
-        clauses.append("(r.data::jsonb) @> %(data)s::jsonb")
-        params["data"] = dump(f.data)
+        clauses.append("(r.data::jsonb) @> %(f_data)s::jsonb")
+        params["f_data"] = dump(f.data)
     if after is not None:
-        clauses.append("(r.created_at, r.id) < (%(after_at)s::timestamptz, %(after_id)s::uuid)")
-        params["after_at"], params["after_id"] = after
+        clauses.append("(r.created_at, r.id) < (%(f_after_at)s::timestamptz, %(f_after_id)s::uuid)")
+        params["f_after_at"], params["f_after_id"] = after
     return " and ".join(clauses) or "true", params
 
 
