@@ -136,8 +136,8 @@ async def test_every_operation_on_runs_goes_through_the_ingest_rpc(server: str) 
             await client.retry(first)
         with pytest.raises(StoreInputError, match="cursor"):
             await client.list_runs(cursor="bogus")
+        bad = RunFilter(status=["lost"])  # type: ignore[list-item]
         with pytest.raises(StoreInputError, match="'lost'"):
-            bad = RunFilter(status=["lost"])  # type: ignore[list-item]
             await client.store.list_runs(bad, limit=5, cursor=None)
         with pytest.raises(StoreInputError, match=r"no step 'x'"):
             await client.rerun(first, from_step="x")
@@ -180,9 +180,7 @@ async def test_migration_0007_keeps_the_cancel_rules_of_runs_made_before_it(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     every = _migrations.load_migrations()
-    monkeypatch.setattr(
-        _migrations, "load_migrations", lambda: [m for m in every if m.version < 7]
-    )
+    monkeypatch.setattr(_migrations, "load_migrations", lambda: [m for m in every if m.version < 7])
     await _migrations.migrate(pg_url, schema="before")
     run_id = new_run_id()
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:

@@ -21,7 +21,15 @@ import anyio
 import pytest
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-PAGES = ("README.md", "getting-started.md", "functions.md", "steps.md", "testing.md", "errors.md")
+PAGES = (
+    "README.md",
+    "getting-started.md",
+    "functions.md",
+    "steps.md",
+    "testing.md",
+    "errors.md",
+    "operations.md",
+)
 
 _FENCE = re.compile(r"^```(.*)$")
 _LINK = re.compile(r"\]\(([^)\s]+)\)")

@@ -1,0 +1,197 @@
+"""list_runs on a large table, and what migration 0007's indexes cost inserts.
+
+    .venv/bin/python -m bench.bench_list_runs [--runs 1000000] [--rounds 5]
+
+On a scratch database (dropped at the end): ``--runs`` runs made by INSERT ... SELECT
+generate_series (20 events, 5 queues, 1% failed, a customer id in each run's data), then
+``EXPLAIN (ANALYZE, BUFFERS)`` of the statements list_runs sends for: no filter,
+status=failed, event=X, data containment, and a deep page through a cursor; then
+``send_events`` batches of 1,000 new runs timed with all of 0007's indexes, without the
+GIN index on data, and without any of 0007's list indexes. Prints the plans' summary
+lines and one JSON line of figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import time
+from typing import Any
+
+import anyio
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from slayq.model import NewRun, OutgoingEvent, RunFilter, RunId
+from slayq.runtime.ids import new_run_id
+from slayq.store.postgres import PostgresStore, _ops_runs
+from slayq.store.postgres._queries import compact
+
+ADMIN_URL = os.environ.get("SLAY_Q_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+FILL = """
+insert into runs (id, event, data, queue, max_attempts, attempt, status, created_at,
+                  updated_at, run_at, finished_at, may_wait, cancel_on)
+select gen_random_uuid(), 'app/event-' || (i %% 20),
+       json_build_object('customer', json_build_object('id', i %% 50000), 'order', i),
+       'queue-' || (i %% 5), 3, 1, s.status,
+       now() - (%(runs)s - i) * interval '1 second', now(),
+       case when s.status = 'queued' then now() end,
+       case when s.status in ('failed', 'completed') then now() end, false, null
+from generate_series(1, %(runs)s) as i
+cross join lateral (
+    select case when i %% 100 = 0 then 'failed' when i %% 1000 = 1 then 'queued'
+                else 'completed' end as status
+) as s
+"""
+
+LIST_INDEXES = ["runs_listed", "runs_status_listed", "runs_event_listed", "runs_children"]
+INDEX_DEFS = {
+    "runs_listed": "create index runs_listed on runs (created_at, id)",
+    "runs_status_listed": "create index runs_status_listed on runs (status, created_at, id)",
+    "runs_event_listed": "create index runs_event_listed on runs (event, created_at, id)",
+    "runs_children": "create index runs_children on runs (parent_run_id, created_at, id)"
+    " where parent_run_id is not null",
+    "runs_data": "create index runs_data on runs using gin ((data::jsonb) jsonb_path_ops)",
+}
+
+
+def list_statement(f: RunFilter, after: Any = None) -> tuple[str, dict[str, Any]]:
+    condition, params = _ops_runs.where(f, after=after)
+    query = compact(f"""
+        select {_ops_runs._LISTED}, r.created_at, r.id::text from runs as r
+        where {condition} order by r.created_at desc, r.id desc limit 51
+    """)
+    return query, params | {"now": None}
+
+
+async def explain(
+    conn: psycopg.AsyncConnection[Any], label: str, f: RunFilter, after: Any = None
+) -> dict[str, Any]:
+    query, params = list_statement(f, after)
+    cursor = psycopg.AsyncClientCursor(conn)
+    await cursor.execute("explain (analyze, buffers, format json) " + query, params)
+    row = await cursor.fetchone()
+    assert row is not None
+    plan = row[0][0]
+    top = plan["Plan"]
+    nodes = []
+
+    def walk(node: dict[str, Any]) -> None:
+        nodes.append(
+            f"{node['Node Type']}" + (f" on {node['Index Name']}" if "Index Name" in node else "")
+        )
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(top)
+    figures = {
+        "ms": round(plan["Execution Time"], 2),
+        "shared_hit": top.get("Shared Hit Blocks", 0),
+        "shared_read": top.get("Shared Read Blocks", 0),
+        "plan": " > ".join(nodes),
+    }
+    print(label, json.dumps(figures))
+    return figures
+
+
+def batch(n: int) -> list[OutgoingEvent]:
+    events = []
+    for i in range(n):
+        run = NewRun(
+            id=new_run_id(),
+            event=f"app/event-{i % 20}",
+            data={"customer": {"id": i % 50000}, "order": i},
+            queue=f"queue-{i % 5}",
+        )
+        events.append(OutgoingEvent(name=run.event, data=run.data, run=run))
+    return events
+
+
+async def insert_rate(store: PostgresStore, rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        events = batch(1000)
+        started = time.perf_counter()
+        await store.send_events(events)
+        times.append(time.perf_counter() - started)
+    return round(1000 / statistics.median(times))
+
+
+async def main(runs: int, rounds: int) -> None:
+    name = f"slayq_bench_list_{secrets.token_hex(4)}"
+    async with await psycopg.AsyncConnection.connect(ADMIN_URL, autocommit=True) as admin:
+        await admin.execute(f'create database "{name}"')
+    url = make_conninfo(ADMIN_URL, dbname=name)
+    figures: dict[str, Any] = {"runs": runs}
+    try:
+        store = PostgresStore(url)
+        await store.open()
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute("set search_path = slayq")
+            started = time.perf_counter()
+            await conn.execute(FILL, {"runs": runs})
+            await conn.execute("vacuum analyze runs")
+            figures["fill_s"] = round(time.perf_counter() - started, 1)
+            await conn.execute("set jit = off")
+            explained = {
+                "no_filter": await explain(conn, "no filter", RunFilter()),
+                "status_failed": await explain(conn, "status=failed", RunFilter(status=["failed"])),
+                "event": await explain(conn, "event=X", RunFilter(event="app/event-7")),
+                "queue": await explain(conn, "queue=X", RunFilter(queue="queue-3")),
+                "data": await explain(
+                    conn, "data containment", RunFilter(data={"customer": {"id": 4242}})
+                ),
+                "status_event": await explain(
+                    conn, "failed+event", RunFilter(status=["failed"], event="app/event-0")
+                ),
+            }
+            cursor = await conn.execute(
+                "select created_at, id::text from runs order by created_at desc, id desc"
+                " offset %s limit 1",
+                [runs // 2],
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            explained["deep_cursor"] = await explain(
+                conn, "cursor halfway", RunFilter(), (row[0], RunId(row[1]))
+            )
+            explained["deep_cursor_failed"] = await explain(
+                conn,
+                "failed, cursor halfway",
+                RunFilter(status=["failed"]),
+                (row[0], RunId(row[1])),
+            )
+            figures["explain"] = explained
+            sizes = await conn.execute(
+                "select c.relname, pg_relation_size(c.oid) from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+                " where n.nspname = 'slayq' and c.relname = any(%s)",
+                [[*INDEX_DEFS]],
+            )
+            figures["index_mb"] = {k: round(v / 2**20, 1) for k, v in await sizes.fetchall()}
+
+            await insert_rate(store, 2)  # warm up
+            figures["insert_runs_per_s_all_indexes"] = await insert_rate(store, rounds)
+            await conn.execute("drop index runs_data")
+            figures["insert_runs_per_s_without_gin"] = await insert_rate(store, rounds)
+            for index in LIST_INDEXES:
+                await conn.execute(f"drop index {index}")
+            figures["insert_runs_per_s_without_0007_indexes"] = await insert_rate(store, rounds)
+            await conn.execute(INDEX_DEFS["runs_data"])
+            figures["insert_runs_per_s_gin_only"] = await insert_rate(store, rounds)
+        await store.aclose()
+    finally:
+        async with await psycopg.AsyncConnection.connect(ADMIN_URL, autocommit=True) as admin:
+            await admin.execute(f'drop database "{name}" with (force)')
+    print(json.dumps({k: v for k, v in figures.items() if k != "explain"}))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    anyio.run(main, args.runs, args.rounds)
