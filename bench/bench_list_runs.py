@@ -6,8 +6,9 @@ On a scratch database (dropped at the end): ``--runs`` runs made by INSERT ... S
 generate_series (20 events, 5 queues, 1% failed, a customer id in each run's data), then
 ``EXPLAIN (ANALYZE, BUFFERS)`` of the statements list_runs sends for: no filter,
 status=failed, event=X, data containment, and a deep page through a cursor; then
-``send_events`` batches of 1,000 new runs timed with all of 0007's indexes, without the
-GIN index on data, and without any of 0007's list indexes. Prints the plans' summary
+``send_events`` batches of 1,000 new runs, and those runs' claim and commit, timed with
+all of 0007's indexes, without the GIN index on data, and without any of them, the three
+alternated ``--cycles`` times (medians of ``--rounds`` batches each). Prints the plans' summary
 lines and one JSON line of figures.
 """
 
@@ -19,16 +20,21 @@ import os
 import secrets
 import statistics
 import time
+from datetime import timedelta
 from typing import Any
 
 import anyio
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from slayq.model import NewRun, OutgoingEvent, RunFilter, RunId
+from slayq.model import Completed, NewRun, OutgoingEvent, RunFilter, RunId, Transition
 from slayq.runtime.ids import new_run_id
 from slayq.store.postgres import PostgresStore, _ops_runs
 from slayq.store.postgres._queries import compact
+from slayq.store.protocol import QueueLimit
+
+LEASE = timedelta(minutes=5)
+DONE = Transition(steps=[], outcome=Completed(None))
 
 ADMIN_URL = os.environ.get("SLAY_Q_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -98,14 +104,14 @@ async def explain(
     return figures
 
 
-def batch(n: int) -> list[OutgoingEvent]:
+def batch(n: int, queue: str | None = None) -> list[OutgoingEvent]:
     events = []
     for i in range(n):
         run = NewRun(
             id=new_run_id(),
             event=f"app/event-{i % 20}",
             data={"customer": {"id": i % 50000}, "order": i},
-            queue=f"queue-{i % 5}",
+            queue=queue or f"queue-{i % 5}",
         )
         events.append(OutgoingEvent(name=run.event, data=run.data, run=run))
     return events
@@ -121,7 +127,33 @@ async def insert_rate(store: PostgresStore, rounds: int) -> float:
     return round(1000 / statistics.median(times))
 
 
-async def main(runs: int, rounds: int) -> None:
+async def set_indexes(conn: psycopg.AsyncConnection[Any], present: list[str]) -> None:
+    for name, definition in INDEX_DEFS.items():
+        await conn.execute(f"drop index if exists {name}")
+        if name in present:
+            await conn.execute(definition)
+
+
+async def churn_rate(store: PostgresStore, rounds: int) -> float:
+    """Runs per second through claim and commit (Completed): the updates a run's life
+    makes, each of which writes every index of runs (a status change is never HOT)."""
+    times = []
+    for _ in range(rounds):
+        done = 0
+        # a queue of its own, so that the table's older queued runs are not claimed
+        await store.send_events(batch(1000, queue="churn"))
+        limit = [QueueLimit(names=["churn"], concurrency=1000)]
+        started = time.perf_counter()
+        while claims := await store.claim(queues=limit, limit=100, lease_for=LEASE, owner="b"):
+            for claim in claims:
+                await store.commit(claim.lease, DONE)
+                done += 1
+        assert done == 1000, done
+        times.append(time.perf_counter() - started)
+    return round(1000 / statistics.median(times))
+
+
+async def main(runs: int, rounds: int, cycles: int) -> None:
     name = f"slayq_bench_list_{secrets.token_hex(4)}"
     async with await psycopg.AsyncConnection.connect(ADMIN_URL, autocommit=True) as admin:
         await admin.execute(f'create database "{name}"')
@@ -174,14 +206,23 @@ async def main(runs: int, rounds: int) -> None:
             figures["index_mb"] = {k: round(v / 2**20, 1) for k, v in await sizes.fetchall()}
 
             await insert_rate(store, 2)  # warm up
-            figures["insert_runs_per_s_all_indexes"] = await insert_rate(store, rounds)
-            await conn.execute("drop index runs_data")
-            figures["insert_runs_per_s_without_gin"] = await insert_rate(store, rounds)
-            for index in LIST_INDEXES:
-                await conn.execute(f"drop index {index}")
-            figures["insert_runs_per_s_without_0007_indexes"] = await insert_rate(store, rounds)
-            await conn.execute(INDEX_DEFS["runs_data"])
-            figures["insert_runs_per_s_gin_only"] = await insert_rate(store, rounds)
+            await churn_rate(store, 1)
+            # Alternate the index sets, so that a noisy neighbour does not favour one.
+            rates: dict[str, list[float]] = {}
+            for _ in range(cycles):
+                for label, present in (
+                    ("all_0007_indexes", [*INDEX_DEFS]),
+                    ("without_gin", LIST_INDEXES),
+                    ("without_0007_indexes", []),
+                ):
+                    await set_indexes(conn, present)
+                    rates.setdefault(f"send_events_runs_per_s_{label}", []).append(
+                        await insert_rate(store, rounds)
+                    )
+                    rates.setdefault(f"claim_commit_runs_per_s_{label}", []).append(
+                        await churn_rate(store, rounds)
+                    )
+            figures |= {k: round(statistics.median(v)) for k, v in rates.items()}
         await store.aclose()
     finally:
         async with await psycopg.AsyncConnection.connect(ADMIN_URL, autocommit=True) as admin:
@@ -192,6 +233,7 @@ async def main(runs: int, rounds: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cycles", type=int, default=3)
     args = parser.parse_args()
-    anyio.run(main, args.runs, args.rounds)
+    anyio.run(main, args.runs, args.rounds, args.cycles)
