@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from slayq.errors import ConfigError, UnknownEventError
+from slayq.errors import ConfigError, InputError, UnknownEventError
 from slayq.runtime.limits import DEFAULT_LIMITS, SizeLimits
 from slayq.runtime.registry import Registry
 from slayq.runtime.run_filters import check_limit, run_filter
@@ -220,6 +220,8 @@ class Client:
         do not run again; None: from the start) and the original event data, or ``data``
         (validated against the function's schema). The new run records ``forked_from``.
         """
+        if from_step is not None and (not isinstance(from_step, str) or not from_step):
+            raise InputError(f"from_step must be a step name or None, got {from_step!r}")
         source = await self.store.get_run(run_id)
         fn = self.registry.functions.get(source.event)
         if fn is None:

@@ -379,6 +379,8 @@ async def test_rerun_refuses_an_unknown_step_and_bad_data_changing_nothing(
         await client.rerun(source, from_step="ship")
     with pytest.raises(EventDataError):
         await client.rerun(source, data={"n": "one"})
+    with pytest.raises(InputError, match="from_step"):
+        await client.rerun(source, from_step="")
     with pytest.raises(RunNotFoundError):
         await client.rerun(new_run_id())
     assert await ids(store) == [source]
