@@ -20,8 +20,8 @@ where r.id = c.run_id;
 
 -- list_runs pages newest first by (created_at, id). One index per common filter, each
 -- ending in that order, so that a page is one index range scan however many runs there
--- are. runs_status_listed is written when a run changes status, as runs_due already is
--- (so those updates were never HOT: the index adds no heap write, one index entry).
+-- are. Claims and commits change a run's status, which runs_due's predicate reads, so
+-- those updates were never HOT: each writes an entry in every index of runs, these too.
 -- A queue filter reads runs_listed and skips the other queues' runs (queues are few).
 create index runs_listed on runs (created_at, id);
 create index runs_status_listed on runs (status, created_at, id);
@@ -29,8 +29,13 @@ create index runs_event_listed on runs (event, created_at, id);
 create index runs_children on runs (parent_run_id, created_at, id)
     where parent_run_id is not null;
 -- data containment (data::jsonb @> '{"customer": {"id": 7}}'): data is json, kept as
--- written; the index is on its jsonb cast, which the filter repeats.
-create index runs_data on runs using gin ((data::jsonb) jsonb_path_ops);
+-- written; the index is on its jsonb cast, which the filter repeats. fastupdate off: with
+-- it on, a GIN index queues entries in a pending list that the insert or commit that
+-- overflows it (4 MB) merges, a stall for that one statement; off, batches of new runs
+-- were also faster (bench/bench_list_runs.py). Claims and commits write it too: a status
+-- change is never a HOT update, so every index of runs gets an entry, this one included.
+create index runs_data on runs using gin ((data::jsonb) jsonb_path_ops)
+    with (fastupdate = off);
 
 -- Operator actions, who did them and when, written in each action's own transaction.
 create table audit_log (
