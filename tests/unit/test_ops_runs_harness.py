@@ -39,9 +39,7 @@ async def test_the_harness_lists_retries_reruns_and_audits_runs() -> None:
         assert run_id is not None
         failed = await h.run_until_finished(run_id)
         assert (failed.status, calls) == ("failed", {"fetch": 1, "store": 2})
-        assert [r.id for r in (await h.list_runs(status="failed", since="2 days")).runs] == [
-            run_id
-        ]
+        assert [r.id for r in (await h.list_runs(status="failed", since="2 days")).runs] == [run_id]
         assert (await h.list_runs(status="failed", since="1h")).runs == []
 
         broken[0] = False
