@@ -61,8 +61,7 @@ INDEX_DEFS = {
     "runs_event_listed": "create index runs_event_listed on runs (event, created_at, id)",
     "runs_children": "create index runs_children on runs (parent_run_id, created_at, id)"
     " where parent_run_id is not null",
-    "runs_data": "create index runs_data on runs using gin ((data::jsonb) jsonb_path_ops)"
-    " with (fastupdate = off)",
+    "runs_data": "create index runs_data on runs using gin ((data::jsonb) jsonb_path_ops)",
 }
 
 

@@ -29,13 +29,10 @@ create index runs_event_listed on runs (event, created_at, id);
 create index runs_children on runs (parent_run_id, created_at, id)
     where parent_run_id is not null;
 -- data containment (data::jsonb @> '{"customer": {"id": 7}}'): data is json, kept as
--- written; the index is on its jsonb cast, which the filter repeats. fastupdate off: with
--- it on, a GIN index queues entries in a pending list that the insert or commit that
--- overflows it (4 MB) merges, a stall for that one statement; off, batches of new runs
--- were also faster (bench/bench_list_runs.py). Claims and commits write it too: a status
--- change is never a HOT update, so every index of runs gets an entry, this one included.
-create index runs_data on runs using gin ((data::jsonb) jsonb_path_ops)
-    with (fastupdate = off);
+-- written; the index is on its jsonb cast, which the filter repeats. Claims and commits
+-- write it too (see above), each parsing the run's data: the costliest index of runs;
+-- bench/bench_list_runs.py measures it.
+create index runs_data on runs using gin ((data::jsonb) jsonb_path_ops);
 
 -- Operator actions, who did them and when, written in each action's own transaction.
 create table audit_log (
