@@ -19,6 +19,7 @@ import msgspec
 from slayq.errors import DurationError, InputError
 from slayq.model import RunFilter, RunId, RunStatus
 from slayq.runtime.durations import Duration, parse_duration, parse_instant
+from slayq.runtime.ids import first_id_at
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -125,26 +126,56 @@ def check_limit(limit: object, *, what: str = "limit") -> int:
     return limit
 
 
-def encode_cursor(created_at: datetime, run_id: str) -> str:
-    """An opaque cursor after the run (created_at, id) in list order."""
-    text = f"{created_at.isoformat()}|{run_id}"
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+# Cursors name the last run of a page; a version prefix lets a later format refuse them.
+_CURSOR_PREFIX = "r1:"
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, RunId]:
-    """The (created_at, id) a cursor names; ``InputError`` for anything else."""
+def encode_cursor(run_id: str) -> str:
+    """An opaque cursor: the next page lists the runs whose id sorts before ``run_id``."""
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{run_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> RunId:
+    """The run id a cursor names; ``InputError`` for anything else."""
     bad = InputError(f"cursor {cursor!r} is not one that list_runs returned")
     if not isinstance(cursor, str):
         raise bad
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at_text, run_id = text.split("|")
-        at = datetime.fromisoformat(at_text)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise bad from None
-    if at.tzinfo is None or not _is_uuid(run_id) or run_id != str(uuid.UUID(run_id)):
+    run_id = text.removeprefix(_CURSOR_PREFIX)
+    if run_id == text or not _is_uuid(run_id) or run_id != str(uuid.UUID(run_id)):
         raise bad
-    return at, RunId(run_id)
+    return RunId(run_id)
+
+
+# How far a run's id time may be from its created_at and still be found by a time window:
+# the clocks of the process that made the id, of the database and of the process listing
+# may disagree, and an id is made a little before its run is stored (by a step.send_event,
+# up to the end of the attempt that sent it).
+ID_CLOCK_MARGIN = timedelta(minutes=5)
+
+
+def id_window(
+    low: datetime | None, high: datetime | None, *, margin: timedelta = ID_CLOCK_MARGIN
+) -> tuple[RunId | None, RunId | None]:
+    """Run ids bounding a ``created_at`` window [low, high): ids are UUIDv7, their first
+    48 bits the milliseconds of the clock that made them, so the runs created in the
+    window have ids in [first id of low - margin, first id of the millisecond after
+    high + margin). A store adds these to its exact created_at filter so that a window
+    is a range of the primary key; a run whose id time is further than ``margin`` from
+    its created_at is not found by a window."""
+    return _first_id(low, -margin), _first_id(high, margin + timedelta(milliseconds=1))
+
+
+def _first_id(at: datetime | None, shift: timedelta) -> RunId | None:
+    if at is None:
+        return None
+    try:
+        return first_id_at(at + shift)
+    except OverflowError:  # a bound at the end of datetime's range bounds nothing
+        return None
 
 
 def window(f: RunFilter, now: datetime) -> tuple[datetime | None, datetime | None]:

@@ -439,12 +439,13 @@ class MemoryStore:
         runs = self._matching(filter, after=after)[: limit + 1]
         more = len(runs) > limit
         runs = runs[:limit]
-        next_cursor = encode_cursor(runs[-1].created_at, runs[-1].id) if more else None
+        next_cursor = encode_cursor(runs[-1].id) if more else None
         page = RunPage(runs=[_info(run, steps=False) for run in runs], next_cursor=next_cursor)
         return _copy_struct(page)
 
-    def _matching(self, f: RunFilter, *, after: tuple[datetime, RunId] | None = None) -> list[_Run]:
-        """The runs ``f`` selects, in list order (newest first), past ``after``."""
+    def _matching(self, f: RunFilter, *, after: RunId | None = None) -> list[_Run]:
+        """The runs ``f`` selects, in list order (newest first by id, as PostgresStore:
+        ids are UUIDv7, and canonical UUID text sorts as the UUID does), past ``after``."""
         low, high = window(f, self.clock.now())
         found = [
             run
@@ -456,9 +457,9 @@ class MemoryStore:
             and (low is None or run.created_at >= low)
             and (high is None or run.created_at < high)
             and (f.data is None or contains(run.data, f.data))
-            and (after is None or (run.created_at, run.id) < after)
+            and (after is None or run.id < after)
         ]
-        return sorted(found, key=lambda run: (run.created_at, run.id), reverse=True)
+        return sorted(found, key=lambda run: run.id, reverse=True)
 
     async def retry_run(self, run_id: RunId, *, actor: str) -> RunId:
         check_actor(actor)

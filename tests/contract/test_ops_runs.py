@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 
@@ -19,7 +21,7 @@ from slayq.errors import EventDataError, InputError, RunNotFoundError
 from slayq.model import CancelRule, ParentLink, RunFilter, RunId
 from slayq.runtime.clock import VirtualClock
 from slayq.runtime.driver import drive
-from slayq.runtime.ids import new_run_id
+from slayq.runtime.ids import first_id_at, new_run_id
 from slayq.store.protocol import Store
 from tests.contract.helpers import LEASE, claim_one, new_run, plain_event, start, starting
 
@@ -140,8 +142,57 @@ async def test_pages_are_stable_while_runs_are_inserted_between_fetches(
     assert len(seen) == len(set(seen)), "a run was listed twice"
     assert set(seen) == existing
     assert pages == 5
-    created = [(r.created_at, r.id) for r in [await store.get_run(i) for i in seen]]
-    assert created == sorted(created, reverse=True)
+    assert seen == sorted(seen, reverse=True)  # newest first is by id
+
+
+async def test_pages_follow_ids_and_stay_stable_while_runs_are_inserted_concurrently(
+    store: Store, clock: VirtualClock
+) -> None:
+    """Pages are read while another task sends runs: newer ones, and ones from a sender
+    whose clock is an hour behind (ids older than every listed run). Each run that existed
+    before the first page is listed once; the listing is in descending id order."""
+    client = Client([], store=store)
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    existing: set[RunId] = set()
+    for i in range(30):
+        run = new_run(data={"i": i})
+        if i % 10 == 9:  # stored last, made first: listed after the others
+            run = msgspec.structs.replace(run, id=first_id_at(an_hour_ago - timedelta(seconds=i)))
+        await store.send_events([starting(run)])
+        existing.add(run.id)
+        clock.advance(timedelta(seconds=1))
+    seen: list[RunId] = []
+    inserted: list[RunId] = []
+
+    async def read_pages() -> None:
+        cursor = None
+        while True:
+            page = await client.list_runs(limit=4, cursor=cursor)
+            seen.extend(run.id for run in page.runs)
+            await anyio.lowlevel.checkpoint()
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def insert() -> None:
+        for i in range(40):
+            run = new_run(data={"new": i})
+            if i % 2:
+                behind = first_id_at(an_hour_ago + timedelta(milliseconds=i))
+                run = msgspec.structs.replace(run, id=behind)
+            await store.send_events([starting(run)])
+            inserted.append(run.id)
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(insert)
+        tg.start_soon(read_pages)
+    assert len(seen) == len(set(seen)), "a run was listed twice"
+    assert existing <= set(seen), "a run that existed was skipped"
+    assert set(seen) <= existing | set(inserted)
+    assert seen == sorted(seen, reverse=True)
+    assert len(inserted) == 40
+    assert seen[-3:] == sorted(existing, reverse=True)[-3:]  # by id, not by created_at
 
 
 async def test_an_exact_page_has_no_next_cursor(store: Store, clock: VirtualClock) -> None:

@@ -4,8 +4,10 @@ database that already has runs."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,9 @@ from slayq.client import Client
 from slayq.errors import InputError, RunNotFoundError, StoreInputError
 from slayq.http_store import HttpStore
 from slayq.model import RunFilter, RunId
-from slayq.runtime.ids import new_run_id
+from slayq.runtime.ids import first_id_at, new_run_id
 from slayq.store.postgres import PostgresStore, _migrations, _ops_runs
+from tests.contract.helpers import new_run, starting
 from tests.integration.servers import SECRET, free_port, start_server, stop, wait_until_up
 from tests.integration.test_worker_postgres import finished, running
 
@@ -209,3 +212,76 @@ async def test_bad_rerun_step_names_are_refused_before_anything_is_stored(pg_url
         with pytest.raises(InputError, match=r"its steps: \[\]"):
             await c.rerun(run_id, from_step="charge")
         assert len((await c.list_runs()).runs) == 1
+
+
+async def test_time_windows_read_a_range_of_run_ids_and_allow_the_clock_margin(
+    pg_url: str,
+) -> None:
+    """On the database's clock, since/until bound the run ids as well as created_at: runs
+    whose id time is within ID_CLOCK_MARGIN of their created_at are found, the exact
+    created_at filter still decides, and the plan is a range of the primary key."""
+    store = PostgresStore(pg_url)
+    await store.open()
+    client = Client([], store=store)
+    now = datetime.now(UTC)
+    # name: (created this long ago, id made this much earlier than that)
+    made = {
+        "2h": (timedelta(hours=2), timedelta(0)),
+        "61m": (timedelta(minutes=61), timedelta(0)),
+        "ahead": (timedelta(minutes=62), -timedelta(minutes=4)),  # its id says 58m ago
+        "behind": (timedelta(minutes=58), timedelta(minutes=4)),  # its id says 62m ago
+        "far_behind": (timedelta(minutes=50), timedelta(minutes=15)),  # past the margin
+        "10m": (timedelta(minutes=10), timedelta(0)),
+        "now": (timedelta(0), timedelta(0)),
+    }
+    ids: dict[str, RunId] = {}
+    try:
+        for i, (name, (age, early)) in enumerate(made.items()):
+            run_id = first_id_at(now - age - early + timedelta(milliseconds=i))
+            run = msgspec.structs.replace(new_run(), id=run_id)
+            await store.send_events([starting(run)])
+            ids[name] = run_id
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            for name, (age, _) in made.items():
+                await conn.execute(
+                    "update slayq.runs set created_at = %s where id = %s",
+                    [now - age, ids[name]],
+                )
+
+        async def listed(**filters: Any) -> list[str]:
+            page = await client.list_runs(limit=100, **filters)
+            by_id = {v: k for k, v in ids.items()}
+            return [by_id[run.id] for run in page.runs]
+
+        everything = ["now", "10m", "ahead", "61m", "behind", "far_behind", "2h"]
+        assert await listed() == everything  # by id: the time each was made
+        assert await listed(since="1h") == ["now", "10m", "behind"]
+        assert await listed(until="1h") == ["ahead", "61m", "2h"]
+        assert await listed(since=now - timedelta(minutes=90), until="30m") == [
+            "ahead",
+            "61m",
+            "behind",
+            "far_behind",
+        ]
+        assert await listed(since="1h", status="queued") == ["now", "10m", "behind"]
+        # an id made longer than the margin before its run was stored is outside the range
+        assert await listed(since="55m") == ["now", "10m"]
+        assert await listed(since="55m", until="5m") == ["10m"]
+
+        condition, params = _ops_runs.where(
+            RunFilter(since_ago=timedelta(hours=1), until_ago=timedelta(minutes=5))
+        )
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            await conn.execute("set search_path = slayq")
+            cursor = psycopg.AsyncClientCursor(conn)
+            query = _ops_runs.list_query(condition)
+            await cursor.execute(
+                "explain (format json) " + query, params | {"now": None, "limit": 51}
+            )
+            row = await cursor.fetchone()
+        assert row is not None
+        plan = json.dumps(row[0])
+        assert '"Index Name": "runs_pkey"' in plan
+        assert "(id >= " in plan and "(id < " in plan, plan
+    finally:
+        await store.aclose()

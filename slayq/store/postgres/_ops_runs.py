@@ -8,6 +8,7 @@ clause would be planned once for every shape and use none).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -20,14 +21,14 @@ from slayq.runtime.run_filters import (
     decode_cursor,
     describe_filter,
     encode_cursor,
+    id_window,
+    window,
 )
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres._codec import dump, run_rows
 from slayq.store.postgres._queries import NOW, compact
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from psycopg import AsyncConnection
 
     from slayq.model import NewRun
@@ -114,19 +115,23 @@ NOTIFY_QUEUE = "select pg_notify(%(channel)s, %(queue)s)"
 
 
 def where(
-    f: RunFilter, *, after: tuple[datetime, RunId] | None = None
+    f: RunFilter, *, after: RunId | None = None, clock: datetime | None = None
 ) -> tuple[str, dict[str, Any]]:
     """The WHERE clause (over ``runs as r``) and parameters of a filter; parameters are
-    named ``f_*`` so that they never collide with those of the statement around it."""
+    named ``f_*`` so that they never collide with those of the statement around it.
+
+    A time window filters ``created_at`` exactly, and also bounds ``r.id`` (run ids are
+    UUIDv7: see ``id_window``) so that the planner reads only that range of the primary
+    key. Not with a store ``clock`` (tests): created_at is then the clock's time, which no
+    id was made from."""
     clauses: list[str] = []
     params: dict[str, Any] = {}
     if f.status is not None:
-        if len(f.status) == 1:  # a plain equality lets the index scan come out in order
-            clauses.append("r.status = %(f_status)s")
-            params["f_status"] = f.status[0]
-        else:
-            clauses.append("r.status = any(%(f_status)s::text[])")
-            params["f_status"] = list(f.status)
+        clauses.append("r.status = any(%(f_status)s::text[])")
+        params["f_status"] = list(f.status)
+        if set(f.status) <= {"failed", "cancelled"}:
+            # implies runs_failed_listed's predicate, in every plan (a bound value does not)
+            clauses.append(f"r.status in {RETRYABLE}")
     for name, column in (("event", "event"), ("queue", "queue")):
         value = getattr(f, name)
         if value is not None:
@@ -151,28 +156,42 @@ def where(
         # the expression of the runs_data index, exactly
         clauses.append("(r.data::jsonb) @> %(f_data)s::jsonb")
         params["f_data"] = dump(f.data)
+    if clock is None and (f.since, f.since_ago, f.until, f.until_ago) != (None,) * 4:
+        low_id, high_id = id_window(*window(f, datetime.now(UTC)))
+        if low_id is not None:
+            clauses.append("r.id >= %(f_low_id)s::uuid")
+            params["f_low_id"] = low_id
+        if high_id is not None:
+            clauses.append("r.id < %(f_high_id)s::uuid")
+            params["f_high_id"] = high_id
     if after is not None:
-        clauses.append("(r.created_at, r.id) < (%(f_after_at)s::timestamptz, %(f_after_id)s::uuid)")
-        params["f_after_at"], params["f_after_id"] = after
+        clauses.append("r.id < %(f_after)s::uuid")
+        params["f_after"] = after
     return " and ".join(clauses) or "true", params
+
+
+def list_query(condition: str) -> str:
+    """A page of runs, newest first by id: run ids are UUIDv7, so this reads the primary
+    key backwards (and a cursor, the last id, is where the next page starts)."""
+    return compact(f"""
+        select {_LISTED}, r.id::text from runs as r
+        where {condition}
+        order by r.id desc
+        limit %(limit)s
+    """)
 
 
 async def list_runs(
     conn: AsyncConnection[Any], f: RunFilter, *, limit: int, cursor: str | None, now: Any
 ) -> RunPage:
     after = decode_cursor(cursor) if cursor is not None else None
-    condition, params = where(f, after=after)
-    query = compact(f"""
-        select {_LISTED}, r.created_at, r.id::text from runs as r
-        where {condition}
-        order by r.created_at desc, r.id desc
-        limit %(limit)s
-    """)
+    condition, params = where(f, after=after, clock=now)
+    query = list_query(condition)
     cursor_ = await conn.execute(query, params | {"limit": limit + 1, "now": now})
     rows = await cursor_.fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1][1], rows[-1][2]) if more else None
+    next_cursor = encode_cursor(rows[-1][1]) if more else None
     return RunPage(runs=[_run_info.decode(row[0]) for row in rows], next_cursor=next_cursor)
 
 
@@ -242,7 +261,7 @@ async def fork_run(
 
 
 async def count(conn: AsyncConnection[Any], f: RunFilter, eligible: str, now: Any) -> int:
-    condition, params = where(f)
+    condition, params = where(f, clock=now)
     query = f"select count(*) from runs as r where {condition} and r.status in {eligible}"
     row = await (await conn.execute(query, params | {"now": now})).fetchone()
     return int(row[0]) if row else 0
@@ -265,23 +284,23 @@ class Bulk:
         self.now = now
         self.channel = channel
         self.eligible = RETRYABLE if action == "retry_runs" else UNFINISHED
-        self.after: tuple[datetime, RunId] | None = None
+        self.after: RunId | None = None
         self.done = 0
 
     async def batch(self, conn: AsyncConnection[Any]) -> bool:
         """Change the next batch; False once there is none left (the audit row is written
         with the last batch, in its transaction)."""
-        condition, params = where(self.filter, after=self.after)
+        condition, params = where(self.filter, after=self.after, clock=self.now)
         params |= {"now": self.now, "channel": self.channel}
         page = compact(f"""
-            select r.id::text, r.created_at from runs as r
+            select r.id::text from runs as r
             where {condition} and r.status in {self.eligible}
-            order by r.created_at desc, r.id desc
+            order by r.id desc
             limit {BULK_BATCH}
         """)
         rows = await (await conn.execute(page, params)).fetchall()
         ids = [row[0] for row in rows]
-        still, _ = where(self.filter)
+        still, _ = where(self.filter, clock=self.now)
         targets = (
             f"select r.id from runs as r where r.id = any(%(ids)s::uuid[]) and {still}"
             f" and r.status in {self.eligible}"
@@ -306,7 +325,7 @@ class Bulk:
         self.done += changed
         if len(ids) < BULK_BATCH:
             return False
-        self.after = (rows[-1][1], RunId(rows[-1][0]))
+        self.after = RunId(ids[-1])
         return True
 
     async def _apply(self, conn: AsyncConnection[Any], targets: str, params: dict[str, Any]) -> int:

@@ -18,21 +18,21 @@ from (
 ) as c
 where r.id = c.run_id;
 
--- list_runs pages newest first by (created_at, id). One index per common filter, each
--- ending in that order, so that a page is one index range scan however many runs there
--- are. Claims and commits change a run's status, which runs_due's predicate reads, so
--- those updates were never HOT: each writes an entry in every index of runs, these too.
--- A queue filter reads runs_listed and skips the other queues' runs (queues are few).
-create index runs_listed on runs (created_at, id);
-create index runs_status_listed on runs (status, created_at, id);
-create index runs_event_listed on runs (event, created_at, id);
-create index runs_children on runs (parent_run_id, created_at, id)
-    where parent_run_id is not null;
--- data containment (data::jsonb @> '{"customer": {"id": 7}}'): data is json, kept as
--- written; the index is on its jsonb cast, which the filter repeats. Claims and commits
--- write it too (see above), each parsing the run's data: the costliest index of runs;
--- bench/bench_list_runs.py measures it.
-create index runs_data on runs using gin ((data::jsonb) jsonb_path_ops);
+-- list_runs pages newest first by id alone: run ids are UUIDv7 (milliseconds first), so
+-- the default list, its cursor (the last id) and a since/until window (bounded by ids as
+-- well as by created_at) read the primary key backwards; other filters are checked on the
+-- rows it reads. No index for them: claims and commits change a run's status and run_at,
+-- which runs_due reads, so those updates are never HOT and write an entry in every index
+-- of runs. A partial index is written only for the rows it holds:
+-- failed and cancelled runs, the ones operators look for, one entry each.
+create index runs_failed_listed on runs (id) where status in ('failed', 'cancelled');
+-- a run's children (invoke): written by every update of a child run, none for the others
+create index runs_children on runs (parent_run_id, id) where parent_run_id is not null;
+-- data containment (data::jsonb @> '{"customer": {"id": 7}}') reads the runs and parses
+-- their data. An index for it is opt-in (docs/operations.md): claims and commits would
+-- write it too, parsing each run's data, so it costs every run; when an operator creates
+--   create index concurrently runs_data on slayq.runs using gin ((data::jsonb) jsonb_path_ops)
+-- list_runs uses it (its filter is that expression).
 
 -- Operator actions, who did them and when, written in each action's own transaction.
 create table audit_log (
