@@ -22,12 +22,14 @@ from slayq.errors import (
     StoreUnavailableError,
     UnknownEventError,
 )
-from slayq.model import ErrorInfo, RunId, RunInfo, StepRecord
+from slayq.model import AttemptInfo, ErrorInfo, RunId, RunInfo, StepRecord
 from slayq.runtime.commands import finish
 from slayq.runtime.functions import Context, EmptyEvent, Function, Match, Workflow, function
 from slayq.runtime.limits import SizeLimits
+from slayq.telemetry.logs import log_context
 
 __all__ = [
+    "AttemptInfo",
     "Client",
     "ConfigError",
     "Context",
@@ -59,5 +61,6 @@ __all__ = [
     "Workflow",
     "finish",
     "function",
+    "log_context",
     "step",
 ]

@@ -23,7 +23,17 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
     from datetime import datetime
 
-    from slayq.model import AuditEntry, RunId, RunInfo, RunPage, RunStatus
+    from slayq.model import (
+        AuditEntry,
+        QueueInfo,
+        RunId,
+        RunInfo,
+        RunPage,
+        RunStatus,
+        ScheduleInfo,
+        WaitInfo,
+        WorkerInfo,
+    )
     from slayq.runtime.durations import Duration
     from slayq.runtime.functions import Function
     from slayq.store.protocol import Store
@@ -263,6 +273,37 @@ class Client:
     async def list_audit(self, *, limit: int = 100) -> list[AuditEntry]:
         """The latest operator actions (retry, rerun, cancel, bulk actions), newest first."""
         return await self.store.list_audit(limit=check_limit(limit))
+
+    # -- operations: queues --
+
+    async def list_waits(self, *, event: str | None = None, limit: int = 100) -> list[WaitInfo]:
+        """Pending ``wait_for_event`` steps across runs (of ``event`` only, if given):
+        run, step, event, match field and value, deadline; soonest deadline first."""
+        return await self.store.list_waits(event=event, limit=limit)
+
+    async def pause_queue(self, name: str, *, actor: str | None = None) -> bool:
+        """Stop every worker and server from claiming runs of queue ``name`` (runs already
+        running go on); False if it was paused already. Logged in the audit log under
+        ``actor`` (default ``"api"``)."""
+        return await self.store.pause_queue(name, actor=actor or "api")
+
+    async def resume_queue(self, name: str, *, actor: str | None = None) -> bool:
+        """Let queue ``name`` be claimed again; idle workers are told at once. False if it
+        was not paused. Logged in the audit log under ``actor`` (default ``"api"``)."""
+        return await self.store.resume_queue(name, actor=actor or "api")
+
+    async def list_queues(self) -> list[QueueInfo]:
+        """Each queue with runs or paused: due, running, sleeping and waiting counts, when
+        its oldest due run became due, and whether it is paused."""
+        return await self.store.list_queues()
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        """The registered cron schedules: event, cron, owning app, next tick."""
+        return await self.store.list_schedules()
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """The processes holding leases: runs held and last heartbeat."""
+        return await self.store.list_workers()
 
     async def open(self) -> None:
         """Connect the store (on Postgres: create the pool, run migrations).

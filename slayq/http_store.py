@@ -30,10 +30,14 @@ if TYPE_CHECKING:
         Lease,
         NewRun,
         OutgoingEvent,
+        QueueInfo,
         RunFilter,
         RunId,
         Schedule,
+        ScheduleInfo,
         Transition,
+        WaitInfo,
+        WorkerInfo,
     )
     from slayq.store.protocol import QueueLimit
 
@@ -125,6 +129,30 @@ class HttpStore:
     ) -> None:
         request = ingest.SetSchedules(schedules=list(schedules), app=app, events=list(events))
         await self._call(ingest.SET_SCHEDULES, request, dict)
+
+    # -- operations: queues --
+
+    async def list_waits(self, *, event: str | None = None, limit: int = 100) -> list[WaitInfo]:
+        request = ingest.ListWaits(event=event, limit=limit)
+        return (await self._call(ingest.LIST_WAITS, request, ingest.Waits)).waits
+
+    async def pause_queue(self, name: str, *, actor: str) -> bool:
+        request = ingest.QueueAction(name=name, actor=actor)
+        return (await self._call(ingest.PAUSE_QUEUE, request, ingest.Changed)).changed
+
+    async def resume_queue(self, name: str, *, actor: str) -> bool:
+        request = ingest.QueueAction(name=name, actor=actor)
+        return (await self._call(ingest.RESUME_QUEUE, request, ingest.Changed)).changed
+
+    async def list_queues(self) -> list[QueueInfo]:
+        return (await self._call(ingest.LIST_QUEUES, ingest.Nothing(), ingest.Queues)).queues
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        answer = await self._call(ingest.LIST_SCHEDULES, ingest.Nothing(), ingest.Schedules)
+        return answer.schedules
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        return (await self._call(ingest.LIST_WORKERS, ingest.Nothing(), ingest.Workers)).workers
 
     async def open(self) -> None:
         return None

@@ -46,6 +46,11 @@ class StepRecord(msgspec.Struct, frozen=True):
     output: Any = None
     error: ErrorInfo | None = None
     finished_at: datetime | None = None
+    # When it began (a handler's start; when the run suspended on a sleep, wait or
+    # invocation), how long it took, and the run's attempt number when it was recorded.
+    started_at: datetime | None = None
+    duration: timedelta | None = None
+    attempt: int | None = None
 
 
 class CancelRule(msgspec.Struct, frozen=True):
@@ -87,6 +92,9 @@ class NewRun(msgspec.Struct, frozen=True):
     # runs keep events in the event log from being pruned. The registry always says;
     # a run from a sender that does not (an older client) is assumed to wait.
     may_wait: bool = True
+    # The W3C trace context (traceparent, tracestate) of the code that sent the event,
+    # so the run's spans continue its trace; None without OpenTelemetry.
+    trace: dict[str, str] | None = None
 
 
 class OutgoingEvent(msgspec.Struct, frozen=True):
@@ -151,6 +159,8 @@ class Transition(msgspec.Struct, frozen=True):
     steps: list[StepRecord]
     outcome: Outcome
     sent: list[OutgoingEvent] = []
+    # How many memo records this drive answered without running anything (replay).
+    replayed: int = 0
 
 
 class Lease(msgspec.Struct, frozen=True):
@@ -176,6 +186,42 @@ class Claim(msgspec.Struct, frozen=True):
     # Set when this claim took the run over from a holder whose lease ran out (it crashed
     # or stalled): that holder's owner name. Its attempt was counted.
     taken_over_from: str | None = None
+    # The trace context stored with the run (``NewRun.trace``).
+    trace: dict[str, str] | None = None
+    # When the run became due (store clock): its schedule-to-start latency is measured
+    # from here. None from a store that does not say.
+    due_at: datetime | None = None
+
+
+AttemptOutcome = Literal[
+    "running",
+    "completed",
+    "failed",
+    "retrying",
+    "suspended",
+    "lease_expired",
+    "cancelled",
+    "released",
+]
+
+
+class AttemptInfo(msgspec.Struct, frozen=True):
+    """One attempt of a run: from a claim to the commit (or takeover) that ended it.
+
+    ``number`` is the attempt number the function saw (``ctx.attempt``): a run that
+    suspends and resumes, or is released, goes on with the same number, so several
+    entries may share it. ``replayed`` counts memo records answered from the memo,
+    ``executed`` the steps this attempt recorded (handlers run, events sent).
+    """
+
+    number: int
+    started_at: datetime
+    ended_at: datetime | None
+    owner: str | None
+    outcome: AttemptOutcome
+    error: ErrorInfo | None = None
+    replayed: int = 0
+    executed: int = 0
 
 
 class RunInfo(msgspec.Struct, frozen=True):
@@ -200,6 +246,8 @@ class RunInfo(msgspec.Struct, frozen=True):
     parent: ParentLink | None = None
     finished_at: datetime | None = None
     endpoint: str | None = None
+    # Every attempt, oldest first; the current one (outcome "running") last.
+    history: list[AttemptInfo] = []
     # The run this one was made from by ``rerun`` (it copied that run's memo).
     forked_from: RunId | None = None
 
@@ -236,21 +284,72 @@ class RunPage(msgspec.Struct, frozen=True):
     next_cursor: str | None = None
 
 
-class AuditEntry(msgspec.Struct, frozen=True):
-    """One operator action: who (``actor``) did what (``action``: retry, rerun, cancel,
-    cancel_runs, retry_runs, ...) to what (``target``: a run id, or the filter of a bulk
-    action), with the action's ``detail``."""
-
-    at: datetime
-    actor: str
-    action: str
-    target: str
-    detail: dict[str, Any] = {}
-
-
 class Schedule(msgspec.Struct, frozen=True):
     """A cron function's schedule: ``template`` is the run to start on every tick."""
 
     event: str
     cron: str
     template: NewRun
+
+
+# -- operations: queues --------------------------------------------------------------
+
+
+class WaitInfo(msgspec.Struct, frozen=True):
+    """A run's pending ``wait_for_event``: what event (and match) answers it, and when it
+    expires (None: never)."""
+
+    run_id: RunId
+    step: str
+    event: str
+    match_field: str | None
+    match_value: Any
+    expires_at: datetime | None
+
+
+class QueueInfo(msgspec.Struct, frozen=True):
+    """A queue's runs by state, and whether it is paused.
+
+    Every unfinished run of the queue is counted once: ``due`` (claimable now),
+    ``running``, ``sleeping`` (due later at a known time: a sleep, a retry's backoff, a
+    delayed start) or ``waiting`` (for an event or an invoked run). ``oldest_due_at`` is
+    when the longest-waiting due run became due (None if none is).
+    """
+
+    name: str
+    due: int
+    running: int
+    sleeping: int
+    waiting: int
+    oldest_due_at: datetime | None
+    paused: bool
+
+
+class ScheduleInfo(msgspec.Struct, frozen=True):
+    """A registered cron schedule: the event it sends, its expression, the app that
+    registered it (None for schedules from before apps owned them), its next tick."""
+
+    event: str
+    cron: str
+    app: str | None
+    next_at: datetime
+
+
+class WorkerInfo(msgspec.Struct, frozen=True):
+    """A process holding leases (a worker or a server): how many runs it holds and when it
+    last took or renewed a lease. An old heartbeat means it stopped; its runs are taken
+    over when their leases expire."""
+
+    owner: str
+    runs_held: int
+    last_heartbeat_at: datetime | None
+
+
+class AuditEntry(msgspec.Struct, frozen=True):
+    """An operator action: who (``actor``), what (``action`` on ``target``), when."""
+
+    at: datetime
+    actor: str
+    action: str
+    target: str | None = None
+    detail: Any = None

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from types import TracebackType
 
+    from slayq.model import QueueInfo, ScheduleInfo, WaitInfo, WorkerInfo
     from slayq.runtime.functions import Function
 
 __all__ = ["Harness"]
@@ -101,6 +102,7 @@ class Harness:
                 self.store.commit,
                 retry_policy=self._retry_policy,
                 rng=self._rng,
+                clock=self.clock,
             )
         raise RuntimeError(
             f"run_until_idle: still busy after {self._max_drives} drives; "
@@ -171,3 +173,23 @@ class Harness:
 
     async def cancel(self, run_id: RunId, *, actor: str | None = None) -> bool:
         return await self.client.cancel(run_id, actor=actor)
+
+    # -- operations: queues --
+
+    async def list_waits(self, *, event: str | None = None, limit: int = 100) -> list[WaitInfo]:
+        return await self.client.list_waits(event=event, limit=limit)
+
+    async def pause_queue(self, name: str, *, actor: str | None = None) -> bool:
+        return await self.client.pause_queue(name, actor=actor)
+
+    async def resume_queue(self, name: str, *, actor: str | None = None) -> bool:
+        return await self.client.resume_queue(name, actor=actor)
+
+    async def list_queues(self) -> list[QueueInfo]:
+        return await self.client.list_queues()
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        return await self.client.list_schedules()
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        return await self.client.list_workers()

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from slayq.errors import StepDefinitionError
-from slayq.runtime.durations import Duration, parse_duration, parse_instant
+from slayq.runtime.durations import Duration, parse_duration, parse_instant, parse_timeout
+from slayq.runtime.names import name_problem
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -21,7 +22,19 @@ if TYPE_CHECKING:
 def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise StepDefinitionError(f"a step name must be a non-empty string, got {name!r}")
+    problem = name_problem(name)
+    if problem is not None:
+        raise StepDefinitionError(f"step name {problem}")
     return name
+
+
+def _check_event(event: object, where: str) -> str:
+    if not isinstance(event, str) or not event:
+        raise StepDefinitionError(f"{where}: event must be a name")
+    problem = name_problem(event)
+    if problem is not None:
+        raise StepDefinitionError(f"{where}: event name {problem}")
+    return event
 
 
 class StepCommand:
@@ -38,15 +51,24 @@ class StepCommand:
 
 
 class RunStep(StepCommand):
-    __slots__ = ("args", "fn")
+    """Run ``fn(*args)``; ``timeout`` (if set) overrides the function's ``step_timeout``."""
+
+    __slots__ = ("args", "fn", "timeout")
     kind: StepKind = "run"
 
-    def __init__(self, name: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        timeout: timedelta | None = None,
+    ) -> None:
         super().__init__(name)
         if not callable(fn):
             raise StepDefinitionError(f"step.run({name!r}, ...): {fn!r} is not callable")
         self.fn = fn
         self.args = args
+        self.timeout = timeout
 
 
 class SleepStep(StepCommand):
@@ -69,9 +91,7 @@ class WaitStep(StepCommand):
 
     def __init__(self, name: str, event: str, timeout: timedelta, match: str | None) -> None:
         super().__init__(name)
-        if not isinstance(event, str) or not event:
-            raise StepDefinitionError(f"step.wait_for_event({name!r}): event must be a name")
-        self.event = event
+        self.event = _check_event(event, f"step.wait_for_event({name!r})")
         self.timeout = timeout
         self.match = match
 
@@ -82,9 +102,7 @@ class InvokeStep(StepCommand):
 
     def __init__(self, name: str, event: str, data: object, timeout: timedelta) -> None:
         super().__init__(name)
-        if not isinstance(event, str) or not event:
-            raise StepDefinitionError(f"step.invoke({name!r}): event must be a name")
-        self.event = event
+        self.event = _check_event(event, f"step.invoke({name!r})")
         self.data = data
         self.timeout = timeout
 
@@ -130,9 +148,14 @@ class Finish:
 # The public constructors: ``from slayq import step`` then ``yield step.run(...)``.
 
 
-def run(name: str, fn: Callable[..., Any], *args: Any) -> RunStep:
-    """Run ``fn(*args)`` (sync in a thread, or async) once; its result is memoized."""
-    return RunStep(name, fn, args)
+def run(name: str, fn: Callable[..., Any], *args: Any, timeout: Duration | None = None) -> RunStep:
+    """Run ``fn(*args)`` (sync in a thread, or async) once; its result is memoized.
+
+    ``timeout`` bounds one attempt of the handler (it wins over the function's
+    ``step_timeout``): past it the attempt fails with ``StepTimeoutError`` and is retried.
+    """
+    limit = parse_timeout(timeout, what=f"step.run({name!r}) timeout")
+    return RunStep(name, fn, args, limit)
 
 
 def sleep(name: str, duration: Duration) -> SleepStep:

@@ -33,6 +33,10 @@ _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?|-?\.\d+)\s*([a-z]+)\s*$", re.IGNOR
 
 Duration = str | int | float | timedelta
 
+# The longest duration accepted. Every store must be able to hold now + it: Python's
+# datetime ends in 9999 (PostgreSQL's timestamps in 294276), and no run sleeps longer.
+MAX_DURATION = timedelta(days=365_250)
+
 
 def parse_duration(value: Duration, *, what: str = "duration") -> timedelta:
     """Turn "5m", "2 hours", 30 (seconds) or a timedelta into a non-negative timedelta."""
@@ -67,7 +71,27 @@ def parse_duration(value: Duration, *, what: str = "duration") -> timedelta:
         )
     if delta < timedelta(0):
         raise DurationError(f"{what} {value!r} is negative")
+    if delta > MAX_DURATION:
+        raise DurationError(
+            f"{what} {value!r} is longer than 1000 years, the longest duration slayq stores"
+        )
     return delta
+
+
+def parse_timeout(value: Duration | None, *, what: str) -> timedelta | None:
+    """A timeout: ``None`` (no limit) or a duration above zero."""
+    if value is None:
+        return None
+    delta = parse_duration(value, what=what)
+    if delta <= timedelta(0):
+        raise DurationError(f"{what} {value!r} must be more than zero (None means no limit)")
+    return delta
+
+
+def describe_duration(delta: timedelta) -> str:
+    """``delta`` the way users write durations: "50ms", "1.5s", "300s"."""
+    seconds = delta.total_seconds()
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
 
 
 def _timedelta_of(seconds: float, given: object, what: str) -> timedelta:
@@ -95,4 +119,9 @@ def parse_instant(value: datetime | str, *, what: str = "time") -> datetime:
             f"{what} {value!r} has no timezone: give an offset ('2025-01-01T00:00:00+00:00' or "
             "'...Z') or an aware datetime, so it means the same on every machine"
         )
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise DurationError(
+            f"{what} {value!r} is out of range: in UTC it falls after 9999-12-31"
+        ) from None

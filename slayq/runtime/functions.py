@@ -10,8 +10,12 @@ import msgspec
 
 from slayq.errors import EventDataError, FunctionDefinitionError
 from slayq.runtime.cron import CronSpec
+from slayq.runtime.durations import Duration, parse_timeout
+from slayq.runtime.names import name_problem
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from slayq.model import RunId
 
 
@@ -78,10 +82,12 @@ class Function:
         cancel_on: Sequence[Match],
         waits_on: Sequence[Match],
         invokes: Sequence[str],
+        step_timeout: Duration | None = None,
     ) -> None:
         where = f"@slayq.function(event={event!r})"
         if not isinstance(event, str) or not event.strip():
             raise FunctionDefinitionError(f"{where}: event must be a non-empty string")
+        where = f"@slayq.function(event={event[:60]!r})"
         if not (isinstance(schema, type) and issubclass(schema, msgspec.Struct)):
             raise FunctionDefinitionError(
                 f"{where}: schema must be a msgspec.Struct class (slayq.EmptyEvent for none), "
@@ -89,6 +95,10 @@ class Function:
             )
         if not isinstance(queue, str) or not queue.strip():
             raise FunctionDefinitionError(f"{where}: queue must be a non-empty string")
+        for label, name in (("event", event), ("queue", queue)):
+            problem = name_problem(name)
+            if problem is not None:
+                raise FunctionDefinitionError(f"{where}: {label} {problem}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise FunctionDefinitionError(f"{where}: retries must be an int >= 0, got {retries!r}")
         if isinstance(priority, bool) or not isinstance(priority, int):
@@ -110,6 +120,13 @@ class Function:
                         f"{where}: {label} matches on field {match.field!r}, which "
                         f"{schema.__name__} does not have (fields: {sorted(field_names)})"
                     )
+                if not isinstance(match.event, str) or not match.event:
+                    raise FunctionDefinitionError(
+                        f"{where}: {label} event must be a non-empty string, got {match.event!r}"
+                    )
+                problem = name_problem(match.event)
+                if problem is not None:
+                    raise FunctionDefinitionError(f"{where}: {label} event {problem}")
         self.cron = CronSpec(cron) if cron is not None else None
         if self.cron is not None and any(f.required for f in msgspec.structs.fields(schema)):
             raise FunctionDefinitionError(
@@ -129,6 +146,9 @@ class Function:
         self.waits_on = list(waits_on)
         self.invokes = list(invokes)
         self.is_workflow = inspect.isasyncgenfunction(handler)
+        self.step_timeout: timedelta | None = parse_timeout(
+            step_timeout, what=f"{where}: step_timeout"
+        )
 
     @property
     def max_attempts(self) -> int:
@@ -174,12 +194,17 @@ def function(
     cancel_on: Sequence[Match] = (),
     waits_on: Sequence[Match] = (),
     invokes: Sequence[str] = (),
+    step_timeout: Duration | None = None,
 ) -> Callable[[Handler], Function]:
     """Declare a workflow function that runs when ``event`` is sent.
 
     Lower ``priority`` runs first. ``retries`` is how many times a failed run is tried
-    again (so it runs at most ``retries + 1`` times).
+    again (so it runs at most ``retries + 1`` times). ``step_timeout`` bounds each
+    ``step.run`` handler (and the whole body of a function without steps); the default
+    ``None`` sets no limit. A step over it fails the attempt with ``StepTimeoutError``.
     """
+    # Checked here, so a bad timeout is raised at the decorator line.
+    parse_timeout(step_timeout, what=f"@slayq.function(event={event!r}): step_timeout")
 
     def register(handler: Handler) -> Function:
         return Function(
@@ -193,6 +218,7 @@ def function(
             cancel_on=cancel_on,
             waits_on=waits_on,
             invokes=invokes,
+            step_timeout=step_timeout,
         )
 
     return register

@@ -17,6 +17,8 @@ from slayq.model import CancelRule, NewRun, OutgoingEvent, ParentLink, RunId, Sc
 from slayq.runtime.functions import Function
 from slayq.runtime.ids import new_run_id
 from slayq.runtime.limits import DEFAULT_LIMITS, SizeLimits, describe
+from slayq.runtime.names import MAX_NAME_BYTES, name_problem, nul_in
+from slayq.telemetry.tracing import inject
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
@@ -77,6 +79,9 @@ class Registry:
         """Validate an event and resolve what it does. Raises before anything is stored."""
         if not isinstance(event, str) or not event:
             raise UnknownEventError(f"an event name must be a non-empty string, got {event!r}")
+        problem = name_problem(event)
+        if problem is not None:
+            raise UnknownEventError(f"event name {problem}")
         fn = self.functions.get(event)
         run = None
         if fn is not None:
@@ -84,6 +89,7 @@ class Registry:
             run = self.new_run(fn, payload, key=key, delay=delay, run_at=run_at)
         elif event in self.waited_events or event in self.cancel_events:
             payload = self._within_limit(event, _plain_data(event, data))
+            self._check_matched_fields(event, payload)
         else:
             raise UnknownEventError(
                 f"event {event!r} is not handled: no function runs on it, waits for it "
@@ -94,10 +100,60 @@ class Registry:
 
     def payload(self, fn: Function, data: object) -> dict[str, Any]:
         """``data`` validated against ``fn``'s schema, as stored builtins, within the limit."""
-        return self._within_limit(fn.event, fn.validate(data))
+        payload = self._within_limit(fn.event, fn.validate(data))
+        # A run's values of its matched fields are indexed with its waits and cancel rules.
+        for match in (*fn.waits_on, *fn.cancel_on):
+            key = fn.data_keys.get(match.field, match.field)
+            size = len(msgspec.json.encode(payload.get(key)))
+            if size > MAX_NAME_BYTES:
+                raise EventDataError(
+                    f"event {fn.event!r}: data.{key} is {size} bytes of JSON, over "
+                    f"{MAX_NAME_BYTES} bytes: it is matched on ({match.event!r}) and so "
+                    "indexed; match on a shorter id"
+                )
+        return payload
+
+    def _check_matched_fields(self, event: str, payload: dict[str, Any]) -> None:
+        """Data of an event that only answers waits or cancels runs must be able to match.
+
+        It needs at least one field that some function matches this event on, and each
+        such field must fit that field's type in the matching function's schema: an
+        event that can never match is refused rather than logged and ignored.
+        """
+        fields: dict[str, list[tuple[Function, Any]]] = {}
+        for fn in self.functions.values():
+            types = {f.name: f.type for f in msgspec.structs.fields(fn.schema)}
+            for match in (*fn.waits_on, *fn.cancel_on):
+                if match.event == event:
+                    key = fn.data_keys.get(match.field, match.field)
+                    fields.setdefault(key, []).append((fn, types[match.field]))
+        present = [key for key in fields if key in payload]
+        if not present:
+            raise EventDataError(
+                f"event {event!r}: data has none of the fields that functions match it on "
+                f"({', '.join(sorted(fields))}), so it could never answer a wait or cancel a "
+                f"run; got fields {sorted(payload)}"
+            )
+        for key in present:
+            for fn, annotation in fields[key]:
+                try:
+                    msgspec.convert(payload[key], type=annotation)
+                except (msgspec.ValidationError, TypeError) as exc:
+                    raise EventDataError(
+                        f"event {event!r}: data.{key} does not fit {fn.name}, which matches "
+                        f"on it ({fn.schema.__name__}.{key}): {exc}"
+                    ) from None
 
     def _within_limit(self, event: str, payload: dict[str, Any]) -> dict[str, Any]:
-        size = len(msgspec.json.encode(payload))
+        encoded = msgspec.json.encode(payload)
+        # JSON writes NUL as \u0000: only data whose encoding has that text (rare) is
+        # walked to find and name it, so sending pays one scan in C, not a Python walk.
+        nul = nul_in(payload, "data") if b"\\u0000" in encoded else None
+        if nul is not None:
+            raise EventDataError(
+                f"event {event!r}: {nul}; event data is matched as jsonb, which cannot hold it"
+            )
+        size = len(encoded)
         if size > self.limits.event_data_bytes:
             raise EventDataError(
                 f"event {event!r}: data is {describe(size)} of JSON, over the limit of "
@@ -115,6 +171,7 @@ class Registry:
         delay: timedelta | None = None,
         run_at: datetime | None = None,
         parent: ParentLink | None = None,
+        traced: bool = True,
     ) -> NewRun:
         return NewRun(
             id=self._new_id(),
@@ -130,11 +187,17 @@ class Registry:
             parent=parent,
             endpoint=self.endpoint,
             may_wait=bool(fn.waits_on),
+            trace=inject(fn.event) if traced else None,
         )
 
     def schedules(self) -> list[Schedule]:
+        # A tick starts its own trace, not one of the code that registered the schedule.
         return [
-            Schedule(event=fn.event, cron=fn.cron.text, template=self.new_run(fn, fn.validate({})))
+            Schedule(
+                event=fn.event,
+                cron=fn.cron.text,
+                template=self.new_run(fn, fn.validate({}), traced=False),
+            )
             for fn in self.functions.values()
             if fn.cron is not None
         ]

@@ -14,17 +14,26 @@ This is the only place replay logic lives. An ``Execution`` wraps one run's gene
   generator is closed and the run is replayed from its memo when they resolve.
 * ``step.send_event(s)`` is recorded as a step, and its events ride in the same
   transition, so they are sent exactly once per run.
+* A bad step command (a duplicate name, something that is not a step) is thrown into the
+  function at its ``yield``. A function that catches those errors and yields again without
+  ever making progress fails for good after ``ERRORS_IN_A_ROW`` of them, instead of
+  spinning forever; the loop checkpoints meanwhile, so other tasks keep running.
+* A ``step.run`` handler runs under its timeout (``step.run(..., timeout=)``, else the
+  function's ``step_timeout``); past it the attempt fails with ``StepTimeoutError``.
 
 ``advance()`` never raises for anything the user's code does: failures become a
 ``Failed`` outcome (with ``retry_after`` set while attempts remain), like Temporal's
-activation boundary. It reads no clock; durations are left for the store to anchor.
+activation boundary. Its decisions read no clock (durations are left for the store to
+anchor); the injected ``clock`` only times ``step.run`` handlers for the record.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import time
 import traceback
+from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +47,7 @@ from slayq.errors import (
     NoRetryError,
     StepDefinitionError,
     StepOutputError,
+    StepTimeoutError,
 )
 from slayq.model import (
     Claim,
@@ -54,6 +64,7 @@ from slayq.model import (
     Suspend,
     Transition,
 )
+from slayq.runtime.clock import Clock, SystemClock
 from slayq.runtime.commands import (
     Finish,
     InvokeStep,
@@ -64,19 +75,37 @@ from slayq.runtime.commands import (
     StepCommand,
     WaitStep,
 )
+from slayq.runtime.durations import describe_duration
 from slayq.runtime.functions import Context, Function
 from slayq.runtime.limits import describe
 from slayq.runtime.retry import DEFAULT_RETRY_POLICY, RetryPolicy
+from slayq.telemetry import tracing
+from slayq.telemetry.logs import current_event, enter_step, leave_step
+from slayq.telemetry.metrics import observe_step
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import AsyncGenerator, Callable, Sequence
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
     from slayq.runtime.registry import Registry
 
 # Errors that will happen again on every attempt: retrying them only burns time.
 # An InvokeError that the function does not catch replays the same stored failure every time.
 _PERMANENT = (NoRetryError, NondeterminismError, InputError, StepOutputError, InvokeError)
+
+# How many errors may be thrown into a function in a row, with no step answered between
+# them, before the run fails for good. A function that catches a bad step and tries
+# another way needs a few; a loop that swallows every error needs them all, and 100
+# takes a millisecond or so to spend while being far above any deliberate recovery.
+ERRORS_IN_A_ROW = 100
+
+# The most new steps one transition carries. Steps without a handler (sends) ride along
+# with the one handler a transition may run; a function sending in an endless loop would
+# otherwise never return from advance(), holding the event loop and growing without end.
+STEPS_PER_COMMIT = 1000
+
+_SYSTEM_CLOCK = SystemClock()
+_ZERO = timedelta(0)
 
 
 class _HandlerFailed(Exception):
@@ -104,6 +133,7 @@ class Execution:
         retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
         rng: random.Random | None = None,
         max_new_steps: int = 1,
+        clock: Clock | None = None,
     ) -> None:
         self.function = function
         self.run_id = run_id
@@ -117,10 +147,12 @@ class Execution:
         self._retry_policy = retry_policy
         self._rng = rng
         self._max_new_steps = max(1, max_new_steps)
+        self._clock = clock if clock is not None else _SYSTEM_CLOCK
         self._gen: AsyncGenerator[Any, Any] | None = None
         self._send: Any = None
         self._throw: BaseException | None = None
         self._held: object = None  # a yielded command waiting for the next advance()
+        self._errors_in_a_row = 0
         self.finished = False
 
     @classmethod
@@ -147,6 +179,7 @@ class Execution:
             raise RuntimeError("this execution has finished; start a new one to drive the run")
         steps: list[StepRecord] = []
         sent: list[OutgoingEvent] = []
+        cursor = self._cursor
         try:
             outcome = await self._drive(steps, sent)
         except _HandlerFailed as failure:
@@ -155,7 +188,8 @@ class Execution:
             outcome = self._failed(exc)
         if not isinstance(outcome, Continue):
             await self.aclose()
-        return Transition(steps=steps, outcome=outcome, sent=sent)
+        replayed = self._cursor - cursor
+        return Transition(steps=steps, outcome=outcome, sent=sent, replayed=replayed)
 
     async def aclose(self) -> None:
         self.finished = True
@@ -174,13 +208,18 @@ class Execution:
                     f"{self.function.name} has no steps, but the memo of run {self.run_id} "
                     f"records step {self._memo[0].name!r}"
                 )
-            result = await self.function.handler(self._context())  # type: ignore[misc]
+            body: Awaitable[Any] = self.function.handler(self._context())  # type: ignore[assignment]
+            result = await _timed(body, self.function.step_timeout, what=self.function.name)
             return Completed(self._as_json(result, what="the run's result"))
         while True:
             yielded, self._held = self._held or await self._resume(), None
-            if new_runs >= self._max_new_steps and not self.replaying and _runs_handler(yielded):
+            if not self.replaying and (
+                (new_runs >= self._max_new_steps and _runs_handler(yielded))
+                or len(steps) >= STEPS_PER_COMMIT
+            ):
                 # Commit what ran before running another handler; keep this command for
-                # the next advance(). Sleeps, sends and the finish ride along instead.
+                # the next advance(). Sleeps, sends and the finish ride along instead, up
+                # to a bound: a loop of sends alone must be committed (and yield) too.
                 self._held = yielded
                 return Continue()
             if isinstance(yielded, Finish):
@@ -189,7 +228,7 @@ class Execution:
             try:
                 commands = self._commands_of(yielded)
             except StepDefinitionError as exc:
-                self._throw = exc
+                await self._throw_in(exc)
                 continue
             records = self._replayed(commands)
             if len(records) == len(commands):
@@ -202,7 +241,7 @@ class Execution:
             try:
                 pending = await self._start_new(todo, steps, sent)
             except (StepDefinitionError, InputError) as exc:
-                self._throw = exc
+                await self._throw_in(exc)
                 continue
             if pending:
                 return Suspend(pending)
@@ -223,6 +262,18 @@ class Execution:
             return await self._gen.asend(send)
         except StopAsyncIteration:
             return Finish(None)
+
+    async def _throw_in(self, exc: InputError) -> None:
+        """Throw ``exc`` into the function at its ``yield``, unless it keeps catching them."""
+        self._errors_in_a_row += 1
+        if self._errors_in_a_row >= ERRORS_IN_A_ROW:
+            raise StepDefinitionError(
+                f"{self.function.name} caught the error thrown into it {ERRORS_IN_A_ROW} "
+                "times in a row without completing a step, so it would never stop; the "
+                f"last error was: {exc}"
+            ) from exc
+        self._throw = exc
+        await anyio.lowlevel.checkpoint()  # a loop of these must not starve other runs
 
     def _context(self) -> Context[Any]:
         return Context(
@@ -305,6 +356,7 @@ class Execution:
                     f"step {record.name!r}: {record.error.type}: {record.error.message}"
                 )
                 return
+        self._errors_in_a_row = 0
         outputs = [record.output for record in records]
         self._send = tuple(outputs) if isinstance(yielded, Parallel) else outputs[0]
 
@@ -334,15 +386,16 @@ class Execution:
         if isinstance(cmd, SleepStep):
             return PendingStep(name=cmd.name, kind="sleep", until=cmd.until, delay=cmd.delay)
         if isinstance(cmd, WaitStep):
-            field = self._wait_field(cmd)
-            key = self.function.data_keys.get(field, field) if field is not None else None
+            # waits_on names schema fields (checked by @slayq.function); data uses their
+            # encoded names.
+            key = self.function.data_keys[self._wait_field(cmd)]
             return PendingStep(
                 name=cmd.name,
                 kind="wait",
                 delay=cmd.timeout,
                 event=cmd.event,
                 match_field=key,
-                match_value=self._data.get(key) if key is not None else None,
+                match_value=self._data.get(key),
             )
         if isinstance(cmd, InvokeStep):
             if cmd.event not in self.function.invokes:
@@ -359,7 +412,7 @@ class Execution:
             return PendingStep(name=cmd.name, kind="invoke", delay=cmd.timeout, child=child)
         raise StepDefinitionError(f"{cmd!r} cannot be suspended on")
 
-    def _wait_field(self, cmd: WaitStep) -> str | None:
+    def _wait_field(self, cmd: WaitStep) -> str:
         declared = [m.field for m in self.function.waits_on if m.event == cmd.event]
         if cmd.match is None and len(declared) == 1:
             return declared[0]
@@ -374,8 +427,12 @@ class Execution:
         )
 
     async def _run(self, cmd: RunStep) -> StepRecord:
+        timeout = cmd.timeout if cmd.timeout is not None else self.function.step_timeout
+        started_at = self._clock.now()
         try:
-            output = await _call(cmd)
+            output = await _timed(_call(cmd), timeout, what=f"step {cmd.name!r}")
+            # A wall clock may step back: a duration is never negative.
+            duration = max(self._clock.now() - started_at, _ZERO)
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 raise
@@ -384,7 +441,9 @@ class Execution:
             stored = self._as_json(output, what=f"step {cmd.name!r}")
         except StepOutputError as exc:
             raise _HandlerFailed(cmd.name, exc) from None
-        return StepRecord(name=cmd.name, kind="run", output=stored)
+        return StepRecord(
+            name=cmd.name, kind="run", output=stored, started_at=started_at, duration=duration
+        )
 
     async def _run_concurrently(self, commands: list[RunStep], steps: list[StepRecord]) -> None:
         """Run handlers side by side. Finished ones are recorded even if another failed."""
@@ -428,13 +487,42 @@ def _runs_handler(yielded: object) -> bool:
     return isinstance(yielded, RunStep)
 
 
+async def _timed(work: Awaitable[Any], limit: timedelta | None, *, what: str) -> Any:
+    """Await ``work``, or raise ``StepTimeoutError`` when ``limit`` passes first."""
+    if limit is None:
+        return await work
+    with anyio.move_on_after(limit.total_seconds()):
+        return await work
+    # Only our own deadline lands here: a TimeoutError the handler raises passes through.
+    raise StepTimeoutError(
+        f"{what} ran past its timeout of {describe_duration(limit)}; the attempt failed "
+        "(it is retried like any failure)"
+    )
+
+
 async def _call(cmd: RunStep) -> Any:
+    """Run a step's handler under its span and log context, and observe its duration
+    (labelled with the event of the run being driven, which the engine boundary set)."""
+    token = enter_step(cmd.name)
+    started = time.perf_counter()
+    try:
+        if tracing.enabled():
+            with tracing.step_span(cmd.name):
+                return await _call_handler(cmd)
+        return await _call_handler(cmd)
+    finally:
+        observe_step(current_event(), time.perf_counter() - started)
+        leave_step(token)
+
+
+async def _call_handler(cmd: RunStep) -> Any:
     fn = cmd.fn
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
-    ):
+    # An async def, or an object whose __call__ is one.
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__):
         return await fn(*cmd.args)
-    result = await anyio.to_thread.run_sync(partial(fn, *cmd.args))
+    # A thread cannot be stopped: on a timeout or a worker's shutdown the attempt stops
+    # waiting for it. It runs on to its end in the background, and its result is dropped.
+    result = await anyio.to_thread.run_sync(partial(fn, *cmd.args), abandon_on_cancel=True)
     if inspect.isawaitable(result):
         result = await result
     return result

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from slayq.errors import InputError
 from slayq.runtime.durations import Duration, parse_duration, parse_instant
+from slayq.runtime.names import name_problem
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -27,6 +28,9 @@ def outgoing_event(
         raise InputError(f"send_event({event!r}): give delay or run_at, not both")
     if key is not None and (not isinstance(key, str) or not key):
         raise InputError(f"send_event({event!r}): key must be a non-empty string, got {key!r}")
+    problem = name_problem(key) if key is not None else None
+    if problem is not None:
+        raise InputError(f"send_event({event!r}): key {problem}")
     return registry.outgoing(
         event,
         {} if data is None else data,

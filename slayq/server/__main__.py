@@ -27,6 +27,7 @@ from slayq.server.delivery import HttpExecutor
 from slayq.server.http import create_app
 from slayq.server.settings import settings_from_env
 from slayq.store.postgres import PostgresStore
+from slayq.telemetry.logs import configure_logging
 from slayq.transport.deliverer import Deliverer
 from slayq.transport.wire import Limits
 from slayq.worker.config import load_config
@@ -55,6 +56,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--retention", default="7d", help="remove finished runs older than this; 'off' keeps them"
     )
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="log lines (text)"
+    )
     return parser.parse_args(argv)
 
 
@@ -95,6 +99,8 @@ async def serve(args: argparse.Namespace) -> None:
             host=settings.host,
             port=settings.port,
             log_level=args.log_level.lower(),
+            # uvicorn's lines go through the root handler, in --log-format.
+            log_config=None,
             access_log=False,
             lifespan="off",
         )
@@ -131,9 +137,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per delivery is noise
     try:
         anyio.run(serve, args)

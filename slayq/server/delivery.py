@@ -29,6 +29,7 @@ import msgspec
 
 from slayq.model import Continue, ErrorInfo, Failed, Transition
 from slayq.runtime.retry import DEFAULT_RETRY_POLICY, RetryPolicy
+from slayq.telemetry.metrics import record_delivery
 from slayq.transport.errors import BodyTooLargeError, DeliveryError
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class HttpExecutor:
         refusal = self.refusal(endpoint)
         if refusal is not None or endpoint is None:
             error = ErrorInfo(type="EndpointError", message=refusal or "no endpoint")
-            logger.error("run %s: %s", claim.lease.run_id, error.message, extra=_extra(claim))
+            record_delivery(claim, "refused")
             await commit(claim.lease, Transition(steps=[], outcome=Failed(error)))
             return
         current = claim
@@ -98,6 +99,7 @@ class HttpExecutor:
                 await self._failed(claim, exc, commit)
                 return
             self._failing_since.pop(endpoint, None)
+            record_delivery(claim, "delivered")
             await commit(claim.lease, transition)
             if not isinstance(transition.outcome, Continue):
                 return
@@ -120,34 +122,30 @@ class HttpExecutor:
         return None
 
     async def _failed(self, claim: Claim, exc: DeliveryError, commit: Commit) -> None:
-        extra = _extra(claim) | {"endpoint": exc.endpoint, "status": exc.status}
+        # A failure committed as the attempt's outcome is logged by the dispatcher's
+        # commit, as every failed attempt is; only a hand-back is logged here.
         if exc.permanent:
             error = ErrorInfo(type=_error_type(exc), message=str(exc))
-            logger.error("run %s failed for good: %s", claim.lease.run_id, exc, extra=extra)
+            record_delivery(claim, "refused")
             await commit(claim.lease, Transition(steps=[], outcome=Failed(error)))
             return
         if exc.may_have_run:
+            record_delivery(claim, "lost")
             retry_after = (
                 self.retry_policy.delay(claim.attempt)
                 if claim.attempt < claim.max_attempts
                 else None
             )
-            logger.warning(
-                "delivering run %s failed after the app got it (attempt %d/%d): %s",
-                claim.lease.run_id,
-                claim.attempt,
-                claim.max_attempts,
-                exc,
-                extra=extra,
-            )
             error = ErrorInfo(type="DeliveryError", message=str(exc))
             await commit(claim.lease, Transition(steps=[], outcome=Failed(error, retry_after)))
             return
+        record_delivery(claim, "unreachable")
         now = time.monotonic()
         failing = timedelta(seconds=now - self._failing_since.setdefault(exc.endpoint, now))
         nominal = min(MAX_UNDELIVERED_DELAY, max(MIN_UNDELIVERED_DELAY, failing))
         delay = nominal * random.uniform(0.5, 1.0)  # spread out the runs of one endpoint
         hint = likely_fix(exc)
+        extra = _extra(claim) | {"endpoint": exc.endpoint, "status": exc.status}
         logger.warning(
             "could not deliver run %s to %s (status %s): %s. Likely fix: %s. The run waits, "
             "without spending an attempt, and is tried again in %.0f s",

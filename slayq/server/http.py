@@ -1,4 +1,5 @@
-"""The server's HTTP side (Starlette): a health check and the signed ingest RPC."""
+"""The server's HTTP side (Starlette): a health check, Prometheus metrics and the signed
+ingest RPC."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import msgspec
+import prometheus_client
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
@@ -146,6 +148,47 @@ def create_app(
         await store.set_schedules(request.schedules, app=request.app, events=request.events)
         return {"ok": True}
 
+    # -- operations: queues --
+
+    async def list_waits(request: ingest.ListWaits) -> ingest.Waits:
+        return ingest.Waits(waits=await store.list_waits(event=request.event, limit=request.limit))
+
+    async def pause_queue(request: ingest.QueueAction) -> ingest.Changed:
+        return ingest.Changed(changed=await store.pause_queue(request.name, actor=request.actor))
+
+    async def resume_queue(request: ingest.QueueAction) -> ingest.Changed:
+        return ingest.Changed(changed=await store.resume_queue(request.name, actor=request.actor))
+
+    async def list_queues(request: ingest.Nothing) -> ingest.Queues:
+        return ingest.Queues(queues=await store.list_queues())
+
+    async def list_schedules(request: ingest.Nothing) -> ingest.Schedules:
+        return ingest.Schedules(schedules=await store.list_schedules())
+
+    async def list_workers(request: ingest.Nothing) -> ingest.Workers:
+        return ingest.Workers(workers=await store.list_workers())
+
+    queue_routes = [
+        Route(f"/ingest/{ingest.LIST_WAITS}", rpc(ingest.ListWaits, list_waits), methods=["POST"]),
+        Route(
+            f"/ingest/{ingest.PAUSE_QUEUE}", rpc(ingest.QueueAction, pause_queue), methods=["POST"]
+        ),
+        Route(
+            f"/ingest/{ingest.RESUME_QUEUE}",
+            rpc(ingest.QueueAction, resume_queue),
+            methods=["POST"],
+        ),
+        Route(f"/ingest/{ingest.LIST_QUEUES}", rpc(ingest.Nothing, list_queues), methods=["POST"]),
+        Route(
+            f"/ingest/{ingest.LIST_SCHEDULES}",
+            rpc(ingest.Nothing, list_schedules),
+            methods=["POST"],
+        ),
+        Route(
+            f"/ingest/{ingest.LIST_WORKERS}", rpc(ingest.Nothing, list_workers), methods=["POST"]
+        ),
+    ]
+
     async def health(request: Request) -> Response:
         try:
             unserved = await unserved_queues(store, served)
@@ -153,8 +196,13 @@ def create_app(
             return _json({"status": "unavailable", "error": str(exc)}, 503)
         return _json({"status": "ok", "unserved_queues": unserved})
 
+    async def metrics(request: Request) -> Response:
+        exposition = prometheus_client.generate_latest(prometheus_client.REGISTRY)
+        return Response(exposition, media_type=prometheus_client.CONTENT_TYPE_LATEST)
+
     routes = [
         Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route(
             f"/ingest/{ingest.SEND_EVENTS}", rpc(ingest.SendEvents, send_events), methods=["POST"]
         ),
@@ -177,5 +225,6 @@ def create_app(
             rpc(ingest.SetSchedules, set_schedules),
             methods=["POST"],
         ),
+        *queue_routes,
     ]
     return Starlette(routes=routes)

@@ -9,17 +9,25 @@ atomic on the event loop without locks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import count
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
-from slayq.errors import InputError, LeaseLostError, RunNotFoundError, StoreError
+from slayq.errors import (
+    InputError,
+    LeaseLostError,
+    RunNotFoundError,
+    StoreError,
+    StoreInputError,
+)
 from slayq.model import (
     CANCELLED,
     FINISHED_STATUSES,
     LEASE_EXPIRED,
+    AttemptInfo,
+    AttemptOutcome,
     AuditEntry,
     CancelRule,
     Claim,
@@ -32,15 +40,19 @@ from slayq.model import (
     OutgoingEvent,
     ParentLink,
     PendingStep,
+    QueueInfo,
     RunFilter,
     RunId,
     RunInfo,
     RunPage,
     RunStatus,
     Schedule,
+    ScheduleInfo,
     StepRecord,
     Suspend,
     Transition,
+    WaitInfo,
+    WorkerInfo,
 )
 from slayq.runtime.clock import Clock, SystemClock
 from slayq.runtime.ids import new_run_id
@@ -54,16 +66,19 @@ from slayq.runtime.run_filters import (
     encode_cursor,
     window,
 )
+from slayq.store._queue_checks import checked_limit, checked_queue
 from slayq.store._schedule_sets import checked_schedules
 from slayq.store.protocol import EVENT_LOG_GRACE
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
 
+    from slayq.model import Outcome
     from slayq.runtime.cron import CronSpec
     from slayq.store.protocol import QueueLimit
 
 _S = TypeVar("_S", bound=msgspec.Struct)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 def _copy(value: Any) -> Any:
@@ -74,6 +89,7 @@ def _copy(value: Any) -> Any:
 class _Pending:
     step: PendingStep
     expires_at: datetime | None
+    started_at: datetime
 
 
 @dataclass
@@ -94,6 +110,7 @@ class _Run:
     run_at: datetime | None
     event_cursor: int
     may_wait: bool
+    trace: dict[str, str] | None = None
     status: RunStatus = "queued"
     attempt: int = 1
     steps: list[StepRecord] = field(default_factory=list)
@@ -101,10 +118,16 @@ class _Run:
     token: int = 0
     owner: str | None = None
     lease_expires_at: datetime | None = None
+    heartbeat_at: datetime | None = None  # when the lease was last taken or extended
     result: Any = None
     error: ErrorInfo | None = None
     finished_at: datetime | None = None
     forked_from: RunId | None = None
+    # The attempt running now: set from its claim until it ends (see ``_end_attempt``).
+    attempt_started_at: datetime | None = None
+    replayed: int = 0
+    executed: int = 0
+    history: list[AttemptInfo] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -133,11 +156,13 @@ class MemoryStore:
         self._run_seq = count()
         self._tokens = count(1)
         self._schedules: dict[str, _Schedule] = {}
+        self._paused: set[str] = set()
         self._audit: list[AuditEntry] = []
 
     # -- events ------------------------------------------------------------------------
 
     async def send_events(self, events: Sequence[OutgoingEvent]) -> list[RunId | None]:
+        _check_times(self.clock.now(), events, [])
         return [self._ingest(_copy_struct(event)) for event in events]
 
     def _ingest(self, event: OutgoingEvent) -> RunId | None:
@@ -190,6 +215,7 @@ class MemoryStore:
             run_at=run_at,
             event_cursor=self._event_seq,
             may_wait=new.may_wait,
+            trace=new.trace,
         )
         return new.id
 
@@ -205,7 +231,7 @@ class MemoryStore:
     ) -> list[Claim]:
         now = self.clock.now()
         due = sorted(
-            (run for run in self._runs.values() if self._is_due(run, now)),
+            (run for run in self._runs.values() if self._claimable(run, now)),
             key=lambda run: (run.priority, run.run_at or now, run.seq),
         )
         capacity: dict[str, list[int]] = {}
@@ -225,6 +251,7 @@ class MemoryStore:
             taken_over_from = run.owner if run.status == "running" else None
             if run.status == "running" and not self._take_over(run, now):
                 continue
+            run.attempt_started_at, run.replayed, run.executed = now, 0, 0
             for pending in list(run.pending.values()):
                 self._resolve(run, pending.step.name, now, output=None, wake=False)
             if slot is not None:
@@ -233,6 +260,7 @@ class MemoryStore:
             run.token = next(self._tokens)
             run.owner = owner
             run.lease_expires_at = now + lease_for
+            run.heartbeat_at = now
             run.updated_at = now
             claims.append(
                 Claim(
@@ -242,9 +270,11 @@ class MemoryStore:
                     queue=run.queue,
                     attempt=run.attempt,
                     max_attempts=run.max_attempts,
-                    memo=[_copy_struct(step) for step in run.steps],
+                    memo=[_memo_record(step) for step in run.steps],
                     endpoint=run.endpoint,
                     taken_over_from=taken_over_from,
+                    trace=run.trace,
+                    due_at=run.run_at or now,
                 )
             )
         return claims
@@ -255,6 +285,11 @@ class MemoryStore:
         if run.status in FINISHED_STATUSES:
             return False
         return run.run_at is not None and run.run_at <= now
+
+    def _claimable(self, run: _Run, now: datetime) -> bool:
+        """Due, and not in a paused queue: a paused queue is not claimed, not even to take
+        over an expired lease."""
+        return run.queue not in self._paused and self._is_due(run, now)
 
     @staticmethod
     def _holds_slot(run: _Run, group: QueueLimit, now: datetime) -> bool:
@@ -267,6 +302,7 @@ class MemoryStore:
 
     def _take_over(self, run: _Run, now: datetime) -> bool:
         """A lease ran out: its holder is presumed dead, which costs the run an attempt."""
+        self._end_attempt(run, "lease_expired", now, LEASE_EXPIRED)
         run.error = LEASE_EXPIRED
         if run.attempt >= run.max_attempts:
             self._finish(run, "failed", now)
@@ -285,8 +321,22 @@ class MemoryStore:
             if record.name in known:
                 raise StoreError(f"run {run.id} already has a step named {record.name!r}")
             known.add(record.name)
+        # Everything that can fail is checked above this line: nothing is half-applied.
+        _check_times(now, transition.sent, _times_of(transition.outcome))
         for record in transition.steps:
-            run.steps.append(msgspec.structs.replace(record, finished_at=now))
+            started_at = record.started_at or now
+            duration = record.duration if record.duration is not None else now - started_at
+            run.steps.append(
+                msgspec.structs.replace(
+                    record,
+                    finished_at=now,
+                    started_at=started_at,
+                    duration=max(duration, timedelta(0)),
+                    attempt=run.attempt,
+                )
+            )
+        run.replayed += transition.replayed
+        run.executed += len(transition.steps)
         for event in transition.sent:
             self._ingest(event)
         if run.status != "running" or run.token != lease.token:
@@ -297,6 +347,7 @@ class MemoryStore:
             return
         run.lease_expires_at = None
         if isinstance(outcome, Suspend):
+            self._end_attempt(run, "suspended", now)
             self._suspend(run, outcome.pending, now)
         elif isinstance(outcome, Completed):
             run.result = outcome.result
@@ -304,6 +355,7 @@ class MemoryStore:
         elif isinstance(outcome, Failed):
             run.error = outcome.error
             if outcome.retry_after is not None:
+                self._end_attempt(run, "retrying", now, outcome.error)
                 run.status = "queued"
                 run.attempt += 1
                 run.run_at = now + outcome.retry_after
@@ -323,7 +375,7 @@ class MemoryStore:
         run.status = "waiting"
         for step in pending:
             expires_at = step.until or (now + step.delay if step.delay is not None else None)
-            run.pending[step.name] = _Pending(step, expires_at)
+            run.pending[step.name] = _Pending(step, expires_at, now)
             if step.child is not None:
                 self._create(step.child, now)
         for step in pending:
@@ -356,7 +408,14 @@ class MemoryStore:
             return
         run.steps.append(
             StepRecord(
-                name=step_name, kind=pending.step.kind, output=output, error=error, finished_at=now
+                name=step_name,
+                kind=pending.step.kind,
+                output=output,
+                error=error,
+                finished_at=now,
+                started_at=pending.started_at,
+                duration=now - pending.started_at,
+                attempt=run.attempt,
             )
         )
         run.updated_at = now
@@ -375,7 +434,31 @@ class MemoryStore:
         only_sleeps = all(p.step.kind == "sleep" for p in run.pending.values())
         run.status = "sleeping" if only_sleeps else "waiting"
 
-    def _finish(self, run: _Run, status: RunStatus, now: datetime) -> None:
+    def _end_attempt(
+        self, run: _Run, outcome: AttemptOutcome, now: datetime, error: ErrorInfo | None = None
+    ) -> None:
+        """Record the attempt running now (if one is: a takeover recorded it already)."""
+        if run.attempt_started_at is None:
+            return
+        run.history.append(
+            AttemptInfo(
+                number=run.attempt,
+                started_at=run.attempt_started_at,
+                ended_at=now,
+                owner=run.owner,
+                outcome=outcome,
+                error=error,
+                replayed=run.replayed,
+                executed=run.executed,
+            )
+        )
+        run.attempt_started_at = None
+
+    def _finish(
+        self, run: _Run, status: Literal["completed", "failed", "cancelled"], now: datetime
+    ) -> None:
+        if run.status == "running":
+            self._end_attempt(run, status, now, run.error if status == "failed" else None)
         run.status = status
         run.finished_at = now
         run.updated_at = now
@@ -405,6 +488,7 @@ class MemoryStore:
             run = self._runs.get(lease.run_id)
             if run is not None and run.status == "running" and run.token == lease.token:
                 run.lease_expires_at = now + lease_for
+                run.heartbeat_at = now
                 kept.append(msgspec.structs.replace(lease, expires_at=run.lease_expires_at))
         return kept
 
@@ -414,6 +498,7 @@ class MemoryStore:
         run = self._runs.get(lease.run_id)
         if run is not None and run.status == "running" and run.token == lease.token:
             now = self.clock.now()
+            self._end_attempt(run, "released", now, error)
             run.status, run.lease_expires_at, run.updated_at = "queued", None, now
             run.run_at = now + (delay or timedelta(0))
             if error is not None:
@@ -534,6 +619,21 @@ class MemoryStore:
             AuditEntry(at=at, actor=actor, action=action, target=target, detail=_copy(detail))
         )
 
+    @staticmethod
+    def _running(run: _Run) -> list[AttemptInfo]:
+        if run.status != "running" or run.attempt_started_at is None:
+            return []
+        running = AttemptInfo(
+            number=run.attempt,
+            started_at=run.attempt_started_at,
+            ended_at=None,
+            owner=run.owner,
+            outcome="running",
+            replayed=run.replayed,
+            executed=run.executed,
+        )
+        return [running]
+
     async def cancel_run(self, run_id: RunId, *, actor: str = "api") -> bool:
         check_actor(actor)
         run = self._get(run_id)
@@ -560,6 +660,97 @@ class MemoryStore:
                 del self._schedules[event]
         self._schedules.update(kept)
 
+    # -- operations: queues --
+
+    async def list_waits(self, *, event: str | None = None, limit: int = 100) -> list[WaitInfo]:
+        checked_limit("list_waits", limit)
+        waits = [
+            (p.expires_at, run.id, pos, p.step)
+            for run in self._runs.values()
+            if run.status not in FINISHED_STATUSES
+            for pos, p in enumerate(run.pending.values())
+            if p.step.kind == "wait" and (event is None or p.step.event == event)
+        ]
+        # Soonest deadline first, waits that never expire last; then by run, in step order.
+        waits.sort(key=lambda w: (w[0] is None, w[0] or _EARLIEST, w[1], w[2]))
+        return [
+            _copy_struct(
+                WaitInfo(
+                    run_id=run_id,
+                    step=step.name,
+                    event=step.event or "",
+                    match_field=step.match_field,
+                    match_value=step.match_value,
+                    expires_at=expires_at,
+                )
+            )
+            for expires_at, run_id, _, step in waits[:limit]
+        ]
+
+    async def pause_queue(self, name: str, *, actor: str) -> bool:
+        checked_queue("pause_queue", name, actor)
+        changed = name not in self._paused
+        self._paused.add(name)
+        self._audit.append(AuditEntry(self.clock.now(), actor, "pause_queue", name, None))
+        return changed
+
+    async def resume_queue(self, name: str, *, actor: str) -> bool:
+        checked_queue("resume_queue", name, actor)
+        changed = name in self._paused
+        self._paused.discard(name)
+        self._audit.append(AuditEntry(self.clock.now(), actor, "resume_queue", name, None))
+        return changed
+
+    async def list_queues(self) -> list[QueueInfo]:
+        now = self.clock.now()
+        # name -> [due, running, sleeping, waiting], oldest due
+        counts: dict[str, list[int]] = {name: [0, 0, 0, 0] for name in self._paused}
+        oldest: dict[str, datetime] = {}
+        for run in self._runs.values():
+            if run.status in FINISHED_STATUSES:
+                continue
+            row = counts.setdefault(run.queue, [0, 0, 0, 0])
+            if run.status == "running":
+                row[1] += 1
+            elif run.run_at is not None and run.run_at <= now:
+                row[0] += 1
+                oldest[run.queue] = min(oldest.get(run.queue, run.run_at), run.run_at)
+            elif run.status == "waiting":
+                row[3] += 1
+            else:
+                row[2] += 1
+        return [
+            QueueInfo(
+                name=name,
+                due=row[0],
+                running=row[1],
+                sleeping=row[2],
+                waiting=row[3],
+                oldest_due_at=oldest.get(name),
+                paused=name in self._paused,
+            )
+            for name, row in sorted(counts.items())
+        ]
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        return [
+            ScheduleInfo(event=event, cron=e.schedule.cron, app=e.app, next_at=e.next_at)
+            for event, e in sorted(self._schedules.items())
+        ]
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        held: dict[str, tuple[int, datetime | None]] = {}
+        for run in self._runs.values():
+            if run.status == "running" and run.owner is not None:
+                n, last = held.get(run.owner, (0, None))
+                beat = run.heartbeat_at
+                newest = last if beat is None or (last is not None and last >= beat) else beat
+                held[run.owner] = (n + 1, newest)
+        return [
+            WorkerInfo(owner=owner, runs_held=n, last_heartbeat_at=last)
+            for owner, (n, last) in sorted(held.items())
+        ]
+
     async def fire_schedules(self) -> list[RunId]:
         now = self.clock.now()
         started: list[RunId] = []
@@ -578,6 +769,8 @@ class MemoryStore:
     async def next_wakeup(self) -> datetime | None:
         times = [s.next_at for s in self._schedules.values()]
         for run in self._runs.values():
+            if run.queue in self._paused:
+                continue  # nothing of it becomes due before the resume, which notifies
             if run.status == "running" and run.lease_expires_at is not None:
                 times.append(run.lease_expires_at)
             elif run.status not in FINISHED_STATUSES and run.run_at is not None:
@@ -652,8 +845,38 @@ def _info(run: _Run, *, steps: bool) -> RunInfo:
         parent=run.parent,
         finished_at=run.finished_at,
         endpoint=run.endpoint,
+        history=[*run.history, *MemoryStore._running(run)] if steps else [],
         forked_from=run.forked_from,
     )
+
+
+def _times_of(outcome: Outcome) -> list[tuple[str, datetime | None, timedelta | None]]:
+    """(what, until, delay) of every time ``outcome`` makes the store compute."""
+    if isinstance(outcome, Failed):
+        return [("the retry", None, outcome.retry_after)]
+    if not isinstance(outcome, Suspend):
+        return []
+    times = [(f"step {p.name!r}", p.until, p.delay) for p in outcome.pending]
+    children = [p.child for p in outcome.pending if p.child is not None]
+    times += [(f"the run of {c.event!r}", c.run_at, c.delay) for c in children]
+    return times
+
+
+def _check_times(
+    now: datetime,
+    sent: Sequence[OutgoingEvent],
+    times: list[tuple[str, datetime | None, timedelta | None]],
+) -> None:
+    """Refuse a time past what a datetime holds, as PostgreSQL refuses one past its range."""
+    times = times + [
+        (f"the run of {e.name!r}", e.run.run_at, e.run.delay) for e in sent if e.run is not None
+    ]
+    for what, until, delay in times:
+        if until is None and delay is not None:
+            try:
+                now + delay
+            except OverflowError:
+                raise StoreInputError(f"{what}: now + {delay} is out of range") from None
 
 
 def _wait_matches(step: PendingStep, name: str, data: dict[str, Any]) -> bool:
@@ -663,6 +886,11 @@ def _wait_matches(step: PendingStep, name: str, data: dict[str, Any]) -> bool:
     if step.match_field is None:
         return True
     return step.match_field in data and data[step.match_field] == step.match_value
+
+
+def _memo_record(step: StepRecord) -> StepRecord:
+    """A step as the engine replays it: timings and attempts are for readers, not replay."""
+    return _copy_struct(msgspec.structs.replace(step, started_at=None, duration=None, attempt=None))
 
 
 def _copy_struct(value: _S) -> _S:

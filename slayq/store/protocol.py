@@ -23,12 +23,16 @@ if TYPE_CHECKING:
         Lease,
         NewRun,
         OutgoingEvent,
+        QueueInfo,
         RunFilter,
         RunId,
         RunInfo,
         RunPage,
         Schedule,
+        ScheduleInfo,
         Transition,
+        WaitInfo,
+        WorkerInfo,
     )
 
 
@@ -97,7 +101,14 @@ class Store(Protocol):
         ...
 
     async def get_run(self, run_id: RunId) -> RunInfo:
-        """A snapshot of the run; ``RunNotFoundError`` if there is none."""
+        """A snapshot of the run, its steps and its attempt history; ``RunNotFoundError``
+        if there is none.
+
+        Every claim starts an attempt; whatever ends it (a commit that does not continue,
+        a takeover of its expired lease, a release, a cancel) records it, with the memo
+        records its commits replayed (``Transition.replayed``) and the steps they
+        recorded. Steps record their start, duration and the run's attempt number.
+        """
         ...
 
     # -- operations: runs --
@@ -167,6 +178,37 @@ class Store(Protocol):
         """
         ...
 
+    # -- operations: queues --
+
+    async def list_waits(self, *, event: str | None = None, limit: int = 100) -> list[WaitInfo]:
+        """Pending waits of unfinished runs (of ``event`` only, if given), soonest deadline
+        first, waits without one last; at most ``limit`` (``InputError`` below 1)."""
+        ...
+
+    async def pause_queue(self, name: str, *, actor: str) -> bool:
+        """Stop every process from claiming runs of queue ``name`` (runs already running
+        go on); True if it was not paused already. Records ``actor`` in the audit log.
+        ``InputError`` (changing nothing) for an empty name or actor."""
+        ...
+
+    async def resume_queue(self, name: str, *, actor: str) -> bool:
+        """Let queue ``name`` be claimed again, waking idle claimers at once; True if it was
+        paused. Records ``actor`` in the audit log."""
+        ...
+
+    async def list_queues(self) -> list[QueueInfo]:
+        """Every queue that has unfinished runs or is paused, by name."""
+        ...
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        """Every registered cron schedule, by event."""
+        ...
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Every owner of a running run's lease (expired ones too: a stopped worker shows
+        until its runs are taken over), by owner."""
+        ...
+
     async def fire_schedules(self) -> list[RunId]:
         """Start one run per schedule whose tick is due, and move it to its next tick.
 
@@ -175,7 +217,8 @@ class Store(Protocol):
         ...
 
     async def next_wakeup(self) -> datetime | None:
-        """The earliest time at which something becomes due, or None."""
+        """The earliest time at which something becomes due, or None. Paused queues are
+        left out: nothing of theirs is due before ``resume_queue``, which notifies."""
         ...
 
     async def due_by_queue(self) -> dict[str, int]:

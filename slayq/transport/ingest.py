@@ -14,7 +14,17 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from slayq.model import NewRun, OutgoingEvent, RunFilter, RunId, Schedule
+from slayq.model import (
+    NewRun,
+    OutgoingEvent,
+    QueueInfo,
+    RunFilter,
+    RunId,
+    Schedule,
+    ScheduleInfo,
+    WaitInfo,
+    WorkerInfo,
+)
 from slayq.transport.wire import events_from_wire, events_to_wire
 
 T = TypeVar("T")
@@ -91,6 +101,52 @@ class Counted(msgspec.Struct, frozen=True):
 
 class ListAudit(msgspec.Struct, frozen=True):
     limit: int = 100
+
+
+# -- operations: queues --
+
+LIST_WAITS = "list-waits"
+PAUSE_QUEUE = "pause-queue"
+RESUME_QUEUE = "resume-queue"
+LIST_QUEUES = "list-queues"
+LIST_SCHEDULES = "list-schedules"
+LIST_WORKERS = "list-workers"
+
+
+class ListWaits(msgspec.Struct, frozen=True):
+    event: str | None = None
+    limit: int = 100
+
+
+class Waits(msgspec.Struct, frozen=True):
+    waits: list[WaitInfo]
+
+
+class QueueAction(msgspec.Struct, frozen=True):
+    """Pause or resume queue ``name``, on behalf of ``actor``."""
+
+    name: str
+    actor: str
+
+
+class Changed(msgspec.Struct, frozen=True):
+    changed: bool
+
+
+class Nothing(msgspec.Struct, frozen=True):
+    """The request of a listing that takes no arguments."""
+
+
+class Queues(msgspec.Struct, frozen=True):
+    queues: list[QueueInfo]
+
+
+class Schedules(msgspec.Struct, frozen=True):
+    schedules: list[ScheduleInfo]
+
+
+class Workers(msgspec.Struct, frozen=True):
+    workers: list[WorkerInfo]
 
 
 class Failure(msgspec.Struct, frozen=True):

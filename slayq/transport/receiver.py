@@ -33,6 +33,8 @@ from slayq.errors import ConfigError
 from slayq.model import ErrorInfo, Failed, Transition
 from slayq.runtime.limits import describe
 from slayq.runtime.replay import Execution
+from slayq.telemetry.logs import run_context
+from slayq.telemetry.tracing import attempt_span
 from slayq.transport.errors import BodyTooLargeError, SignatureError, WireError
 from slayq.transport.signing import (
     DEFAULT_TOLERANCE,
@@ -134,10 +136,16 @@ class Receiver:
                 f"(known: {sorted(self.registry.functions)})"
             )
         execution = Execution.start(self.registry, claim, max_new_steps=self.max_new_steps)
-        try:
-            transition = await execution.advance()
-        finally:
-            await execution.aclose()
+        # The engine boundary: the run's fields on log records, its attempt's span.
+        with (
+            run_context(claim.lease.run_id, claim.event, claim.queue, claim.attempt),
+            attempt_span(claim) as span,
+        ):
+            try:
+                transition = await execution.advance()
+            finally:
+                await execution.aclose()
+            span.ended(transition)
         logger.debug(
             "run %s: %s", claim.lease.run_id, type(transition.outcome).__name__, extra=extra
         )

@@ -2,7 +2,8 @@
 
 Runs the functions of ``client`` in this process, claiming from its store (Postgres) the
 queues the config file defines. SIGTERM or SIGINT drains in-flight runs within
-``--grace``, then hands back what is left.
+``--grace``, then hands back what is left. ``--metrics-port`` serves Prometheus metrics
+on ``/metrics``; ``--log-format json`` writes one JSON object per log line.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ import importlib
 import logging
 import signal
 import sys
+from datetime import timedelta
 
 import anyio
+import prometheus_client
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from slayq.client import Client
 from slayq.errors import ConfigError, SlayqError
 from slayq.runtime.durations import parse_duration
+from slayq.telemetry.logs import configure_logging
 from slayq.worker.config import load_config
 from slayq.worker.worker import Worker
 
@@ -83,6 +87,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="remove finished runs older than this (7d); 'off' keeps them",
     )
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="log lines (text)"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port's /metrics"
+    )
+    parser.add_argument(
+        "--metrics-host", default="0.0.0.0", help="address for --metrics-port (0.0.0.0)"
+    )
     return parser.parse_args(argv)
 
 
@@ -98,8 +111,14 @@ async def serve(args: argparse.Namespace) -> None:
         retention=None
         if args.retention == "off"
         else parse_duration(args.retention, what="--retention"),
+        # The queue gauges cost a query: only made when someone can read them.
+        queue_metrics_interval=None if args.metrics_port is None else timedelta(seconds=15),
     )
     await client.open()
+    if args.metrics_port is not None:
+        # A daemon thread: scrapes never wait on the event loop running the handlers.
+        prometheus_client.start_http_server(args.metrics_port, addr=args.metrics_host)
+        logger.info("metrics on http://%s:%d/metrics", args.metrics_host, args.metrics_port)
     served = ", ".join("/".join(limit.names) + f"={limit.concurrency}" for limit in queues)
     logger.info(
         "worker %s: %d function(s), queues %s, database %s",
@@ -127,9 +146,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     try:
         anyio.run(serve, args)
     except SlayqError as exc:

@@ -9,11 +9,13 @@ free local slots. Around it:
   or if it drops, the loop still polls every ``poll_interval``;
 * a heartbeat extends the leases of runs in flight; a run whose lease was lost (it was
   taken over after this process stalled, or cancelled) is stopped here;
-* a scheduler fires due cron ticks and removes old finished runs, and once a minute
-  warns about runs due in queues that no process serves.
+* a scheduler fires due cron ticks and removes old finished runs, once a minute
+  warns about runs due in queues that no process serves, and every
+  ``queue_metrics_interval`` refreshes the queue gauges of the Prometheus metrics.
 
 Every commit goes through ``_commit``, the one place where what a run did becomes a log
-line (a failed attempt at WARNING, with its step, attempt and error) and where a commit
+line (a failed attempt at WARNING, with its step, attempt and error) and metrics (runs
+started and finished, failed attempts, steps), and where a commit
 the store refuses (a value the database cannot hold) becomes a failed attempt instead of
 a run left ``running`` until its lease expires and its handler runs again.
 
@@ -38,6 +40,7 @@ import anyio.lowlevel
 from slayq.errors import LeaseLostError, StoreError, StoreInputError, StoreUnavailableError
 from slayq.model import ErrorInfo, Failed, Suspend, Transition
 from slayq.runtime.retry import DEFAULT_RETRY_POLICY, RetryPolicy
+from slayq.telemetry import metrics
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -91,6 +94,7 @@ class Dispatcher:
         retention: timedelta | None = timedelta(days=7),
         owner: str | None = None,
         retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+        queue_metrics_interval: timedelta | None = timedelta(seconds=15),
     ) -> None:
         self.store = store
         self.execute = execute
@@ -101,6 +105,8 @@ class Dispatcher:
         self.retention = retention
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.retry_policy = retry_policy
+        self.queue_metrics_interval = queue_metrics_interval
+        self._gauged_queues: set[str] = set()
         # None: every queue is served here, so none can be unserved.
         self.served = None if queues is None else {name for limit in queues for name in limit.names}
         self._groups = (
@@ -157,6 +163,7 @@ class Dispatcher:
                     starved = True
                     break
                 for claim in claims:
+                    metrics.record_claim(claim, self.lease_for)
                     group.in_flight += 1
                     entry = _InFlight(claim.lease)
                     self._in_flight[claim.lease.run_id] = entry
@@ -210,8 +217,12 @@ class Dispatcher:
                 extra=extra | {"previous_owner": claim.taken_over_from},
             )
 
+        committed = False
+
         async def commit(lease: Lease, transition: Transition) -> None:
-            await self._commit(claim, lease, transition)
+            nonlocal committed
+            await self._commit(claim, lease, transition, first=not committed)
+            committed = True
 
         try:
             with entry.scope:
@@ -223,6 +234,7 @@ class Dispatcher:
         except Exception:
             logger.exception("executing run %s failed", claim.lease.run_id, extra=extra)
         finally:
+            metrics.record_release()
             group.in_flight -= 1
             self._in_flight.pop(claim.lease.run_id, None)
             if entry.scope.cancel_called and self._stopping.is_set():
@@ -231,7 +243,9 @@ class Dispatcher:
                     await self._release(claim.lease)
             self._wake.set()
 
-    async def _commit(self, claim: Claim, lease: Lease, transition: Transition) -> None:
+    async def _commit(
+        self, claim: Claim, lease: Lease, transition: Transition, *, first: bool = False
+    ) -> None:
         """Commit ``transition``; if the store refuses it, commit a failed attempt instead.
 
         A refusal caused by the values (``StoreInputError``) would recur on every attempt,
@@ -246,8 +260,11 @@ class Dispatcher:
         except StoreError as exc:
             failed = self._refused(claim, transition, exc)
             _log_failure(claim, failed)
-            await self._commit_durably(lease, Transition(steps=[], outcome=failed))
+            instead = Transition(steps=[], outcome=failed)
+            await self._commit_durably(lease, instead)
+            metrics.record_commit(claim, instead, first=first)
             raise CommitRefusedError(str(exc)) from exc
+        metrics.record_commit(claim, transition, first=first)
         if isinstance(transition.outcome, Failed):
             _log_failure(claim, transition.outcome)
 
@@ -324,10 +341,17 @@ class Dispatcher:
                     entry.scope.cancel()
 
     async def _housekeeping(self) -> None:
-        last_cleanup = last_unserved_check = 0.0
+        last_cleanup = last_unserved_check = last_gauges = 0.0
+        every = self.queue_metrics_interval
         while True:
             try:
                 await self.store.fire_schedules()
+                if (
+                    every is not None
+                    and anyio.current_time() - last_gauges >= every.total_seconds()
+                ):
+                    last_gauges = anyio.current_time()
+                    await self._refresh_queue_gauges()
                 if self.retention is not None and anyio.current_time() - last_cleanup > 60:
                     last_cleanup = anyio.current_time()
                     while await self.store.delete_finished(self.retention) > 0:
@@ -338,6 +362,13 @@ class Dispatcher:
             except StoreUnavailableError as exc:
                 logger.warning("housekeeping failed: %s", exc)
             await anyio.sleep(_seconds_to_next_second())
+
+    async def _refresh_queue_gauges(self) -> None:
+        """The queue gauges, from one cheap query (not per scrape, not per run)."""
+        infos = await self.store.list_queues()
+        due = {info.name: info.due for info in infos}
+        oldest = {info.name: info.oldest_due_at for info in infos}
+        metrics.set_queue_gauges(due, oldest, now=datetime.now(UTC), known=self._gauged_queues)
 
     async def _warn_about_unserved_queues(self, served: Collection[str]) -> None:
         """Runs due in a queue that no config names would wait forever: say so."""

@@ -114,7 +114,7 @@ async def test_listed_runs_are_a_list_view_and_get_run_has_the_details(
     full = await client.get_run(run_id)
     assert (listed.steps, listed.pending) == ([], [])
     assert ([s.name for s in full.steps], [p.name for p in full.pending]) == (["a"], ["nap"])
-    assert msgspec.structs.replace(full, steps=[], pending=[]) == listed
+    assert msgspec.structs.replace(full, steps=[], pending=[], history=[]) == listed
 
 
 async def test_pages_are_stable_while_runs_are_inserted_between_fetches(
@@ -400,6 +400,9 @@ async def test_rerun_from_a_step_copies_the_memo_before_it_and_runs_the_rest(
     forked = await client.get_run(fork)
     assert (forked.forked_from, forked.status, forked.data) == (source, "queued", {"k": 1})
     assert forked.steps == original.steps[:1]  # "first", as it was recorded
+    first = forked.steps[0]  # with when it ran, for how long, in which attempt
+    assert (first.started_at, first.duration, first.attempt) != (None, None, None)
+    assert first.attempt == 1
     await run_due(client)
     assert calls == {"first": 1, "second": 2, "third": 2}
     assert (await client.get_run(fork)).result == ["one", "two", "three"]
@@ -451,7 +454,7 @@ async def test_bulk_actions_count_on_a_dry_run_and_act_on_the_filtered_runs(
     assert await ids(store, status="cancelled") == [done]
     assert await store.list_audit() == [
         msgspec.convert(
-            {"at": clock.now(), "actor": "api", "action": "cancel", "target": done},
+            {"at": clock.now(), "actor": "api", "action": "cancel", "target": done, "detail": {}},
             slayq.model.AuditEntry,
         )
     ]

@@ -107,3 +107,16 @@ async def test_every_seed_scenario_completes_through_the_server(stack: Stack) ->
     assert (await stack.finished(sender))["result"] == "sent 3"
     assert (await stack.finished(doomed))["status"] == "cancelled"
     assert (await stack.run(survivor))["status"] == "sleeping"
+
+
+async def test_the_history_of_a_delivered_run_counts_what_the_app_replayed(stack: Stack) -> None:
+    # The app answers each delivery with a Transition; its replay counts travel in it.
+    run_id = await stack.trigger("testing/sleep-test")
+    run = await stack.finished(run_id)
+    history = [(a["number"], a["outcome"], a["replayed"], a["executed"]) for a in run["history"]]
+    # first-step ran, then the sleep; the resumed attempt replayed both and ran the rest
+    assert history == [(1, "suspended", 0, 1), (1, "completed", 2, 1)]
+    assert all(a["owner"] for a in run["history"])
+    second = next(s for s in run["steps"] if s["name"] == "second-step")
+    assert (second["attempt"], second["started_at"] is not None) == (1, True)
+    assert second["duration"] is not None

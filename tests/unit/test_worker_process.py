@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import textwrap
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -157,3 +158,37 @@ async def test_a_takeover_is_logged_naming_the_holder_that_stopped(
     assert "taken over from dead-host:99" in line.getMessage()
     assert "now attempt 2/26" in line.getMessage()
     assert line.levelno == logging.WARNING
+
+
+@pytest.mark.anyio
+async def test_grace_is_honoured_for_a_sync_handler_stuck_in_its_thread() -> None:
+    release = threading.Event()
+    started = threading.Event()
+
+    def stuck() -> str:
+        started.set()
+        release.wait(10)  # a thread cannot be stopped: the drain must not wait for it
+        return "late"
+
+    @slayq.function(event="test/stuck")
+    async def slow(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
+        yield step.run("stuck", stuck)
+
+    client = Client([slow], store=MemoryStore())
+    run_id = await client.send_event("test/stuck", {})
+    assert run_id is not None
+    try:
+        worker = Worker(
+            client, poll_interval=timedelta(milliseconds=10), grace=timedelta(milliseconds=200)
+        )
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.run)
+            await anyio.to_thread.run_sync(started.wait, 5)
+            began = anyio.current_time()
+            worker.stop()
+        drained_in = anyio.current_time() - began
+        assert drained_in < 2, f"the drain waited {drained_in:.1f}s for the thread"
+        run = await client.get_run(run_id)
+        assert (run.status, run.attempts) == ("queued", 1)  # handed back, no attempt spent
+    finally:
+        release.set()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from slayq.model import CANCELLED, LEASE_EXPIRED, Claim, Lease, RunId
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres._codec import dump, load_memo
+from slayq.store.postgres._history import ended_attempt
 from slayq.store.postgres._queries import NOW, PAIRS, TIMED, compact
 from slayq.store.postgres._run_queries import STEP_JSON
 
@@ -30,7 +31,9 @@ if TYPE_CHECKING:
 # Queue groups: ``member`` lists every (queue, group) to count held slots by,
 # ``route`` the group whose slots each queue uses. Due runs come from a loose scan over
 # the (queue, priority) pairs of the runs_due index, then each pair's due runs in
-# order, so a million runs sleeping until next year cost nothing here.
+# order, so a million runs sleeping until next year cost nothing here. Paused queues
+# are dropped from the pairs before their runs are read (one hashed subplan over a few
+# rows), and their expired leases are left alone: nothing of a paused queue is claimed.
 CLAIM = compact(f"""
 with recursive
 member as (select * from unnest(%(member_queues)s::text[], %(member_groups)s::int[]) as m(queue, grp)),
@@ -61,7 +64,7 @@ due as (
         limit case when %(all)s then %(limit)s else least(%(limit)s, coalesce(c.free, 0)) end
         for update of r skip locked
     ) as d
-    where %(all)s or c.queue is not null
+    where (%(all)s or c.queue is not null) and p.queue not in (select queue from paused_queues)
 ),
 expired as (
     -- every lease that ran out: few, as there are only as many as runs in flight
@@ -70,6 +73,7 @@ expired as (
     from runs as r
     where r.status = 'running' and r.lease_expires_at <= {NOW}
       and (%(all)s or r.queue in (select queue from route))
+      and r.queue not in (select queue from paused_queues)
     for update of r skip locked
 ),
 ranked as (
@@ -107,34 +111,66 @@ claimed as (
         lease_token = nextval('lease_tokens'),
         lease_owner = %(owner)s,
         lease_expires_at = {NOW} + %(lease_for)s::interval,
+        heartbeat_at = {NOW},
         updated_at = {NOW},
         -- taking over an expired lease: its holder is presumed dead, an attempt is spent
         attempt = case when r.status = 'running' then r.attempt + 1 else r.attempt end,
-        error = case when r.status = 'running' then %(lease_expired)s::json else r.error end
+        error = case when r.status = 'running' then %(lease_expired)s::json else r.error end,
+        -- a takeover's ended attempt is recorded by END_EXPIRED, which then sets this
+        attempt_started_at = case when r.status = 'running' then r.attempt_started_at
+                                  else {NOW} end
     from chosen as c
     where r.id = c.id
     returning r.id, r.lease_token, r.lease_expires_at, r.event, r.data, r.queue, r.attempt,
-              r.max_attempts, r.endpoint, c.previous_owner, c.priority, c.due_at, c.seq
+              r.max_attempts, r.endpoint, c.previous_owner, c.priority, c.due_at, c.seq,
+              r.trace
 )
 select id::text, lease_token, lease_expires_at, event, data, queue, attempt, max_attempts,
-       endpoint, previous_owner, null::text as parent, priority, due_at, seq
+       endpoint, previous_owner, null::text as parent, priority, due_at, seq, trace
 from claimed
 union all
 select d.id::text, null, null, null, null, null, null, null, null, null,
-       r.parent_run_id::text, d.priority, d.due_at, d.seq
+       r.parent_run_id::text, d.priority, d.due_at, d.seq, null
 from doomed as d
 join runs as r on r.id = d.id
 order by priority, due_at, seq
+""")
+
+# The attempts whose lease ran out, of runs this claim took over (``claimed``) or failed
+# (as ``runs``' walk reached them on their last attempt): ``number`` and ``owner`` of the
+# ended attempt (null: the run's own, unchanged by the claim). A taken-over run's new
+# attempt starts now; a failed one has none.
+END_EXPIRED = compact(f"""
+with ending as (
+    select r.id, coalesce(t.number, r.attempt) as attempt, r.attempt_started_at,
+           coalesce(t.owner, r.lease_owner) as lease_owner, r.attempt_replayed,
+           r.attempt_executed, t.claimed
+    from unnest(%(ids)s::uuid[], %(numbers)s::int[], %(owners)s::text[], %(claimed)s::bool[])
+         as t(id, number, owner, claimed)
+    join runs as r on r.id = t.id
+),
+{ended_attempt("ending", "'lease_expired'", "%(lease_expired)s::json", now=NOW)},
+reset as (
+    update runs as r set attempt_started_at = case when e.claimed then {NOW} end,
+                         attempt_replayed = 0, attempt_executed = 0
+    from ending as e
+    where r.id = e.id
+)
+select count(*) from ending
 """)
 
 # A claimed run that was suspended: whatever is still pending has expired (it was due)
 # and resolves to null.
 EXPIRE_PENDING = compact(f"""
 with gone as (
-    delete from pending where run_id = any(%(ids)s::uuid[]) returning run_id, name, kind, pos
+    delete from pending where run_id = any(%(ids)s::uuid[])
+    returning run_id, name, kind, pos, started_at
 )
-insert into steps (run_id, name, kind, output, finished_at)
-select run_id, name, kind, 'null'::json, {NOW} from gone order by run_id, pos
+insert into steps (run_id, name, kind, output, finished_at, started_at, duration, attempt)
+select g.run_id, g.name, g.kind, 'null'::json, {NOW}, g.started_at, {NOW} - g.started_at,
+       r.attempt
+from gone as g join runs as r on r.id = g.run_id
+order by g.run_id, g.pos
 on conflict (run_id, name) do nothing
 """)
 
@@ -193,8 +229,18 @@ async def claim(
         rows = await cursor.fetchall()
         # In claim order: a claimed run has a lease token (row[1]); a run that failed
         # instead has none, and names its caller (row[10]) if it was invoked.
-        claimed = [row[:10] for row in rows if row[1] is not None]
+        claimed = [row for row in rows if row[1] is not None]
         dead = [row[0] for row in rows if row[1] is None]
+        taken = [(row[0], row[6] - 1, row[9]) for row in claimed if row[9] is not None]
+        if taken or dead:
+            ended = [*taken, *((run_id, None, None) for run_id in dead)]
+            expired = {
+                "ids": [e[0] for e in ended],
+                "numbers": [e[1] for e in ended],
+                "owners": [e[2] for e in ended],
+                "claimed": [e[1] is not None for e in ended],
+            }
+            await conn.execute(END_EXPIRED, params | expired)
         if dead:
             # A caller claimed before its callee failed here already had its pending
             # steps resolve to None at its claim; otherwise the callee's error answers it.
@@ -229,6 +275,8 @@ async def claim(
             memo=load_memo(memo_by_run.get(run_id)),
             endpoint=endpoint,
             taken_over_from=previous_owner,
+            trace=trace,
+            due_at=due_at,
         )
         for (
             run_id,
@@ -241,5 +289,10 @@ async def claim(
             max_attempts,
             endpoint,
             previous_owner,
+            _parent,
+            _priority,
+            due_at,
+            _seq,
+            trace,
         ) in claimed
     ]

@@ -63,6 +63,7 @@ class _RunRow(msgspec.Struct):
     cancel_on: list[CancelRule]
     endpoint: str | None
     may_wait: bool
+    trace: dict[str, str] | None
 
 
 def run_rows(
@@ -91,6 +92,7 @@ def run_rows(
             cancel_on=run.cancel_on,
             endpoint=run.endpoint,
             may_wait=run.may_wait,
+            trace=run.trace,
         )
         for idx, run, cursor in runs
     ]
@@ -110,6 +112,8 @@ def step_rows(run_id: RunId, token: int, steps: Sequence[StepRecord]) -> dict[st
         "kinds": [s.kind for s in steps],
         "outputs": [dump(s.output) for s in steps],
         "errors": [dump_or_none(s.error) for s in steps],
+        "started_ats": [s.started_at for s in steps],
+        "durations": [s.duration for s in steps],
     }
 
 

@@ -54,7 +54,8 @@ async def commit(
     held: AsyncCursor[Any]
     async with conn.pipeline() as pipeline, conn.transaction():
         await lock_event_names(conn, shared=ingest.logged_names if ingest else (), exclusive=waits)
-        held = await conn.execute(rq.HELD_ROW, {"id": lease.run_id, "token": lease.token})
+        counts = {"replayed": transition.replayed, "executed": len(transition.steps)}
+        held = await conn.execute(rq.HELD_ROW, {"id": lease.run_id, "token": lease.token} | counts)
         if transition.steps:
             params = step_rows(lease.run_id, lease.token, transition.steps)
             await conn.execute(rq.INSERT_STEPS, params | {"now": now})
@@ -93,6 +94,9 @@ async def _commit_direct(
         "now": now,
         "channel": channel,
         "finishes": _finishes(outcome),
+        "replayed": transition.replayed,
+        "executed": len(transition.steps),
+        "ended": None,  # how the attempt ended, unless it goes on
         "outcome": "continue",
         "result": None,
         "error": None,
@@ -103,14 +107,16 @@ async def _commit_direct(
         "nap_specs": [],
     }
     if isinstance(outcome, Completed):
-        params |= {"outcome": "completed", "result": dump(outcome.result)}
+        params |= {"outcome": "completed", "ended": "completed", "result": dump(outcome.result)}
     elif isinstance(outcome, Failed):
         kind = "failed" if outcome.retry_after is None else "retry"
-        params |= {"outcome": kind, "error": dump(outcome.error)}
+        ended = "failed" if outcome.retry_after is None else "retrying"
+        params |= {"outcome": kind, "ended": ended, "error": dump(outcome.error)}
         params["retry_after"] = outcome.retry_after
     elif isinstance(outcome, Suspend):
         params |= {
             "outcome": "sleep",
+            "ended": "suspended",
             "nap_names": [p.name for p in outcome.pending],
             "nap_untils": [p.until for p in outcome.pending],
             "nap_delays": [p.delay for p in outcome.pending],

@@ -98,11 +98,14 @@ from runs as r
 where r.id = %(source)s::uuid
 """)
 
-# The memo of the source up to (not including) ``before``, in memo order; its timings too.
+# The memo of the source up to (not including) ``before``, in memo order; its timings
+# (and the attempt of the source that ran each step) too.
 FORK_COPY = compact("""
 with marked as (update runs set forked_from = %(source)s::uuid where id = %(id)s::uuid)
-insert into steps (run_id, name, kind, output, error, finished_at)
-select %(id)s::uuid, s.name, s.kind, s.output, s.error, s.finished_at
+insert into steps (run_id, name, kind, output, error, finished_at, started_at, duration,
+                   attempt)
+select %(id)s::uuid, s.name, s.kind, s.output, s.error, s.finished_at, s.started_at,
+       s.duration, s.attempt
 from steps as s
 where s.run_id = %(source)s::uuid
   and s.id < (select id from steps where run_id = %(source)s::uuid and name = %(before)s)
@@ -211,7 +214,13 @@ async def audit(
 async def list_audit(conn: AsyncConnection[Any], limit: int) -> list[AuditEntry]:
     cursor = await conn.execute(LIST_AUDIT, {"limit": limit})
     return [
-        AuditEntry(at=at, actor=actor, action=action, target=target, detail=msgspec.json.decode(d))
+        AuditEntry(
+            at=at,
+            actor=actor,
+            action=action,
+            target=target,
+            detail=None if d is None else msgspec.json.decode(d),
+        )
         for at, actor, action, target, d in await cursor.fetchall()
     ]
 

@@ -23,6 +23,8 @@ Conventions that hold for every statement:
 
 from __future__ import annotations
 
+from slayq.store.postgres._history import CURRENT, ended_attempt
+
 
 def compact(text: str) -> str:
     """The statement on one line, comments dropped (no ``--`` may appear in a literal):
@@ -31,7 +33,7 @@ def compact(text: str) -> str:
     return " ".join(" ".join(code).split())
 
 
-NOW = "coalesce(%(now)s::timestamptz, now())"
+NOW = "clock_now(%(now)s)"  # migration 0010: a virtual time if given, else now()
 FINISHED = "('completed', 'failed', 'cancelled')"
 TIMED = "('queued', 'sleeping', 'waiting')"  # statuses whose run_at says when they are due
 
@@ -111,7 +113,7 @@ with x as (
     from json_to_recordset(%(rows)s::json) as t(
         idx int, cursor bigint, id uuid, event text, data json, queue text, priority int,
         max_attempts int, key text, delay_us bigint, run_at timestamptz, parent_id uuid,
-        parent_step text, cancel_on json, endpoint text, may_wait boolean)
+        parent_step text, cancel_on json, endpoint text, may_wait boolean, trace json)
     where %(guard_id)s::uuid is null
        or exists (select 1 from runs where id = %(guard_id)s::uuid and {HELD})
 ),
@@ -122,11 +124,11 @@ base as (
 inserted as (
     insert into runs (id, event, data, queue, priority, max_attempts, key, parent_run_id,
                       parent_step, created_at, updated_at, run_at, event_cursor, endpoint,
-                      may_wait, cancel_on)
+                      may_wait, trace, cancel_on)
     select x.id, x.event, x.data, x.queue, x.priority, x.max_attempts, x.key,
            x.parent_id, x.parent_step, {NOW}, {NOW},
            coalesce(x.run_at, {NOW} + coalesce(x.delay_us, 0) * interval '1 microsecond'),
-           coalesce(x.cursor, base.seq), x.endpoint, x.may_wait,
+           coalesce(x.cursor, base.seq), x.endpoint, x.may_wait, x.trace,
            case when json_array_length(x.cancel_on) > 0 then x.cancel_on end
     from x, base
     order by x.idx
@@ -204,14 +206,24 @@ def _finish(targets: str) -> str:
     """Finish the unfinished runs selected by ``targets`` (a query of ``id``s)."""
     return compact(f"""
 with targets as ({targets}),
+-- locked before the update reads it: a run a worker holds ends its attempt too
+locked as (
+    select {CURRENT}, status = 'running' as held from runs
+    where id in (select id from targets) and status not in {FINISHED}
+    order by id
+    for update
+),
+ending as (select * from locked where held),
+{ended_attempt("ending", "%(status)s::text", "%(error)s::json", now=NOW)},
 finished as (
     update runs set
         status = %(status)s,
         result = coalesce(%(result)s::json, result),
         error = coalesce(%(error)s::json, error),
         finished_at = {NOW}, updated_at = {NOW},
-        run_at = null, lease_expires_at = null, lease_owner = null
-    where id in (select id from targets) and status not in {FINISHED}
+        run_at = null, lease_expires_at = null, lease_owner = null,
+        attempt_started_at = null, attempt_replayed = 0, attempt_executed = 0
+    where id in (select id from locked)
     returning id, queue
 ),
 dropped_pending as (delete from pending where run_id in (select id from finished)),
@@ -266,15 +278,19 @@ for update
 
 def _resolve(gone: str) -> str:
     """Resolve pending steps: ``gone`` deletes them, returning (run_id, name, kind, pos,
-    output, error, ord, seq): ``ord`` orders the records of one run (then ``pos``),
+    output, error, ord, seq, started_at): ``ord`` orders the records of one run (then ``pos``),
     ``seq`` is the logged event that answered (the run's event cursor moves past it).
     They become step records, and each run is due again when no pending step is left,
     else at the latest expiry of those left."""
     return compact(f"""
 with gone as ({gone}),
 recorded as (
-    insert into steps (run_id, name, kind, output, error, finished_at)
-    select run_id, name, kind, output, error, {NOW} from gone order by run_id, ord, pos
+    insert into steps (run_id, name, kind, output, error, finished_at, started_at, duration,
+                       attempt)
+    select g.run_id, g.name, g.kind, g.output, g.error, {NOW}, g.started_at,
+           {NOW} - g.started_at, r.attempt
+    from gone as g join runs as r on r.id = g.run_id
+    order by g.run_id, g.ord, g.pos
     on conflict (run_id, name) do nothing
 ),
 remaining as (
@@ -318,7 +334,7 @@ WAKE_WAITERS = _resolve(
     where (p.run_id, p.name) in ({_ANSWERED.format(data="%(data)s::jsonb", name="%(name)s")})
       and p.run_id in (select unnest(%(allowed)s::uuid[]))
     returning p.run_id, p.name, p.kind, p.pos, %(data)s::json as output, null::json as error,
-              0 as ord, %(seq)s::bigint as seq
+              0 as ord, %(seq)s::bigint as seq, p.started_at
     """
 )
 
@@ -341,7 +357,7 @@ WAKE_ALL_WAITERS = _resolve(
     using hit as h
     where p.run_id = h.run_id and p.name = h.name
     returning p.run_id, p.name, p.kind, p.pos, h.data as output, null::json as error,
-              h.ord, h.seq
+              h.ord, h.seq, p.started_at
     """
 )
 
@@ -357,6 +373,6 @@ RESOLVE_PARENTS = _resolve(
         case when c.status = 'completed' then null
              when c.status = 'cancelled' then %(cancelled)s::json
              else coalesce(c.error, %(cancelled)s::json) end as error,
-        0 as ord, null::bigint as seq
+        0 as ord, null::bigint as seq, p.started_at
     """
 )

@@ -5,28 +5,45 @@ The conventions of ``_queries`` hold here too.
 
 from __future__ import annotations
 
+from slayq.store.postgres._history import CURRENT, HISTORY_JSON, STEP_INFO_JSON, ended_attempt
 from slayq.store.postgres._queries import HELD, NOW, PAIRS, TIMED, backlog, compact
 
 # -- committing --------------------------------------------------------------------
 
-HELD_ROW = f"select {HELD} from runs where id = %(id)s::uuid for update"
+# Locks the run, checks the lease and adds the commit's counts to its current attempt.
+HELD_ROW = compact(f"""
+update runs set attempt_replayed = attempt_replayed + %(replayed)s,
+                attempt_executed = attempt_executed + %(executed)s
+where id = %(id)s::uuid and {HELD}
+returning true
+""")
+
+# A step without a start (a send) began when it was recorded; without a duration it
+# took from its start to now.
+_STEP_TIMES = f"""coalesce(t.started_at, {NOW}),
+    greatest(coalesce(t.duration, {NOW} - coalesce(t.started_at, {NOW})), interval '0')"""
+_STEP_ARRAYS = """unnest(%(names)s::text[], %(kinds)s::text[], %(outputs)s::json[],
+           %(errors)s::json[], %(started_ats)s::timestamptz[], %(durations)s::interval[])
+    with ordinality as t(name, kind, output, error, started_at, duration, ord)"""
 
 INSERT_STEPS = compact(f"""
-insert into steps (run_id, name, kind, output, error, finished_at)
-select %(id)s::uuid, t.name, t.kind, t.output, t.error, {NOW}
-from unnest(%(names)s::text[], %(kinds)s::text[], %(outputs)s::json[], %(errors)s::json[])
-     with ordinality as t(name, kind, output, error, ord)
-where exists (select 1 from runs where id = %(id)s::uuid and {HELD})
+insert into steps (run_id, name, kind, output, error, finished_at, started_at, duration, attempt)
+select r.id, t.name, t.kind, t.output, t.error, {NOW}, {_STEP_TIMES}, r.attempt
+from runs as r, {_STEP_ARRAYS}
+where r.id = %(id)s::uuid and r.{HELD}
 order by t.ord
 """)
 
 TOUCH = f"update runs set updated_at = {NOW} where id = %(id)s::uuid and {HELD}"
 
 RETRY = compact(f"""
-with retried as (
+with ending as (select {CURRENT} from runs where id = %(id)s::uuid and {HELD}),
+{ended_attempt("ending", "'retrying'", "%(error)s::json", now=NOW)},
+retried as (
     update runs set
         status = 'queued', error = %(error)s::json, attempt = attempt + 1,
         run_at = {NOW} + %(retry_after)s::interval,
+        attempt_started_at = null, attempt_replayed = 0, attempt_executed = 0,
         lease_expires_at = null, lease_owner = null, updated_at = {NOW}
     where id = %(id)s::uuid and {HELD}
     returning queue, run_at
@@ -41,19 +58,29 @@ where run_at <= {NOW} or {backlog("retried.queue")}
 # takes the transactional path). One statement is one transaction: no BEGIN, no COMMIT.
 COMMIT_DIRECT = compact(f"""
 with held as (
-    select id, {HELD} as ok, parent_run_id is not null as parented
+    select {CURRENT}, {HELD} as ok, parent_run_id is not null as parented
     from runs where id = %(id)s::uuid
     for update
 ),
-go as (select id from held where ok and not (parented and %(finishes)s)),
+go as (select * from held where ok and not (parented and %(finishes)s)),
 recorded as (
-    insert into steps (run_id, name, kind, output, error, finished_at)
-    select go.id, t.name, t.kind, t.output, t.error, {NOW}
-    from go,
-         unnest(%(names)s::text[], %(kinds)s::text[], %(outputs)s::json[],
-                %(errors)s::json[]) with ordinality as t(name, kind, output, error, ord)
+    insert into steps (run_id, name, kind, output, error, finished_at, started_at, duration,
+                       attempt)
+    select go.id, t.name, t.kind, t.output, t.error, {NOW}, {_STEP_TIMES}, go.attempt
+    from go, {_STEP_ARRAYS}
     order by t.ord
 ),
+{
+    ended_attempt(
+        "go",
+        "%(ended)s",
+        "%(error)s::json",
+        now=NOW,
+        where="%(ended)s::text is not null",
+        replayed="e.attempt_replayed + %(replayed)s",
+        executed="e.attempt_executed + %(executed)s",
+    )
+},
 naps as (
     select t.*, coalesce(t.until, {NOW} + t.delay) as expires_at
     from unnest(%(nap_names)s::text[], %(nap_untils)s::timestamptz[],
@@ -61,8 +88,8 @@ naps as (
          with ordinality as t(name, until, delay, spec, ord)
 ),
 napping as (
-    insert into pending (run_id, name, pos, kind, expires_at, spec)
-    select go.id, naps.name, naps.ord, 'sleep', naps.expires_at, naps.spec from go, naps
+    insert into pending (run_id, name, pos, kind, expires_at, spec, started_at)
+    select go.id, naps.name, naps.ord, 'sleep', naps.expires_at, naps.spec, {NOW} from go, naps
 ),
 wake as (
     select case when count(*) = 0 then {NOW}
@@ -88,7 +115,13 @@ changed as (
                                         when 'sleep' then wake.run_at end,
         finished_at = case when %(finishes)s then {NOW} end,
         lease_expires_at = case when %(outcome)s::text = 'continue' then r.lease_expires_at end,
-        lease_owner = case when %(outcome)s::text = 'continue' then r.lease_owner end
+        lease_owner = case when %(outcome)s::text = 'continue' then r.lease_owner end,
+        attempt_started_at = case when %(outcome)s::text = 'continue'
+                                  then r.attempt_started_at end,
+        attempt_replayed = case when %(ended)s::text is null
+                                then r.attempt_replayed + %(replayed)s else 0 end,
+        attempt_executed = case when %(ended)s::text is null
+                                then r.attempt_executed + %(executed)s else 0 end
     from go, wake
     where r.id = go.id
     returning r.queue, r.status, r.run_at
@@ -105,9 +138,10 @@ select ok, parented, (select count(*) from notified) from held
 """)
 
 INSERT_PENDING = compact(f"""
-insert into pending (run_id, name, pos, kind, event, match_field, match_value, expires_at, spec)
+insert into pending (run_id, name, pos, kind, event, match_field, match_value, expires_at, spec,
+                     started_at)
 select %(id)s::uuid, t.name, t.ord, t.kind, t.event, t.field, t.value,
-       coalesce(t.until, {NOW} + t.delay), t.spec
+       coalesce(t.until, {NOW} + t.delay), t.spec, {NOW}
 from unnest(
     %(names)s::text[], %(kinds)s::text[], %(events)s::text[], %(fields)s::text[],
     %(values)s::jsonb[], %(untils)s::timestamptz[], %(delays)s::interval[], %(specs)s::json[]
@@ -131,10 +165,12 @@ moved as (update runs set event_cursor = hit.seq from hit where runs.id = %(id)s
 gone as (
     delete from pending
     where run_id = %(id)s::uuid and name = %(name)s and exists (select 1 from hit)
-    returning kind
+    returning kind, started_at
 )
-insert into steps (run_id, name, kind, output, finished_at)
-select %(id)s::uuid, %(name)s, gone.kind, hit.data, {NOW} from gone, hit
+insert into steps (run_id, name, kind, output, finished_at, started_at, duration, attempt)
+select %(id)s::uuid, %(name)s, gone.kind, hit.data, {NOW}, gone.started_at,
+       {NOW} - gone.started_at, (select attempt from runs where id = %(id)s::uuid)
+from gone, hit
 on conflict (run_id, name) do nothing
 """)
 
@@ -146,11 +182,14 @@ with s as (
            coalesce(bool_and(kind = 'sleep'), true) as only_sleeps
     from pending where run_id = %(id)s::uuid
 ),
+ending as (select {CURRENT} from runs where id = %(id)s::uuid and {HELD}),
+{ended_attempt("ending", "'suspended'", "null::json", now=NOW)},
 suspended as (
     update runs as r set
         status = case when s.n = 0 then 'queued' when s.only_sleeps then 'sleeping'
                       else 'waiting' end,
         run_at = case when s.n = 0 then {NOW} when s.forever then null else s.latest end,
+        attempt_started_at = null, attempt_replayed = 0, attempt_executed = 0,
         lease_expires_at = null, lease_owner = null, updated_at = {NOW}
     from s
     where r.id = %(id)s::uuid and r.{HELD}
@@ -166,7 +205,7 @@ STEP_JSON = """json_build_object('name', s.name, 'kind', s.kind, 'output', s.out
 # -- leases ------------------------------------------------------------------------
 
 EXTEND = compact(f"""
-update runs as r set lease_expires_at = {NOW} + %(lease_for)s::interval
+update runs as r set lease_expires_at = {NOW} + %(lease_for)s::interval, heartbeat_at = {NOW}
 from unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) as t(id, token)
 where r.id = t.id and r.status = 'running' and r.lease_token = t.token
 returning r.id::text, r.lease_token, r.lease_expires_at
@@ -174,11 +213,14 @@ returning r.id::text, r.lease_token, r.lease_expires_at
 
 # ``error`` takes the column's own type (json or jsonb): the parameter is left untyped.
 RELEASE = compact(f"""
-with released as (
+with ending as (select {CURRENT} from runs where id = %(id)s::uuid and {HELD} for update),
+{ended_attempt("ending", "'released'", "%(error)s::json", now=NOW)},
+released as (
     update runs set status = 'queued', run_at = {NOW} + coalesce(%(delay)s::interval, '0'),
         error = coalesce(%(error)s, error), lease_expires_at = null,
-        lease_owner = null, updated_at = {NOW}
-    where id = %(id)s::uuid and {HELD}
+        lease_owner = null, updated_at = {NOW},
+        attempt_started_at = null, attempt_replayed = 0, attempt_executed = 0
+    where id in (select id from ending)
     returning queue, run_at
 )
 select count(pg_notify(%(channel)s, queue)) from released where run_at <= {NOW}
@@ -191,7 +233,7 @@ select json_build_object(
     'id', r.id, 'event', r.event, 'queue', r.queue, 'status', r.status, 'data', r.data,
     'attempts', r.attempt, 'max_attempts', r.max_attempts,
     'steps', coalesce(
-        (select json_agg({STEP_JSON} order by s.id) from steps as s where s.run_id = r.id),
+        (select json_agg({STEP_INFO_JSON} order by s.id) from steps as s where s.run_id = r.id),
         '[]'::json),
     'pending', coalesce(
         (select json_agg(p.spec order by p.pos) from pending as p where p.run_id = r.id),
@@ -200,7 +242,8 @@ select json_build_object(
     'result', r.result, 'error', r.error, 'priority', r.priority, 'key', r.key,
     'parent', case when r.parent_run_id is not null then
         json_build_object('run_id', r.parent_run_id, 'step', r.parent_step) end,
-    'finished_at', r.finished_at, 'endpoint', r.endpoint, 'forked_from', r.forked_from
+    'finished_at', r.finished_at, 'endpoint', r.endpoint, 'history', {HISTORY_JSON},
+    'forked_from', r.forked_from
 )::text
 from runs as r
 where r.id = %(id)s::uuid
@@ -212,7 +255,8 @@ NEXT_WAKEUP = compact(f"""
 with recursive {PAIRS}
 select least(
     (select min(next_at) from schedules),
-    (select min(lease_expires_at) from runs where status = 'running'),
+    (select min(lease_expires_at) from runs
+     where status = 'running' and queue not in (select queue from paused_queues)),
     (select min(first.run_at)
      from pairs as p
      cross join lateral (
@@ -221,7 +265,8 @@ select least(
            and run_at is not null
          order by run_at
          limit 1
-     ) as first)
+     ) as first
+     where p.queue not in (select queue from paused_queues))
 )
 """)
 

@@ -14,7 +14,8 @@ from psycopg_pool import AsyncConnectionPool
 from slayq.errors import LeaseLostError, RunNotFoundError, StoreError
 from slayq.model import CANCELLED, Claim, Lease, OutgoingEvent, RunId, RunInfo, Schedule, Transition
 from slayq.runtime.run_filters import check_actor, check_filter, check_limit, decode_cursor
-from slayq.store.postgres import _claim, _commit, _ops_runs, _schedules
+from slayq.store._queue_checks import checked_limit, checked_queue
+from slayq.store.postgres import _claim, _commit, _ops_queues, _ops_runs, _schedules
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres import _run_queries as rq
 from slayq.store.postgres._codec import dump, valid_id
@@ -28,7 +29,17 @@ if TYPE_CHECKING:
     from datetime import datetime, timedelta
     from types import TracebackType
 
-    from slayq.model import AuditEntry, ErrorInfo, NewRun, RunFilter, RunPage
+    from slayq.model import (
+        AuditEntry,
+        ErrorInfo,
+        NewRun,
+        QueueInfo,
+        RunFilter,
+        RunPage,
+        ScheduleInfo,
+        WaitInfo,
+        WorkerInfo,
+    )
     from slayq.runtime.clock import Clock
     from slayq.store.protocol import QueueLimit
 
@@ -374,6 +385,45 @@ class PostgresStore:
             await _schedules.set_schedules(conn, schedules, app=app, events=events, now=now)
 
         await self._run("set schedules", body)
+
+    # -- operations: queues --
+
+    async def list_waits(self, *, event: str | None = None, limit: int = 100) -> list[WaitInfo]:
+        checked_limit("list_waits", limit)
+
+        async def body(conn: psycopg.AsyncConnection[Any]) -> list[WaitInfo]:
+            return await _ops_queues.list_waits(conn, event=event, limit=limit)
+
+        return await self._run("list waits", body)
+
+    async def pause_queue(self, name: str, *, actor: str) -> bool:
+        checked_queue("pause_queue", name, actor)
+
+        async def body(conn: psycopg.AsyncConnection[Any]) -> bool:
+            return await _ops_queues.pause_queue(conn, name, actor=actor, now=self._now())
+
+        return await self._run(f"pause queue {name!r}", body)
+
+    async def resume_queue(self, name: str, *, actor: str) -> bool:
+        checked_queue("resume_queue", name, actor)
+
+        async def body(conn: psycopg.AsyncConnection[Any]) -> bool:
+            now, channel = self._now(), self.channel
+            return await _ops_queues.resume_queue(conn, name, actor=actor, now=now, channel=channel)
+
+        return await self._run(f"resume queue {name!r}", body)
+
+    async def list_queues(self) -> list[QueueInfo]:
+        async def body(conn: psycopg.AsyncConnection[Any]) -> list[QueueInfo]:
+            return await _ops_queues.list_queues(conn, now=self._now())
+
+        return await self._run("list queues", body)
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        return await self._run("list schedules", _ops_queues.list_schedules)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        return await self._run("list workers", _ops_queues.list_workers)
 
     async def fire_schedules(self) -> list[RunId]:
         async def body(conn: psycopg.AsyncConnection[Any]) -> list[RunId]:

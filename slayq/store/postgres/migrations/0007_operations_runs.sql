@@ -34,13 +34,15 @@ create index runs_children on runs (parent_run_id, id) where parent_run_id is no
 --   create index concurrently runs_data on slayq.runs using gin ((data::jsonb) jsonb_path_ops)
 -- list_runs uses it (its filter is that expression).
 
--- Operator actions, who did them and when, written in each action's own transaction.
-create table audit_log (
+-- Operator actions, who did them and when, written in each action's own transaction
+-- (the migration that adds queue actions, 0008, creates the same table: whichever runs
+-- first creates it).
+create table if not exists audit_log (
     id bigint generated always as identity primary key,
     at timestamptz not null,
     actor text not null,
     action text not null,
-    -- a run id, or the filter of a bulk action (JSON)
-    target text not null,
-    detail json not null default '{}'
+    -- a run id, a queue, or the filter of a bulk action (JSON)
+    target text,
+    detail json
 );
