@@ -185,8 +185,8 @@ class Client:
         limit: int = 50,
         cursor: str | None = None,
     ) -> RunPage:
-        """Find runs, newest first: a page of at most ``limit`` (1 to 1000) and the cursor
-        of the next page (None on the last).
+        """Find runs, newest first by run id (a UUIDv7: the sender's clock): a page of at
+        most ``limit`` (1 to 1000) and the cursor of the next page (None on the last).
 
         ``status`` is a status or several; ``since``/``until`` bound the creation time,
         each a datetime or a duration meaning that long ago ("1h": the last hour, by the

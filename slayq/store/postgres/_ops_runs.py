@@ -278,10 +278,10 @@ async def count(conn: AsyncConnection[Any], f: RunFilter, eligible: str, now: An
 
 class Bulk:
     """A bulk action in batches: each batch a transaction of its own, so that millions of
-    runs never sit in one. Candidates are read newest first, past the previous batch
-    (runs created meanwhile sort before the first batch and are left alone), then locked
-    in id order (as every multi-run lock is taken) and changed only if they still match
-    the filter and the action's statuses: a run that changed meanwhile is skipped."""
+    runs never sit in one. Candidates are read newest first by id, below the previous
+    batch (runs stored meanwhile have newer ids, and are left alone), then locked in id
+    order (as every multi-run lock is taken) and changed only if they still match the
+    filter and the action's statuses: a run that changed meanwhile is skipped."""
 
     def __init__(
         self, f: RunFilter, *, action: str, actor: str, now: datetime | None, channel: str
