@@ -276,6 +276,7 @@ async def main(runs: int, rounds: int, cycles: int) -> None:
                     rates.setdefault(f"claim_commit_runs_per_s_{label}", []).append(per_s)
                     rates.setdefault(f"claim_commit_wal_bytes_per_run_{label}", []).append(wal)
             figures |= {k: round(statistics.median(v)) for k, v in rates.items()}
+            figures["per_cycle"] = rates
         await store.aclose()
     finally:
         async with await psycopg.AsyncConnection.connect(ADMIN_URL, autocommit=True) as admin:
