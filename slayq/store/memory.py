@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
-from slayq.errors import LeaseLostError, RunNotFoundError, StoreError, StoreInputError
+from slayq.errors import (
+    InputError,
+    LeaseLostError,
+    RunNotFoundError,
+    StoreError,
+    StoreInputError,
+)
 from slayq.model import (
     CANCELLED,
     FINISHED_STATUSES,
@@ -35,8 +41,10 @@ from slayq.model import (
     ParentLink,
     PendingStep,
     QueueInfo,
+    RunFilter,
     RunId,
     RunInfo,
+    RunPage,
     RunStatus,
     Schedule,
     ScheduleInfo,
@@ -48,6 +56,16 @@ from slayq.model import (
 )
 from slayq.runtime.clock import Clock, SystemClock
 from slayq.runtime.ids import new_run_id
+from slayq.runtime.run_filters import (
+    check_actor,
+    check_filter,
+    check_limit,
+    contains,
+    decode_cursor,
+    describe_filter,
+    encode_cursor,
+    window,
+)
 from slayq.store._queue_checks import checked_limit, checked_queue
 from slayq.store._schedule_sets import checked_schedules
 from slayq.store.protocol import EVENT_LOG_GRACE
@@ -104,6 +122,7 @@ class _Run:
     result: Any = None
     error: ErrorInfo | None = None
     finished_at: datetime | None = None
+    forked_from: RunId | None = None
     # The attempt running now: set from its claim until it ends (see ``_end_attempt``).
     attempt_started_at: datetime | None = None
     replayed: int = 0
@@ -488,32 +507,116 @@ class MemoryStore:
     # -- reading and managing ----------------------------------------------------------
 
     async def get_run(self, run_id: RunId) -> RunInfo:
+        return _copy_struct(_info(self._get(run_id), steps=True))
+
+    def _get(self, run_id: RunId) -> _Run:
         run = self._runs.get(run_id)
         if run is None:
             raise RunNotFoundError(f"no run has id {run_id!r}")
-        return _copy_struct(
-            RunInfo(
-                id=run.id,
-                event=run.event,
-                queue=run.queue,
-                status=run.status,
-                data=run.data,
-                attempts=run.attempt,
-                max_attempts=run.max_attempts,
-                steps=list(run.steps),
-                pending=[p.step for p in run.pending.values()],
-                created_at=run.created_at,
-                updated_at=run.updated_at,
-                run_at=run.run_at,
-                result=run.result,
-                error=run.error,
-                priority=run.priority,
-                key=run.key,
-                parent=run.parent,
-                finished_at=run.finished_at,
-                endpoint=run.endpoint,
-                history=[*run.history, *self._running(run)],
+        return run
+
+    # -- operations: runs --
+
+    async def list_runs(self, filter: RunFilter, *, limit: int, cursor: str | None) -> RunPage:
+        check_filter(filter)
+        check_limit(limit)
+        after = decode_cursor(cursor) if cursor is not None else None
+        runs = self._matching(filter, after=after)[: limit + 1]
+        more = len(runs) > limit
+        runs = runs[:limit]
+        next_cursor = encode_cursor(runs[-1].id) if more else None
+        page = RunPage(runs=[_info(run, steps=False) for run in runs], next_cursor=next_cursor)
+        return _copy_struct(page)
+
+    def _matching(self, f: RunFilter, *, after: RunId | None = None) -> list[_Run]:
+        """The runs ``f`` selects, in list order (newest first by id, as PostgresStore:
+        ids are UUIDv7, and canonical UUID text sorts as the UUID does), past ``after``."""
+        low, high = window(f, self.clock.now())
+        found = [
+            run
+            for run in self._runs.values()
+            if (f.status is None or run.status in f.status)
+            and (f.event is None or run.event == f.event)
+            and (f.queue is None or run.queue == f.queue)
+            and (f.parent is None or (run.parent is not None and run.parent.run_id == f.parent))
+            and (low is None or run.created_at >= low)
+            and (high is None or run.created_at < high)
+            and (f.data is None or contains(run.data, f.data))
+            and (after is None or run.id < after)
+        ]
+        return sorted(found, key=lambda run: run.id, reverse=True)
+
+    async def retry_run(self, run_id: RunId, *, actor: str) -> RunId:
+        check_actor(actor)
+        run = self._get(run_id)
+        if run.status not in ("failed", "cancelled"):
+            raise InputError(
+                f"run {run_id} is {run.status}: only a failed or cancelled run can be retried"
             )
+        status = run.status
+        self._retry(run)
+        self._record(actor, "retry", run_id, {"status": status})
+        return run_id
+
+    def _retry(self, run: _Run) -> None:
+        now = self.clock.now()
+        run.max_attempts += run.attempt
+        run.attempt += 1
+        run.status, run.run_at, run.updated_at = "queued", now, now
+        run.result, run.finished_at = None, None
+
+    async def fork_run(
+        self, run: NewRun, *, source: RunId, before_step: str | None, actor: str
+    ) -> RunId:
+        check_actor(actor)
+        original = self._get(source)
+        names = [step.name for step in original.steps]
+        if before_step is not None and before_step not in names:
+            raise InputError(
+                f"run {source} has no step {before_step!r} to rerun from; its steps: {names}"
+            )
+        if run.id in self._runs:
+            raise StoreError(f"a run with id {run.id} already exists")
+        kept = original.steps[: names.index(before_step)] if before_step is not None else []
+        run = _copy_struct(msgspec.structs.replace(run, key=None, parent=None))
+        run_id = self._create(run, self.clock.now())
+        new = self._runs[run_id]
+        new.steps = [_copy_struct(step) for step in kept]
+        new.forked_from = source
+        self._record(actor, "rerun", source, {"run_id": run_id, "from_step": before_step})
+        return run_id
+
+    async def cancel_runs(self, filter: RunFilter, *, dry_run: bool, actor: str) -> int:
+        check_actor(actor)
+        check_filter(filter)
+        targets = [r for r in self._matching(filter) if r.status not in FINISHED_STATUSES]
+        if dry_run:
+            return len(targets)
+        now = self.clock.now()
+        for run in targets:
+            self._cancel(run, now)
+        self._record(actor, "cancel_runs", describe_filter(filter), {"count": len(targets)})
+        return len(targets)
+
+    async def retry_runs(self, filter: RunFilter, *, dry_run: bool, actor: str) -> int:
+        check_actor(actor)
+        check_filter(filter)
+        targets = [r for r in self._matching(filter) if r.status in ("failed", "cancelled")]
+        if dry_run:
+            return len(targets)
+        for run in targets:
+            self._retry(run)
+        self._record(actor, "retry_runs", describe_filter(filter), {"count": len(targets)})
+        return len(targets)
+
+    async def list_audit(self, *, limit: int = 100) -> list[AuditEntry]:
+        check_limit(limit)
+        return [_copy_struct(entry) for entry in reversed(self._audit[-limit:])]
+
+    def _record(self, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
+        at = self.clock.now()
+        self._audit.append(
+            AuditEntry(at=at, actor=actor, action=action, target=target, detail=_copy(detail))
         )
 
     @staticmethod
@@ -531,13 +634,13 @@ class MemoryStore:
         )
         return [running]
 
-    async def cancel_run(self, run_id: RunId) -> bool:
-        run = self._runs.get(run_id)
-        if run is None:
-            raise RunNotFoundError(f"no run has id {run_id!r}")
+    async def cancel_run(self, run_id: RunId, *, actor: str = "api") -> bool:
+        check_actor(actor)
+        run = self._get(run_id)
         if run.status in FINISHED_STATUSES:
             return False
         self._cancel(run, self.clock.now())
+        self._record(actor, "cancel", run_id, {})
         return True
 
     async def set_schedules(
@@ -718,6 +821,33 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         return None
+
+
+def _info(run: _Run, *, steps: bool) -> RunInfo:
+    """A run as ``get_run`` shows it, or (without ``steps``) as ``list_runs`` lists it."""
+    return RunInfo(
+        id=run.id,
+        event=run.event,
+        queue=run.queue,
+        status=run.status,
+        data=run.data,
+        attempts=run.attempt,
+        max_attempts=run.max_attempts,
+        steps=list(run.steps) if steps else [],
+        pending=[p.step for p in run.pending.values()] if steps else [],
+        created_at=run.created_at,
+        updated_at=run.updated_at,
+        run_at=run.run_at,
+        result=run.result,
+        error=run.error,
+        priority=run.priority,
+        key=run.key,
+        parent=run.parent,
+        finished_at=run.finished_at,
+        endpoint=run.endpoint,
+        history=[*run.history, *MemoryStore._running(run)] if steps else [],
+        forked_from=run.forked_from,
+    )
 
 
 def _times_of(outcome: Outcome) -> list[tuple[str, datetime | None, timedelta | None]]:
