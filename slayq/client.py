@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from slayq.errors import ConfigError
+from slayq.errors import ConfigError, InputError, UnknownEventError
 from slayq.runtime.limits import DEFAULT_LIMITS, SizeLimits
 from slayq.runtime.registry import Registry
+from slayq.runtime.run_filters import check_limit, run_filter
 from slayq.runtime.sending import outgoing_event
 from slayq.transport.receiver import DEFAULT_READ_DEADLINE, Receiver, asgi_app
 from slayq.transport.signing import secrets_from_env
@@ -22,7 +23,17 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
     from datetime import datetime
 
-    from slayq.model import QueueInfo, RunId, RunInfo, ScheduleInfo, WaitInfo, WorkerInfo
+    from slayq.model import (
+        AuditEntry,
+        QueueInfo,
+        RunId,
+        RunInfo,
+        RunPage,
+        RunStatus,
+        ScheduleInfo,
+        WaitInfo,
+        WorkerInfo,
+    )
     from slayq.runtime.durations import Duration
     from slayq.runtime.functions import Function
     from slayq.store.protocol import Store
@@ -30,6 +41,9 @@ if TYPE_CHECKING:
 
 
 logger = logging.getLogger(__name__)
+
+# Who operator actions are recorded as done by, when the caller does not say.
+DEFAULT_ACTOR = "api"
 
 
 class Client:
@@ -156,9 +170,109 @@ class Client:
     async def get_run(self, run_id: RunId) -> RunInfo:
         return await self.store.get_run(run_id)
 
-    async def cancel(self, run_id: RunId) -> bool:
+    # -- operations: runs --
+
+    async def list_runs(
+        self,
+        *,
+        status: RunStatus | Iterable[RunStatus] | None = None,
+        event: str | None = None,
+        queue: str | None = None,
+        since: datetime | Duration | None = None,
+        until: datetime | Duration | None = None,
+        data: Mapping[str, Any] | None = None,
+        parent: RunId | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Find runs, newest first by run id (a UUIDv7: the sender's clock): a page of at
+        most ``limit`` (1 to 1000) and the cursor of the next page (None on the last).
+
+        ``status`` is a status or several; ``since``/``until`` bound the creation time,
+        each a datetime or a duration meaning that long ago ("1h": the last hour, by the
+        store's clock); ``data`` is a mapping the run's event data must contain (JSON
+        containment, nested mappings allowed); ``parent`` lists the runs a run invoked.
+        Listed runs carry no steps, pending steps or history: ``get_run`` reads those.
+        """
+        found = run_filter(
+            status=status,
+            event=event,
+            queue=queue,
+            since=since,
+            until=until,
+            data=data,
+            parent=parent,
+        )
+        check_limit(limit)
+        return await self.store.list_runs(found, limit=limit, cursor=cursor)
+
+    async def retry(self, run_id: RunId, *, actor: str | None = None) -> RunId:
+        """Run a failed or cancelled run again from where it stopped; returns its id.
+
+        The same run: its finished steps are kept (they do not run again), its attempt
+        budget is renewed, and it is due at once. ``InputError`` for a run in another
+        status. Retrying an invoked run does not reopen its caller, which already got
+        the failure: rerun the caller from its invoke step instead.
+        """
+        return await self.store.retry_run(run_id, actor=actor or DEFAULT_ACTOR)
+
+    async def rerun(
+        self,
+        run_id: RunId,
+        *,
+        from_step: str | None = None,
+        data: object = None,
+        actor: str | None = None,
+    ) -> RunId:
+        """Start a NEW run of the same function; returns its id.
+
+        It gets the original run's memo up to, not including, ``from_step`` (those steps
+        do not run again; None: from the start) and the original event data, or ``data``
+        (validated against the function's schema). The new run records ``forked_from``.
+        """
+        if from_step is not None and (not isinstance(from_step, str) or not from_step):
+            raise InputError(f"from_step must be a step name or None, got {from_step!r}")
+        source = await self.store.get_run(run_id)
+        fn = self.registry.functions.get(source.event)
+        if fn is None:
+            raise UnknownEventError(
+                f"run {run_id} is of event {source.event!r}, which no function of this "
+                "client runs: rerun it from the app that has the function"
+            )
+        payload = self.registry.payload(fn, source.data if data is None else data)
+        new = self.registry.new_run(fn, payload, key=None, delay=None, run_at=None)
+        return await self.store.fork_run(
+            new, source=run_id, before_step=from_step, actor=actor or DEFAULT_ACTOR
+        )
+
+    async def cancel(self, run_id: RunId, *, actor: str | None = None) -> bool:
         """Cancel a run (kept, marked ``cancelled``); False if it had already finished."""
-        return await self.store.cancel_run(run_id)
+        return await self.store.cancel_run(run_id, actor=actor or DEFAULT_ACTOR)
+
+    async def cancel_run(self, run_id: RunId, *, actor: str | None = None) -> bool:
+        """The same as ``cancel``."""
+        return await self.cancel(run_id, actor=actor)
+
+    async def cancel_runs(
+        self, *, dry_run: bool = False, actor: str | None = None, **filters: Any
+    ) -> int:
+        """Cancel every unfinished run that the ``list_runs`` filters select; returns how
+        many (with ``dry_run``, only counts them). Runs created after the call started
+        are left alone; it goes in batches, so a huge selection holds no long lock."""
+        found = run_filter(**filters)
+        return await self.store.cancel_runs(found, dry_run=dry_run, actor=actor or DEFAULT_ACTOR)
+
+    async def retry_runs(
+        self, *, dry_run: bool = False, actor: str | None = None, **filters: Any
+    ) -> int:
+        """Retry (as ``retry``) every failed or cancelled run that the ``list_runs``
+        filters select; returns how many (with ``dry_run``, only counts them)."""
+        found = run_filter(**filters)
+        return await self.store.retry_runs(found, dry_run=dry_run, actor=actor or DEFAULT_ACTOR)
+
+    async def list_audit(self, *, limit: int = 100) -> list[AuditEntry]:
+        """The latest operator actions (retry, rerun, cancel, bulk actions), newest first."""
+        return await self.store.list_audit(limit=check_limit(limit))
 
     # -- operations: queues --
 

@@ -1,7 +1,8 @@
 """``HttpStore``: a store reached through the server's signed ingest RPC.
 
 For apps without database credentials (serverless functions, say): they send events,
-read and cancel runs, and register cron schedules over HTTP; the server does the rest.
+read, list, cancel, retry and rerun runs, and register cron schedules over HTTP; the
+server does the rest.
 
     client = slayq.Client(functions, store=HttpStore("https://slayq.internal:7700", secret),
                           endpoint="https://app.example/api/slay-q")
@@ -15,7 +16,7 @@ import httpx
 import msgspec
 
 from slayq.errors import RunNotFoundError, StoreError, StoreInputError, StoreUnavailableError
-from slayq.model import RunInfo
+from slayq.model import AuditEntry, RunInfo, RunPage
 from slayq.transport import ingest
 from slayq.transport.signing import sign
 
@@ -27,8 +28,10 @@ if TYPE_CHECKING:
         Claim,
         ErrorInfo,
         Lease,
+        NewRun,
         OutgoingEvent,
         QueueInfo,
+        RunFilter,
         RunId,
         Schedule,
         ScheduleInfo,
@@ -88,8 +91,37 @@ class HttpStore:
     async def get_run(self, run_id: RunId) -> RunInfo:
         return await self._call(ingest.GET_RUN, ingest.RunRef(run_id=run_id), RunInfo)
 
-    async def cancel_run(self, run_id: RunId) -> bool:
-        answer = await self._call(ingest.CANCEL_RUN, ingest.RunRef(run_id=run_id), ingest.Cancelled)
+    # -- operations: runs --
+
+    async def list_runs(self, filter: RunFilter, *, limit: int, cursor: str | None) -> RunPage:
+        request = ingest.ListRuns(filter=filter, limit=limit, cursor=cursor)
+        return await self._call(ingest.LIST_RUNS, request, RunPage)
+
+    async def retry_run(self, run_id: RunId, *, actor: str) -> RunId:
+        request = ingest.RunAction(run_id=run_id, actor=actor)
+        return (await self._call(ingest.RETRY_RUN, request, ingest.RunRef)).run_id
+
+    async def fork_run(
+        self, run: NewRun, *, source: RunId, before_step: str | None, actor: str
+    ) -> RunId:
+        request = ingest.ForkRun(run=run, source=source, before_step=before_step, actor=actor)
+        return (await self._call(ingest.FORK_RUN, request, ingest.RunRef)).run_id
+
+    async def cancel_runs(self, filter: RunFilter, *, dry_run: bool, actor: str) -> int:
+        request = ingest.BulkAction(filter=filter, dry_run=dry_run, actor=actor)
+        return (await self._call(ingest.CANCEL_RUNS, request, ingest.Counted)).count
+
+    async def retry_runs(self, filter: RunFilter, *, dry_run: bool, actor: str) -> int:
+        request = ingest.BulkAction(filter=filter, dry_run=dry_run, actor=actor)
+        return (await self._call(ingest.RETRY_RUNS, request, ingest.Counted)).count
+
+    async def list_audit(self, *, limit: int = 100) -> list[AuditEntry]:
+        request = ingest.ListAudit(limit=limit)
+        return await self._call(ingest.LIST_AUDIT, request, list[AuditEntry])
+
+    async def cancel_run(self, run_id: RunId, *, actor: str = "api") -> bool:
+        request = ingest.RunAction(run_id=run_id, actor=actor)
+        answer = await self._call(ingest.CANCEL_RUN, request, ingest.Cancelled)
         return answer.cancelled
 
     async def set_schedules(

@@ -248,6 +248,40 @@ class RunInfo(msgspec.Struct, frozen=True):
     endpoint: str | None = None
     # Every attempt, oldest first; the current one (outcome "running") last.
     history: list[AttemptInfo] = []
+    # The run this one was made from by ``rerun`` (it copied that run's memo).
+    forked_from: RunId | None = None
+
+
+# -- operations: runs --
+
+
+class RunFilter(msgspec.Struct, frozen=True):
+    """Which runs ``list_runs`` and the bulk actions select, resolved by the client.
+
+    ``since``/``until`` bound ``created_at`` (from, inclusive; to, exclusive) as points in
+    time; ``since_ago``/``until_ago`` do as durations back from the store's clock, which
+    the store resolves (so a drifting application clock never moves the window).
+    ``data`` is a mapping the run's event data must contain (JSON containment).
+    """
+
+    status: list[RunStatus] | None = None
+    event: str | None = None
+    queue: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    since_ago: timedelta | None = None
+    until_ago: timedelta | None = None
+    data: dict[str, Any] | None = None
+    parent: RunId | None = None
+
+
+class RunPage(msgspec.Struct, frozen=True):
+    """One page of ``list_runs``, newest first. Its runs are a list view: ``steps``,
+    ``pending`` (and ``history``) are left empty; ``get_run`` reads them. Pass
+    ``next_cursor`` back for the next page; None when this page is the last."""
+
+    runs: list[RunInfo]
+    next_cursor: str | None = None
 
 
 class Schedule(msgspec.Struct, frozen=True):

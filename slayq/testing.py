@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from slayq.client import Client
-from slayq.model import FINISHED_STATUSES, RunId, RunInfo
+from slayq.model import FINISHED_STATUSES, AuditEntry, RunId, RunInfo, RunPage
 from slayq.runtime.clock import VirtualClock
 from slayq.runtime.driver import drive
 from slayq.runtime.durations import Duration, parse_duration
@@ -137,8 +137,42 @@ class Harness:
     async def get_run(self, run_id: RunId) -> RunInfo:
         return await self.client.get_run(run_id)
 
-    async def cancel(self, run_id: RunId) -> bool:
-        return await self.client.cancel(run_id)
+    # -- operations: runs --
+
+    async def list_runs(self, **options: Any) -> RunPage:
+        """``Client.list_runs``: a page of runs, newest first."""
+        return await self.client.list_runs(**options)
+
+    async def retry(self, run_id: RunId, *, actor: str | None = None) -> RunId:
+        """``Client.retry``; the run is due at once: ``run_until_idle`` runs it."""
+        return await self.client.retry(run_id, actor=actor)
+
+    async def rerun(
+        self,
+        run_id: RunId,
+        *,
+        from_step: str | None = None,
+        data: object = None,
+        actor: str | None = None,
+    ) -> RunId:
+        """``Client.rerun``: a new run with the memo up to ``from_step``."""
+        return await self.client.rerun(run_id, from_step=from_step, data=data, actor=actor)
+
+    async def cancel_runs(
+        self, *, dry_run: bool = False, actor: str | None = None, **filters: Any
+    ) -> int:
+        return await self.client.cancel_runs(dry_run=dry_run, actor=actor, **filters)
+
+    async def retry_runs(
+        self, *, dry_run: bool = False, actor: str | None = None, **filters: Any
+    ) -> int:
+        return await self.client.retry_runs(dry_run=dry_run, actor=actor, **filters)
+
+    async def list_audit(self, *, limit: int = 100) -> list[AuditEntry]:
+        return await self.client.list_audit(limit=limit)
+
+    async def cancel(self, run_id: RunId, *, actor: str | None = None) -> bool:
+        return await self.client.cancel(run_id, actor=actor)
 
     # -- operations: queues --
 

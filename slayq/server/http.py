@@ -112,8 +112,37 @@ def create_app(
     async def get_run(request: ingest.RunRef) -> Any:
         return await store.get_run(request.run_id)
 
-    async def cancel_run(request: ingest.RunRef) -> ingest.Cancelled:
-        return ingest.Cancelled(cancelled=await store.cancel_run(request.run_id))
+    # -- operations: runs --
+
+    async def list_runs(request: ingest.ListRuns) -> Any:
+        return await store.list_runs(request.filter, limit=request.limit, cursor=request.cursor)
+
+    async def retry_run(request: ingest.RunAction) -> ingest.RunRef:
+        return ingest.RunRef(run_id=await store.retry_run(request.run_id, actor=request.actor))
+
+    async def fork_run(request: ingest.ForkRun) -> ingest.RunRef:
+        run_id = await store.fork_run(
+            request.run,
+            source=request.source,
+            before_step=request.before_step,
+            actor=request.actor,
+        )
+        return ingest.RunRef(run_id=run_id)
+
+    async def cancel_runs(request: ingest.BulkAction) -> ingest.Counted:
+        n = await store.cancel_runs(request.filter, dry_run=request.dry_run, actor=request.actor)
+        return ingest.Counted(count=n)
+
+    async def retry_runs(request: ingest.BulkAction) -> ingest.Counted:
+        n = await store.retry_runs(request.filter, dry_run=request.dry_run, actor=request.actor)
+        return ingest.Counted(count=n)
+
+    async def list_audit(request: ingest.ListAudit) -> Any:
+        return await store.list_audit(limit=request.limit)
+
+    async def cancel_run(request: ingest.RunAction) -> ingest.Cancelled:
+        cancelled = await store.cancel_run(request.run_id, actor=request.actor)
+        return ingest.Cancelled(cancelled=cancelled)
 
     async def set_schedules(request: ingest.SetSchedules) -> dict[str, bool]:
         await store.set_schedules(request.schedules, app=request.app, events=request.events)
@@ -178,7 +207,19 @@ def create_app(
             f"/ingest/{ingest.SEND_EVENTS}", rpc(ingest.SendEvents, send_events), methods=["POST"]
         ),
         Route(f"/ingest/{ingest.GET_RUN}", rpc(ingest.RunRef, get_run), methods=["POST"]),
-        Route(f"/ingest/{ingest.CANCEL_RUN}", rpc(ingest.RunRef, cancel_run), methods=["POST"]),
+        Route(f"/ingest/{ingest.CANCEL_RUN}", rpc(ingest.RunAction, cancel_run), methods=["POST"]),
+        # -- operations: runs --
+        *(
+            Route(f"/ingest/{name}", rpc(type_, handle), methods=["POST"])  # type: ignore[arg-type]
+            for name, type_, handle in (
+                (ingest.LIST_RUNS, ingest.ListRuns, list_runs),
+                (ingest.RETRY_RUN, ingest.RunAction, retry_run),
+                (ingest.FORK_RUN, ingest.ForkRun, fork_run),
+                (ingest.CANCEL_RUNS, ingest.BulkAction, cancel_runs),
+                (ingest.RETRY_RUNS, ingest.BulkAction, retry_runs),
+                (ingest.LIST_AUDIT, ingest.ListAudit, list_audit),
+            )
+        ),
         Route(
             f"/ingest/{ingest.SET_SCHEDULES}",
             rpc(ingest.SetSchedules, set_schedules),

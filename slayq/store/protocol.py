@@ -17,13 +17,17 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from slayq.model import (
+        AuditEntry,
         Claim,
         ErrorInfo,
         Lease,
+        NewRun,
         OutgoingEvent,
         QueueInfo,
+        RunFilter,
         RunId,
         RunInfo,
+        RunPage,
         Schedule,
         ScheduleInfo,
         Transition,
@@ -107,8 +111,56 @@ class Store(Protocol):
         """
         ...
 
-    async def cancel_run(self, run_id: RunId) -> bool:
-        """Cancel a run that has not finished; False if it had already finished."""
+    # -- operations: runs --
+
+    async def list_runs(self, filter: RunFilter, *, limit: int, cursor: str | None) -> RunPage:
+        """The runs that match ``filter``, newest first (``created_at``, then id), at most
+        ``limit`` (1 to 1000) after ``cursor`` (a ``next_cursor`` of an earlier page).
+
+        Keyset pagination: runs created after the first page do not shift later pages.
+        Runs come as a list view (no steps, pending or history). ``InputError`` for a bad
+        filter, limit or cursor.
+        """
+        ...
+
+    async def retry_run(self, run_id: RunId, *, actor: str) -> RunId:
+        """Run a failed or cancelled run again from where it stopped, and audit it.
+
+        The same run: finished steps kept, result and finish time cleared, error kept
+        until the next attempt ends, cancel rules restored, due now; the attempt budget
+        is renewed (``max_attempts += attempt``, ``attempt += 1``). ``InputError`` naming
+        the status of a run in any other status; ``RunNotFoundError`` for no such run.
+        """
+        ...
+
+    async def fork_run(
+        self, run: NewRun, *, source: RunId, before_step: str | None, actor: str
+    ) -> RunId:
+        """Start ``run`` (a new run, made by ``rerun``) with the memo of ``source`` copied
+        up to, not including, ``before_step`` (None: nothing copied); it records
+        ``forked_from``, and the action is audited. ``InputError`` naming the source's steps
+        if ``before_step`` is not one of them; ``RunNotFoundError`` for no such source.
+        """
+        ...
+
+    async def cancel_runs(self, filter: RunFilter, *, dry_run: bool, actor: str) -> int:
+        """Cancel the unfinished runs that match ``filter``; returns how many. With
+        ``dry_run``, only count them. Works in batches, each its own transaction, over the
+        runs created before the call; one audit row records the action."""
+        ...
+
+    async def retry_runs(self, filter: RunFilter, *, dry_run: bool, actor: str) -> int:
+        """Retry (as ``retry_run``) the failed and cancelled runs that match ``filter``;
+        returns how many. Batched and audited as ``cancel_runs``."""
+        ...
+
+    async def list_audit(self, *, limit: int = 100) -> list[AuditEntry]:
+        """The latest operator actions, newest first."""
+        ...
+
+    async def cancel_run(self, run_id: RunId, *, actor: str = "api") -> bool:
+        """Cancel a run that has not finished; False if it had already finished. A run
+        cancelled is audited as done by ``actor``."""
         ...
 
     async def set_schedules(

@@ -15,8 +15,10 @@ from typing import Any, TypeVar
 import msgspec
 
 from slayq.model import (
+    NewRun,
     OutgoingEvent,
     QueueInfo,
+    RunFilter,
     RunId,
     Schedule,
     ScheduleInfo,
@@ -31,6 +33,13 @@ SEND_EVENTS = "send-events"
 GET_RUN = "get-run"
 CANCEL_RUN = "cancel-run"
 SET_SCHEDULES = "set-schedules"
+# -- operations: runs --
+LIST_RUNS = "list-runs"
+RETRY_RUN = "retry-run"
+FORK_RUN = "fork-run"
+CANCEL_RUNS = "cancel-runs"
+RETRY_RUNS = "retry-runs"
+LIST_AUDIT = "list-audit"
 
 
 class SendEvents(msgspec.Struct, frozen=True):
@@ -55,6 +64,43 @@ class SetSchedules(msgspec.Struct, frozen=True):
     schedules: list[Schedule]
     app: str
     events: list[str]
+
+
+# -- operations: runs --
+
+
+class ListRuns(msgspec.Struct, frozen=True):
+    filter: RunFilter
+    limit: int
+    cursor: str | None = None
+
+
+class RunAction(msgspec.Struct, frozen=True):
+    """An action on one run (retry; cancel), audited as done by ``actor``."""
+
+    run_id: RunId
+    actor: str = "api"
+
+
+class ForkRun(msgspec.Struct, frozen=True):
+    run: NewRun
+    source: RunId
+    before_step: str | None
+    actor: str
+
+
+class BulkAction(msgspec.Struct, frozen=True):
+    filter: RunFilter
+    dry_run: bool
+    actor: str
+
+
+class Counted(msgspec.Struct, frozen=True):
+    count: int
+
+
+class ListAudit(msgspec.Struct, frozen=True):
+    limit: int = 100
 
 
 # -- operations: queues --

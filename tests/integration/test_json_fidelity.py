@@ -131,7 +131,9 @@ async def test_migrating_keeps_the_values_stored_as_jsonb(
         await admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     try:
         everything = _migrations.load_migrations()
-        before = [m for m in everything if m.name != "exact_json"]
+        # A database from before 0003 has none of the migrations after it either (0007
+        # indexes data::jsonb, which on a jsonb column is an index on the column itself).
+        before = [m for m in everything if m.version < 3]
         monkeypatch.setattr(_migrations, "load_migrations", lambda: before)
         await migrate(url)
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
@@ -143,7 +145,7 @@ async def test_migrating_keeps_the_values_stored_as_jsonb(
                 ['{"b": 1, "a": [1.5, "x"]}', '"done"'],
             )
         monkeypatch.setattr(_migrations, "load_migrations", lambda: everything)
-        assert await migrate(url) == ["0003_exact_json"]
+        assert (await migrate(url))[0] == "0003_exact_json"
         async with PostgresStore(url) as store:
             (claim,) = await store.claim(queues=None, limit=1, lease_for=LEASE, owner="w")
             # jsonb had already sorted the keys: that order is what the run has seen.

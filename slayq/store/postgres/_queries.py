@@ -124,11 +124,12 @@ base as (
 inserted as (
     insert into runs (id, event, data, queue, priority, max_attempts, key, parent_run_id,
                       parent_step, created_at, updated_at, run_at, event_cursor, endpoint,
-                      may_wait, trace)
+                      may_wait, trace, cancel_on)
     select x.id, x.event, x.data, x.queue, x.priority, x.max_attempts, x.key,
            x.parent_id, x.parent_step, {NOW}, {NOW},
            coalesce(x.run_at, {NOW} + coalesce(x.delay_us, 0) * interval '1 microsecond'),
-           coalesce(x.cursor, base.seq), x.endpoint, x.may_wait, x.trace
+           coalesce(x.cursor, base.seq), x.endpoint, x.may_wait, x.trace,
+           case when json_array_length(x.cancel_on) > 0 then x.cancel_on end
     from x, base
     order by x.idx
     on conflict (event, key) where key is not null do nothing

@@ -242,7 +242,8 @@ select json_build_object(
     'result', r.result, 'error', r.error, 'priority', r.priority, 'key', r.key,
     'parent', case when r.parent_run_id is not null then
         json_build_object('run_id', r.parent_run_id, 'step', r.parent_step) end,
-    'finished_at', r.finished_at, 'endpoint', r.endpoint, 'history', {HISTORY_JSON}
+    'finished_at', r.finished_at, 'endpoint', r.endpoint, 'history', {HISTORY_JSON},
+    'forked_from', r.forked_from
 )::text
 from runs as r
 where r.id = %(id)s::uuid

@@ -13,8 +13,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from slayq.errors import LeaseLostError, RunNotFoundError, StoreError
 from slayq.model import CANCELLED, Claim, Lease, OutgoingEvent, RunId, RunInfo, Schedule, Transition
+from slayq.runtime.run_filters import check_actor, check_filter, check_limit, decode_cursor
 from slayq.store._queue_checks import checked_limit, checked_queue
-from slayq.store.postgres import _claim, _commit, _ops_queues, _schedules
+from slayq.store.postgres import _claim, _commit, _ops_queues, _ops_runs, _schedules
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres import _run_queries as rq
 from slayq.store.postgres._codec import dump, valid_id
@@ -28,7 +29,17 @@ if TYPE_CHECKING:
     from datetime import datetime, timedelta
     from types import TracebackType
 
-    from slayq.model import ErrorInfo, QueueInfo, ScheduleInfo, WaitInfo, WorkerInfo
+    from slayq.model import (
+        AuditEntry,
+        ErrorInfo,
+        NewRun,
+        QueueInfo,
+        RunFilter,
+        RunPage,
+        ScheduleInfo,
+        WaitInfo,
+        WorkerInfo,
+    )
     from slayq.runtime.clock import Clock
     from slayq.store.protocol import QueueLimit
 
@@ -261,21 +272,105 @@ class PostgresStore:
             raise RunNotFoundError(f"no run has id {run_id!r}")
         return _run_info.decode(text)
 
-    async def cancel_run(self, run_id: RunId) -> bool:
+    # -- operations: runs --
+
+    async def list_runs(self, filter: RunFilter, *, limit: int, cursor: str | None) -> RunPage:
+        check_filter(filter)
+        check_limit(limit)
+        if cursor is not None:
+            decode_cursor(cursor)  # a bad one is refused before any connection is taken
+
+        async def body(conn: psycopg.AsyncConnection[Any]) -> RunPage:
+            now = self._now()
+            return await _ops_runs.list_runs(conn, filter, limit=limit, cursor=cursor, now=now)
+
+        return await self._run("list runs", body)
+
+    async def retry_run(self, run_id: RunId, *, actor: str) -> RunId:
+        check_actor(actor)
+        if not valid_id(run_id):
+            raise RunNotFoundError(f"no run has id {run_id!r}")
+
+        async def body(conn: psycopg.AsyncConnection[Any]) -> None:
+            now, channel = self._now(), self.channel
+            await _ops_runs.retry_run(conn, run_id, actor=actor, now=now, channel=channel)
+
+        await self._run(f"retry run {run_id}", body)
+        return run_id
+
+    async def fork_run(
+        self, run: NewRun, *, source: RunId, before_step: str | None, actor: str
+    ) -> RunId:
+        check_actor(actor)
+        if not valid_id(source):
+            raise RunNotFoundError(f"no run has id {source!r}")
+        run = msgspec.structs.replace(run, key=None, parent=None)
+
+        async def body(conn: psycopg.AsyncConnection[Any]) -> RunId:
+            return await _ops_runs.fork_run(
+                conn,
+                run,
+                source=source,
+                before_step=before_step,
+                actor=actor,
+                now=self._now(),
+                channel=self.channel,
+            )
+
+        return await self._run(f"rerun run {source}", body)
+
+    async def cancel_runs(self, filter: RunFilter, *, dry_run: bool, actor: str) -> int:
+        return await self._bulk("cancel_runs", filter, dry_run=dry_run, actor=actor)
+
+    async def retry_runs(self, filter: RunFilter, *, dry_run: bool, actor: str) -> int:
+        return await self._bulk("retry_runs", filter, dry_run=dry_run, actor=actor)
+
+    async def _bulk(self, action: str, filter: RunFilter, *, dry_run: bool, actor: str) -> int:
+        check_actor(actor)
+        bulk = _ops_runs.Bulk(
+            filter, action=action, actor=actor, now=self._now(), channel=self.channel
+        )
+        if dry_run:
+
+            async def counted(conn: psycopg.AsyncConnection[Any]) -> int:
+                return await _ops_runs.count(conn, filter, bulk.eligible, self._now())
+
+            return await self._run(action, counted)
+        while await self._run(action, bulk.batch):
+            pass
+        return bulk.done
+
+    async def list_audit(self, *, limit: int = 100) -> list[AuditEntry]:
+        check_limit(limit)
+
+        async def body(conn: psycopg.AsyncConnection[Any]) -> list[AuditEntry]:
+            return await _ops_runs.list_audit(conn, limit)
+
+        return await self._run("list the audit log", body)
+
+    async def cancel_run(self, run_id: RunId, *, actor: str = "api") -> bool:
+        check_actor(actor)
         if not valid_id(run_id):
             raise RunNotFoundError(f"no run has id {run_id!r}")
 
         async def body(conn: psycopg.AsyncConnection[Any]) -> tuple[bool, bool]:
             now = self._now()
             base = {"now": now, "channel": self.channel, "ids": [run_id], "id": run_id}
-            async with conn.pipeline(), conn.transaction():
-                exists = await conn.execute(rq.RUN_FOR_UPDATE, base)
-                finish = {"status": "cancelled", "result": None, "error": None}
-                finished = await conn.execute(q.FINISH_IDS, base | finish)
-                await conn.execute(q.LOCK_PARENTS, base)
-                parents = {"seq": None, "cancelled": dump(CANCELLED)}
-                await conn.execute(q.RESOLVE_PARENTS, base | parents)
-            return await exists.fetchone() is not None, await finished.fetchone() is not None
+            async with conn.transaction():
+                async with conn.pipeline():
+                    exists = await conn.execute(rq.RUN_FOR_UPDATE, base)
+                    finish = {"status": "cancelled", "result": None, "error": None}
+                    finished = await conn.execute(q.FINISH_IDS, base | finish)
+                    await conn.execute(q.LOCK_PARENTS, base)
+                    parents = {"seq": None, "cancelled": dump(CANCELLED)}
+                    await conn.execute(q.RESOLVE_PARENTS, base | parents)
+                found = await exists.fetchone() is not None
+                cancelled = await finished.fetchone() is not None
+                if cancelled:  # audited in the same transaction
+                    await _ops_runs.audit(
+                        conn, actor=actor, action="cancel", target=run_id, detail={}, now=now
+                    )
+            return found, cancelled
 
         found, cancelled = await self._run(f"cancel run {run_id}", body)
         if not found:

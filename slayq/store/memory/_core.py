@@ -8,14 +8,17 @@ atomic on the event loop without locks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import count
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from slayq.errors import LeaseLostError, RunNotFoundError, StoreError, StoreInputError
+from slayq.errors import (
+    LeaseLostError,
+    RunNotFoundError,
+    StoreError,
+)
 from slayq.model import (
     CANCELLED,
     FINISHED_STATUSES,
@@ -23,7 +26,6 @@ from slayq.model import (
     AttemptInfo,
     AttemptOutcome,
     AuditEntry,
-    CancelRule,
     Claim,
     Completed,
     Continue,
@@ -32,102 +34,47 @@ from slayq.model import (
     Lease,
     NewRun,
     OutgoingEvent,
-    ParentLink,
     PendingStep,
-    QueueInfo,
     RunId,
     RunInfo,
-    RunStatus,
     Schedule,
-    ScheduleInfo,
     StepRecord,
     Suspend,
     Transition,
-    WaitInfo,
-    WorkerInfo,
 )
 from slayq.runtime.clock import Clock, SystemClock
 from slayq.runtime.ids import new_run_id
-from slayq.store._queue_checks import checked_limit, checked_queue
+from slayq.runtime.run_filters import (
+    check_actor,
+)
 from slayq.store._schedule_sets import checked_schedules
 from slayq.store.protocol import EVENT_LOG_GRACE
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
 
-    from slayq.model import Outcome
-    from slayq.runtime.cron import CronSpec
     from slayq.store.protocol import QueueLimit
 
-_S = TypeVar("_S", bound=msgspec.Struct)
-_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+from slayq.store.memory._records import (
+    _check_times,
+    _copy,
+    _copy_struct,
+    _Event,
+    _info,
+    _memo_record,
+    _Pending,
+    _Run,
+    _Schedule,
+    _times_of,
+    _wait_matches,
+)
 
 
-def _copy(value: Any) -> Any:
-    return msgspec.json.decode(msgspec.json.encode(value))
+class MemoryCore:
+    """Runs, events, claims and commits: the store every driver uses. ``MemoryStore``
+    adds the operator's queries and actions."""
 
-
-@dataclass
-class _Pending:
-    step: PendingStep
-    expires_at: datetime | None
-    started_at: datetime
-
-
-@dataclass
-class _Run:
-    id: RunId
-    seq: int
-    event: str
-    data: dict[str, Any]
-    queue: str
-    priority: int
-    max_attempts: int
-    cancel_on: list[CancelRule]
-    key: str | None
-    parent: ParentLink | None
-    endpoint: str | None
-    created_at: datetime
-    updated_at: datetime
-    run_at: datetime | None
-    event_cursor: int
-    may_wait: bool
-    trace: dict[str, str] | None = None
-    status: RunStatus = "queued"
-    attempt: int = 1
-    steps: list[StepRecord] = field(default_factory=list)
-    pending: dict[str, _Pending] = field(default_factory=dict)
-    token: int = 0
-    owner: str | None = None
-    lease_expires_at: datetime | None = None
-    heartbeat_at: datetime | None = None  # when the lease was last taken or extended
-    result: Any = None
-    error: ErrorInfo | None = None
-    finished_at: datetime | None = None
-    # The attempt running now: set from its claim until it ends (see ``_end_attempt``).
-    attempt_started_at: datetime | None = None
-    replayed: int = 0
-    executed: int = 0
-    history: list[AttemptInfo] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Event:
-    seq: int
-    name: str
-    data: dict[str, Any]
-    created_at: datetime
-
-
-@dataclass
-class _Schedule:
-    schedule: Schedule
-    spec: CronSpec
-    next_at: datetime
-    app: str
-
-
-class MemoryStore:
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock = clock or SystemClock()
         self._runs: dict[RunId, _Run] = {}
@@ -488,56 +435,27 @@ class MemoryStore:
     # -- reading and managing ----------------------------------------------------------
 
     async def get_run(self, run_id: RunId) -> RunInfo:
+        return _copy_struct(_info(self._get(run_id), steps=True))
+
+    def _get(self, run_id: RunId) -> _Run:
         run = self._runs.get(run_id)
         if run is None:
             raise RunNotFoundError(f"no run has id {run_id!r}")
-        return _copy_struct(
-            RunInfo(
-                id=run.id,
-                event=run.event,
-                queue=run.queue,
-                status=run.status,
-                data=run.data,
-                attempts=run.attempt,
-                max_attempts=run.max_attempts,
-                steps=list(run.steps),
-                pending=[p.step for p in run.pending.values()],
-                created_at=run.created_at,
-                updated_at=run.updated_at,
-                run_at=run.run_at,
-                result=run.result,
-                error=run.error,
-                priority=run.priority,
-                key=run.key,
-                parent=run.parent,
-                finished_at=run.finished_at,
-                endpoint=run.endpoint,
-                history=[*run.history, *self._running(run)],
-            )
+        return run
+
+    def _record(self, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
+        at = self.clock.now()
+        self._audit.append(
+            AuditEntry(at=at, actor=actor, action=action, target=target, detail=_copy(detail))
         )
 
-    @staticmethod
-    def _running(run: _Run) -> list[AttemptInfo]:
-        if run.status != "running" or run.attempt_started_at is None:
-            return []
-        running = AttemptInfo(
-            number=run.attempt,
-            started_at=run.attempt_started_at,
-            ended_at=None,
-            owner=run.owner,
-            outcome="running",
-            replayed=run.replayed,
-            executed=run.executed,
-        )
-        return [running]
-
-    async def cancel_run(self, run_id: RunId) -> bool:
-        run = self._runs.get(run_id)
-        if run is None:
-            raise RunNotFoundError(f"no run has id {run_id!r}")
+    async def cancel_run(self, run_id: RunId, *, actor: str = "api") -> bool:
+        check_actor(actor)
+        run = self._get(run_id)
         if run.status in FINISHED_STATUSES:
             return False
         self._cancel(run, self.clock.now())
+        self._record(actor, "cancel", run_id, {})
         return True
 
     async def set_schedules(
@@ -556,97 +474,6 @@ class MemoryStore:
             if event not in kept and (event in runs or entry.app == app):
                 del self._schedules[event]
         self._schedules.update(kept)
-
-    # -- operations: queues --
-
-    async def list_waits(self, *, event: str | None = None, limit: int = 100) -> list[WaitInfo]:
-        checked_limit("list_waits", limit)
-        waits = [
-            (p.expires_at, run.id, pos, p.step)
-            for run in self._runs.values()
-            if run.status not in FINISHED_STATUSES
-            for pos, p in enumerate(run.pending.values())
-            if p.step.kind == "wait" and (event is None or p.step.event == event)
-        ]
-        # Soonest deadline first, waits that never expire last; then by run, in step order.
-        waits.sort(key=lambda w: (w[0] is None, w[0] or _EARLIEST, w[1], w[2]))
-        return [
-            _copy_struct(
-                WaitInfo(
-                    run_id=run_id,
-                    step=step.name,
-                    event=step.event or "",
-                    match_field=step.match_field,
-                    match_value=step.match_value,
-                    expires_at=expires_at,
-                )
-            )
-            for expires_at, run_id, _, step in waits[:limit]
-        ]
-
-    async def pause_queue(self, name: str, *, actor: str) -> bool:
-        checked_queue("pause_queue", name, actor)
-        changed = name not in self._paused
-        self._paused.add(name)
-        self._audit.append(AuditEntry(self.clock.now(), actor, "pause_queue", name, None))
-        return changed
-
-    async def resume_queue(self, name: str, *, actor: str) -> bool:
-        checked_queue("resume_queue", name, actor)
-        changed = name in self._paused
-        self._paused.discard(name)
-        self._audit.append(AuditEntry(self.clock.now(), actor, "resume_queue", name, None))
-        return changed
-
-    async def list_queues(self) -> list[QueueInfo]:
-        now = self.clock.now()
-        # name -> [due, running, sleeping, waiting], oldest due
-        counts: dict[str, list[int]] = {name: [0, 0, 0, 0] for name in self._paused}
-        oldest: dict[str, datetime] = {}
-        for run in self._runs.values():
-            if run.status in FINISHED_STATUSES:
-                continue
-            row = counts.setdefault(run.queue, [0, 0, 0, 0])
-            if run.status == "running":
-                row[1] += 1
-            elif run.run_at is not None and run.run_at <= now:
-                row[0] += 1
-                oldest[run.queue] = min(oldest.get(run.queue, run.run_at), run.run_at)
-            elif run.status == "waiting":
-                row[3] += 1
-            else:
-                row[2] += 1
-        return [
-            QueueInfo(
-                name=name,
-                due=row[0],
-                running=row[1],
-                sleeping=row[2],
-                waiting=row[3],
-                oldest_due_at=oldest.get(name),
-                paused=name in self._paused,
-            )
-            for name, row in sorted(counts.items())
-        ]
-
-    async def list_schedules(self) -> list[ScheduleInfo]:
-        return [
-            ScheduleInfo(event=event, cron=e.schedule.cron, app=e.app, next_at=e.next_at)
-            for event, e in sorted(self._schedules.items())
-        ]
-
-    async def list_workers(self) -> list[WorkerInfo]:
-        held: dict[str, tuple[int, datetime | None]] = {}
-        for run in self._runs.values():
-            if run.status == "running" and run.owner is not None:
-                n, last = held.get(run.owner, (0, None))
-                beat = run.heartbeat_at
-                newest = last if beat is None or (last is not None and last >= beat) else beat
-                held[run.owner] = (n + 1, newest)
-        return [
-            WorkerInfo(owner=owner, runs_held=n, last_heartbeat_at=last)
-            for owner, (n, last) in sorted(held.items())
-        ]
 
     async def fire_schedules(self) -> list[RunId]:
         now = self.clock.now()
@@ -718,50 +545,3 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         return None
-
-
-def _times_of(outcome: Outcome) -> list[tuple[str, datetime | None, timedelta | None]]:
-    """(what, until, delay) of every time ``outcome`` makes the store compute."""
-    if isinstance(outcome, Failed):
-        return [("the retry", None, outcome.retry_after)]
-    if not isinstance(outcome, Suspend):
-        return []
-    times = [(f"step {p.name!r}", p.until, p.delay) for p in outcome.pending]
-    children = [p.child for p in outcome.pending if p.child is not None]
-    times += [(f"the run of {c.event!r}", c.run_at, c.delay) for c in children]
-    return times
-
-
-def _check_times(
-    now: datetime,
-    sent: Sequence[OutgoingEvent],
-    times: list[tuple[str, datetime | None, timedelta | None]],
-) -> None:
-    """Refuse a time past what a datetime holds, as PostgreSQL refuses one past its range."""
-    times = times + [
-        (f"the run of {e.name!r}", e.run.run_at, e.run.delay) for e in sent if e.run is not None
-    ]
-    for what, until, delay in times:
-        if until is None and delay is not None:
-            try:
-                now + delay
-            except OverflowError:
-                raise StoreInputError(f"{what}: now + {delay} is out of range") from None
-
-
-def _wait_matches(step: PendingStep, name: str, data: dict[str, Any]) -> bool:
-    if step.kind != "wait" or step.event != name:
-        return False
-    # An event lacking the field matches nothing, even a run whose own value is None.
-    if step.match_field is None:
-        return True
-    return step.match_field in data and data[step.match_field] == step.match_value
-
-
-def _memo_record(step: StepRecord) -> StepRecord:
-    """A step as the engine replays it: timings and attempts are for readers, not replay."""
-    return _copy_struct(msgspec.structs.replace(step, started_at=None, duration=None, attempt=None))
-
-
-def _copy_struct(value: _S) -> _S:
-    return msgspec.json.decode(msgspec.json.encode(value), type=type(value))
