@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import click
 
+from slayq.cli.audit import audit
 from slayq.cli.database import migrate, purge
 from slayq.cli.events import events
 from slayq.cli.health import health
 from slayq.cli.queues import queues
+from slayq.cli.run_actions import cancel, rerun, retry
 from slayq.cli.runs import runs
 from slayq.cli.schedules import schedules
 from slayq.cli.session import Settings
@@ -43,7 +45,9 @@ def cli(ctx: click.Context, database_url: str | None, schema: str) -> None:
     ctx.obj = Settings(url=(database_url or "").strip() or None, schema=schema)
 
 
-for command in (runs, waits, queues, schedules, workers, events, health, migrate, purge):
+for command in (retry, cancel, rerun):
+    runs.add_command(command)
+for command in (runs, waits, queues, schedules, workers, audit, events, health, migrate, purge):
     cli.add_command(command)
 
 

@@ -55,7 +55,7 @@ def health(max_due_age: timedelta, as_json: bool) -> None:
         emit_json({"healthy": healthy, "checks": checks})
     else:
         for check in checks:
-            click.echo(f"{'ok' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
+            click.echo(f"{'ok' if check.ok else 'FAIL':<4}  {check.name}: {check.detail}")
     if not healthy:
         raise SystemExit(UNHEALTHY)
 

@@ -21,6 +21,7 @@ def show_run(run: RunInfo) -> None:
             ("queue", f"{run.queue}, priority {run.priority}"),
             ("key", run.key or ""),
             ("parent", f"{run.parent.run_id} (step {run.parent.step!r})" if run.parent else ""),
+            ("forked from", run.forked_from or ""),
             ("created", f"{when(run.created_at)} ({ago(run.created_at)})"),
             ("due", when(run.run_at) if run.status in ("queued", "sleeping") else ""),
             ("updated", when(run.updated_at)),

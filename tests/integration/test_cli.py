@@ -8,6 +8,7 @@ at once, to keep the suite fast.
 from __future__ import annotations
 
 import os
+import pty
 import subprocess
 import sys
 import uuid
@@ -181,8 +182,8 @@ async def test_health_exits_3_when_unhealthy_and_changes_nothing(pg_url: str) ->
         (pg_url, ("health", "--max-due-age", "5 parsecs")),
     )
     assert healthy.code == 0, healthy
-    assert "ok  database: reachable" in healthy.out
-    assert "ok  migrations: up to date" in healthy.out
+    assert "ok    database: reachable" in healthy.out
+    assert "ok    migrations: up to date" in healthy.out
 
     assert pending.code == 3, pending
     report = msgspec.json.decode(pending.out)
@@ -220,6 +221,146 @@ async def test_migrate_and_purge(pg_url: str) -> None:
                 await client.get_run(run.id)
 
     assert bad_age.code == 2 and "'30 parsecs'" in bad_age.err
+
+
+async def test_runs_list_filters_and_pages_and_names_bad_input(pg_url: str) -> None:
+    async with app_client(pg_url) as client:
+        ada, bob, failed = await run_to_end(client, "ada", "bob", "fail-1")
+        waiting = await client.send_event("cli/approve", {"text": "x"})
+    (
+        only_failed,
+        by_data,
+        first_page,
+        human,
+        bad_status,
+        bad_data,
+        bad_since,
+        bad_cursor,
+    ) = await together(
+        (pg_url, ("runs", "list", "--status", "failed", "--json")),
+        (pg_url, ("runs", "list", "--data", 'text="bob"', "--event", "cli/greet", "--json")),
+        (pg_url, ("runs", "list", "--limit", "3", "--json")),
+        (pg_url, ("runs", "list", "--event", "cli/greet", "--since", "1h")),
+        (pg_url, ("runs", "list", "--status", "nope")),
+        (pg_url, ("runs", "list", "--data", "text=bob")),
+        (pg_url, ("runs", "list", "--since", "yesterday")),
+        (pg_url, ("runs", "list", "--cursor", "garbage")),
+    )
+    assert [r["id"] for r in only_failed.json()["runs"]] == [failed.id]
+    assert only_failed.json()["next_cursor"] is None
+    assert [r["id"] for r in by_data.json()["runs"]] == [bob.id]
+
+    page = first_page.json()
+    assert len(page["runs"]) == 3 and page["next_cursor"]
+    second = (
+        await cli(pg_url, "runs", "list", "--limit", "3", "--cursor", page["next_cursor"], "--json")
+    ).json()
+    listed = [r["id"] for r in page["runs"] + second["runs"]]
+    assert listed == [waiting, failed.id, bob.id, ada.id]  # newest first, each once
+    assert second["next_cursor"] is None
+
+    assert human.code == 0, human
+    header, *lines = human.out.splitlines()
+    assert header.split() == ["ID", "STATUS", "EVENT", "QUEUE", "ATTEMPTS", "CREATED", "ERROR"]
+    assert [line.split()[:2] for line in lines] == [
+        [failed.id, "failed"],
+        [bob.id, "completed"],
+        [ada.id, "completed"],
+    ]
+    assert "RuntimeError: boom: fail-1" in lines[0]
+
+    assert bad_status.code == 2 and "'nope' is not one of" in bad_status.err
+    assert bad_data.code == 2 and "'text=bob': 'bob' is not JSON" in bad_data.err
+    assert bad_since.code == 2 and "'yesterday' is neither a duration" in bad_since.err
+    assert bad_cursor.code == 1 and "cursor 'garbage'" in bad_cursor.error_line()
+
+
+async def test_retry_cancel_rerun_by_id_and_in_bulk_are_audited(pg_url: str) -> None:
+    async with app_client(pg_url) as client:
+        ada, fail_1, fail_2 = await run_to_end(client, "ada", "fail-1", "fail-2")
+        waiting = [await client.send_event("cli/approve", {"text": t}) for t in ("x", "y")]
+    select = ("--all-matching", "--event", "cli/approve")
+    retried, completed, dry, refused, rerun, both, neither, filter_without_all = await together(
+        (pg_url, ("runs", "retry", fail_1.id, "--json")),
+        (pg_url, ("runs", "retry", ada.id)),
+        (pg_url, ("runs", "cancel", *select, "--dry-run", "--json")),
+        (pg_url, ("runs", "cancel", *select)),  # stdin is not a terminal: no --yes, no go
+        (pg_url, ("runs", "rerun", ada.id, "--from-step", "check", "--app", APP, "--json")),
+        (pg_url, ("runs", "cancel", ada.id, "--all-matching")),
+        (pg_url, ("runs", "retry")),
+        (pg_url, ("runs", "cancel", ada.id, "--status", "failed")),
+    )
+    assert retried.json() == [{"run_id": fail_1.id, "outcome": "retried"}]
+    assert completed.code == 1 and ada.id in completed.error_line()
+    assert dry.json() == {
+        "action": "cancel",
+        "dry_run": True,
+        "count": 2,
+        "filters": {"event": "cli/approve"},
+    }
+    assert refused.code == 1 and "refusing to cancel 2 run(s) without --yes" in refused.err
+    assert both.code == 2 and "not both" in both.err
+    assert neither.code == 2 and "give the RUN_IDs to retry" in neither.err
+    assert (
+        filter_without_all.code == 2 and "--status selects runs only with" in filter_without_all.err
+    )
+
+    cancelled, bulk_retried = await together(
+        (pg_url, ("runs", "cancel", *select, "--yes")),
+        (pg_url, ("runs", "retry", "--all-matching", "--status", "failed", "--yes", "--json")),
+    )
+    assert cancelled.out == "cancelled 2 run(s)\n", cancelled
+    assert "cancel: working on the runs matching event=cli/approve" in cancelled.err
+    assert bulk_retried.json()["count"] == 1  # fail-2; fail-1 was retried already
+
+    async with app_client(pg_url) as client:
+        assert [(await client.get_run(r)).status for r in (fail_1.id, fail_2.id)] == [
+            "queued",
+            "queued",
+        ]
+        assert {(await client.get_run(r)).status for r in waiting if r} == {"cancelled"}
+        new = await client.get_run(rerun.json()["run_id"])
+    assert (new.forked_from, new.status) == (ada.id, "queued")
+    assert [s.name for s in new.steps] == ["shout"]  # copied up to, not including, "check"
+
+    entries = (await cli(pg_url, "audit", "list", "--json")).json()
+    actions = sorted(e["action"] for e in entries)
+    assert actions == ["cancel_runs", "rerun", "retry", "retry_runs"]
+    assert all(e["actor"].startswith("cli:") and "@" in e["actor"] for e in entries)
+
+
+async def test_a_bulk_action_asks_on_a_terminal(pg_url: str) -> None:
+    async with app_client(pg_url) as client:
+        waiting = await client.send_event("cli/approve", {"text": "x"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLAY_Q_")}
+    env["SLAY_Q_DATABASE_URL"] = pg_url
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    master, terminal = pty.openpty()
+    try:
+        os.write(master, b"n\n")  # the operator answers no
+        done = await anyio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "slayq",
+                "runs",
+                "cancel",
+                "--all-matching",
+                "--status",
+                "queued",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdin=terminal,
+            check=False,
+        )
+    finally:
+        os.close(master)
+        os.close(terminal)
+    assert done.returncode == 1
+    assert "cancel 1 run(s) matching status=queued? [y/N]" in done.stderr.decode()
+    async with app_client(pg_url) as client:
+        assert (await client.get_run(RunId(str(waiting)))).status == "queued"
 
 
 async def test_waits_queues_schedules_and_workers(pg_url: str) -> None:
@@ -279,4 +420,4 @@ async def test_health_fails_on_a_backlog_in_an_unpaused_queue(pg_url: str) -> No
     assert late.code == 3, late
     assert "FAIL  queues: runs due longer than 10ms: approvals (due for" in late.out
     assert paused.code == 0, paused  # a paused queue is held on purpose
-    assert lenient.code == 0 and "ok  queues: no run due longer than 1h" in lenient.out
+    assert lenient.code == 0 and "ok    queues: no run due longer than 1h" in lenient.out
