@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import msgspec
@@ -20,22 +18,9 @@ from slayq.http_store import HttpStore
 from slayq.model import RunId, Schedule
 from slayq.store.postgres import PostgresStore
 from slayq.transport.signing import sign
-from tests.integration.servers import SECRET, free_port, start_server, stop, wait_until_up
+from tests.integration.servers import SECRET
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def server(pg_url: str, tmp_path: Path) -> Iterator[str]:
-    config = tmp_path / "slay-config.json"
-    config.write_text('{"queues": {"nobody-serves-this": {"concurrency": 1}}}')
-    port = free_port()
-    process = start_server(pg_url, port, config, tmp_path / "server.out")
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/health", process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
 
 
 async def test_http_store_sends_reads_and_cancels_through_the_server(

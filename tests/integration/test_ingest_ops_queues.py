@@ -3,9 +3,7 @@ what the database holds, and a refused call is a 400 that changes nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -15,22 +13,9 @@ from slayq.errors import StoreInputError
 from slayq.http_store import HttpStore
 from slayq.model import PendingStep, Suspend, Transition
 from slayq.store.postgres import PostgresStore
-from tests.integration.servers import SECRET, free_port, start_server, stop, wait_until_up
+from tests.integration.servers import SECRET
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def server(pg_url: str, tmp_path: Path) -> Iterator[str]:
-    config = tmp_path / "slay-config.json"
-    config.write_text('{"queues": {"nobody-serves-this": {"concurrency": 1}}}')
-    port = free_port()
-    process = start_server(pg_url, port, config, tmp_path / "server.out")
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/health", process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
 
 
 async def test_queue_operations_through_the_server(server: str, pg_url: str) -> None:

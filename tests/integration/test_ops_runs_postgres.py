@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -25,7 +23,7 @@ from slayq.model import RunFilter, RunId
 from slayq.runtime.ids import first_id_at, new_run_id
 from slayq.store.postgres import PostgresStore, _migrations, _ops_runs
 from tests.contract.helpers import new_run, starting
-from tests.integration.servers import SECRET, free_port, start_server, stop, wait_until_up
+from tests.integration.servers import SECRET
 from tests.integration.test_worker_postgres import finished, running
 
 pytestmark = pytest.mark.anyio
@@ -88,19 +86,6 @@ async def test_a_worker_retries_only_the_failed_step_and_reruns_from_a_step(pg_u
         assert [run.id for run in page.runs] == [fork, run_id]
         actions = [(e.action, e.actor) for e in await client.list_audit()]
         assert actions == [("rerun", "api"), ("retry", "ops")]
-
-
-@pytest.fixture
-def server(pg_url: str, tmp_path: Path) -> Iterator[str]:
-    config = tmp_path / "slay-config.json"
-    config.write_text('{"queues": {"nobody-serves-this": {"concurrency": 1}}}')
-    port = free_port()
-    process = start_server(pg_url, port, config, tmp_path / "server.out")
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/health", process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
 
 
 async def test_every_operation_on_runs_goes_through_the_ingest_rpc(server: str) -> None:
