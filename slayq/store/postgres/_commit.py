@@ -96,7 +96,9 @@ async def _commit_direct(
         "finishes": _finishes(outcome),
         "replayed": transition.replayed,
         "executed": len(transition.steps),
-        "ended": None,  # how the attempt ended, unless it goes on
+        # How the attempt ended, recorded in ``attempts``. None: it goes on, or it
+        # completed the run, whose row then keeps the attempt (see _history).
+        "ended": None,
         "outcome": "continue",
         "result": None,
         "error": None,
@@ -107,7 +109,7 @@ async def _commit_direct(
         "nap_specs": [],
     }
     if isinstance(outcome, Completed):
-        params |= {"outcome": "completed", "ended": "completed", "result": dump(outcome.result)}
+        params |= {"outcome": "completed", "result": dump(outcome.result)}
     elif isinstance(outcome, Failed):
         kind = "failed" if outcome.retry_after is None else "retry"
         ended = "failed" if outcome.retry_after is None else "retrying"

@@ -115,9 +115,8 @@ changed as (
                                         when 'sleep' then wake.run_at end,
         finished_at = case when %(finishes)s then {NOW} end,
         lease_expires_at = case when %(outcome)s::text = 'continue' then r.lease_expires_at end,
-        lease_owner = case when %(outcome)s::text = 'continue' then r.lease_owner end,
-        attempt_started_at = case when %(outcome)s::text = 'continue'
-                                  then r.attempt_started_at end,
+        lease_owner = case when %(ended)s::text is null then r.lease_owner end,
+        attempt_started_at = case when %(ended)s::text is null then r.attempt_started_at end,
         attempt_replayed = case when %(ended)s::text is null
                                 then r.attempt_replayed + %(replayed)s else 0 end,
         attempt_executed = case when %(ended)s::text is null
