@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import time
 import traceback
 from datetime import timedelta
 from functools import partial
@@ -427,16 +426,22 @@ class Execution:
         )
 
     async def _run(self, cmd: RunStep) -> StepRecord:
+        """Run a step's handler under its timeout, span and log context, timed once: the
+        duration goes to the step's record and to the step-duration metric."""
         timeout = cmd.timeout if cmd.timeout is not None else self.function.step_timeout
+        token = enter_step(cmd.name)
         started_at = self._clock.now()
         try:
-            output = await _timed(_call(cmd), timeout, what=f"step {cmd.name!r}")
-            # A wall clock may step back: a duration is never negative.
-            duration = max(self._clock.now() - started_at, _ZERO)
+            output = await _timed(_traced(cmd), timeout, what=f"step {cmd.name!r}")
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 raise
             raise _HandlerFailed(cmd.name, exc) from exc
+        finally:
+            # A wall clock may step back: a duration is never negative.
+            duration = max(self._clock.now() - started_at, _ZERO)
+            observe_step(current_event(), duration.total_seconds())
+            leave_step(token)
         try:
             stored = self._as_json(output, what=f"step {cmd.name!r}")
         except StepOutputError as exc:
@@ -500,22 +505,15 @@ async def _timed(work: Awaitable[Any], limit: timedelta | None, *, what: str) ->
     )
 
 
+async def _traced(cmd: RunStep) -> Any:
+    """The handler's call, in a span of its own when an OpenTelemetry SDK is set."""
+    if tracing.enabled():
+        with tracing.step_span(cmd.name):
+            return await _call(cmd)
+    return await _call(cmd)
+
+
 async def _call(cmd: RunStep) -> Any:
-    """Run a step's handler under its span and log context, and observe its duration
-    (labelled with the event of the run being driven, which the engine boundary set)."""
-    token = enter_step(cmd.name)
-    started = time.perf_counter()
-    try:
-        if tracing.enabled():
-            with tracing.step_span(cmd.name):
-                return await _call_handler(cmd)
-        return await _call_handler(cmd)
-    finally:
-        observe_step(current_event(), time.perf_counter() - started)
-        leave_step(token)
-
-
-async def _call_handler(cmd: RunStep) -> Any:
     fn = cmd.fn
     # An async def, or an object whose __call__ is one.
     if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__):
