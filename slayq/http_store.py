@@ -39,7 +39,7 @@ if TYPE_CHECKING:
         WaitInfo,
         WorkerInfo,
     )
-    from slayq.store.protocol import QueueLimit
+    from slayq.store.protocol import Batch, ClaimRequest, QueueLimit
 
 T = TypeVar("T")
 
@@ -169,6 +169,11 @@ class HttpStore:
 
     async def commit(self, lease: Lease, transition: Transition) -> None:
         _server_only("commit")
+
+    async def commit_batch(
+        self, commits: Sequence[tuple[Lease, Transition]], *, claims: Sequence[ClaimRequest]
+    ) -> Batch:
+        _server_only("commit_batch")
 
     async def extend_leases(self, leases: Sequence[Lease], lease_for: timedelta) -> list[Lease]:
         _server_only("extend_leases")

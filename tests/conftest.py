@@ -20,17 +20,20 @@ def clock() -> VirtualClock:
     return VirtualClock(datetime(2025, 3, 1, 12, 0, tzinfo=UTC))
 
 
-@pytest.fixture(params=["memory", "postgres"])
+@pytest.fixture(params=["memory", "postgres", "postgres-batched"])
 async def store(request: pytest.FixtureRequest, clock: VirtualClock) -> AsyncIterator[Store]:
-    """Every contract test runs on each store implementation."""
+    """Every contract test runs on each store implementation; "postgres-batched" makes
+    each ``commit`` through ``commit_batch``, the path the worker and the server take."""
     if request.param == "memory":
         yield MemoryStore(clock)
         return
     from slayq.store.postgres import PostgresStore
     from tests import pgutil
+    from tests.contract.batched import CommitsInBatches
 
     url = await pgutil.fresh_database()
-    pg = PostgresStore(url, clock=clock)
+    kind = CommitsInBatches if request.param == "postgres-batched" else PostgresStore
+    pg = kind(url, clock=clock)
     await pg.open()
     try:
         yield pg

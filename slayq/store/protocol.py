@@ -2,11 +2,12 @@
 
 Stores know no functions and run no user code: events arrive already resolved by the
 client's registry, and transitions already computed by the engine. Each method is one
-atomic unit: it is applied whole or not at all.
+atomic unit: it is applied whole or not at all (``commit_batch``: each of its commits).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
     from datetime import datetime
 
+    from slayq.errors import StoreError
     from slayq.model import (
         AuditEntry,
         Claim,
@@ -46,6 +48,26 @@ class QueueLimit(Struct, frozen=True):
 
     names: list[str]
     concurrency: int
+
+
+class ClaimRequest(Struct, frozen=True):
+    """A claim to make (see ``Store.claim``), as part of ``Store.commit_batch``."""
+
+    queues: list[QueueLimit] | None
+    limit: int
+    lease_for: timedelta
+    owner: str
+
+
+@dataclass
+class Batch:
+    """What ``Store.commit_batch`` did: per commit, in order, None if it committed or the
+    error that stopped it (``LeaseLostError``, a refusal, ``StoreUnavailableError``);
+    per claim request, the runs it claimed (none if ``claim_error`` is set)."""
+
+    errors: list[StoreError | None]
+    claims: list[list[Claim]]
+    claim_error: StoreError | None = None
 
 
 class Store(Protocol):
@@ -84,6 +106,19 @@ class Store(Protocol):
         current one. A ``Continue`` keeps the lease; every other outcome ends it.
         A wait sees every matching logged event sent since the run started or since its
         previous wait was answered, so an event sent a moment early is not missed.
+        """
+        ...
+
+    async def commit_batch(
+        self, commits: Sequence[tuple[Lease, Transition]], *, claims: Sequence[ClaimRequest]
+    ) -> Batch:
+        """Commit each transition as ``commit`` would, then make each claim.
+
+        Each commit stands alone: one that fails (a lost lease, a refused value) leaves the
+        others committed, and its error takes its place in ``Batch.errors``. The claims see
+        every commit before them, so slots the batch freed are claimed at once. A store may
+        do it all in one transaction (Postgres does, for the transitions that touch only
+        their own run) or one by one.
         """
         ...
 

@@ -1,12 +1,16 @@
 """The dispatcher: claims runs from a store and hands each to an executor, in a task.
 
 The in-process worker's executor drives the engine here; the server's delivers the run
-over HTTP to the app. One loop claims runs for each queue group while the group has
-free local slots. Around it:
+over HTTP to the app. One loop, the ticker, talks to the store for claims and commits:
+every tick sends the commits that queued up since the last one (each run's task waits
+for its own) and claims into the local slots they freed, as one ``commit_batch``, which
+PostgreSQL applies in one transaction. No timer: what arrives while a tick is in flight
+forms the next batch, so under load batches grow and the cost per run falls, while an
+idle worker commits a lone run at once. Around it:
 
-* a listener sets ``_wake`` when the store announces new work (LISTEN/NOTIFY on
-  Postgres), so an idle worker starts a sent event within milliseconds; without one,
-  or if it drops, the loop still polls every ``poll_interval``;
+* a listener wakes the ticker to claim when the store announces new work (LISTEN/NOTIFY
+  on Postgres), so an idle worker starts a sent event within milliseconds; without one,
+  or if it drops, the ticker still polls every ``poll_interval``;
 * a heartbeat extends the leases of runs in flight; a run whose lease was lost (it was
   taken over after this process stalled, or cancelled) is stopped here;
 * a scheduler fires due cron ticks and removes old finished runs, once a minute
@@ -38,8 +42,9 @@ import anyio
 import anyio.lowlevel
 
 from slayq.errors import LeaseLostError, StoreError, StoreInputError, StoreUnavailableError
-from slayq.model import ErrorInfo, Failed, Suspend, Transition
+from slayq.model import Continue, ErrorInfo, Failed, Suspend, Transition
 from slayq.runtime.retry import DEFAULT_RETRY_POLICY, RetryPolicy
+from slayq.store.protocol import Batch, ClaimRequest
 from slayq.telemetry import metrics
 
 if TYPE_CHECKING:
@@ -62,7 +67,27 @@ class _Group:
 @dataclass
 class _InFlight:
     lease: Lease
+    group: _Group
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    # Its slot was given back by the tick that committed its final transition (and maybe
+    # refilled by that tick's claim), before its task ended.
+    released: bool = False
+
+
+@dataclass
+class _Queued:
+    """A commit waiting for the next tick, and the run's task waiting for it."""
+
+    entry: _InFlight
+    lease: Lease
+    transition: Transition
+    done: anyio.Event = field(default_factory=anyio.Event)
+    error: BaseException | None = None
+
+    @property
+    def final(self) -> bool:
+        """The run's task stops after this commit: anything but Continue."""
+        return not isinstance(self.transition.outcome, Continue)
 
 
 Execute = Callable[["Claim", "Commit"], Awaitable[object]]
@@ -115,14 +140,24 @@ class Dispatcher:
             else [_Group(None, concurrency)]
         )
         self._in_flight: dict[str, _InFlight] = {}
-        self._wake = anyio.Event()
+        self._queued: list[_Queued] = []
+        # The ticker claims once the clock passes this (anyio time): 0 while claims fill
+        # every free slot, later after one came back short (nothing more was due).
+        self._claim_after = 0.0
+        self._tick_needed = anyio.Event()  # a commit queued, a slot freed, new work
+        self._run_ended = anyio.Event()
         self._stopping = anyio.Event()
         self.started = anyio.Event()
 
     def stop(self) -> None:
         """Stop claiming and drain; ``run()`` returns when done."""
         self._stopping.set()
-        self._wake.set()
+        self._tick_needed.set()
+
+    def _wake(self) -> None:
+        """New work may be due: claim at the next tick."""
+        self._claim_after = 0.0
+        self._tick_needed.set()
 
     async def run(self) -> None:
         if self.register_schedules is not None:  # an app's, at start (the server has none)
@@ -132,49 +167,107 @@ class Dispatcher:
             services.start_soon(self._heartbeat)
             services.start_soon(self._housekeeping)
             async with anyio.create_task_group() as runs:
+                # The ticker outlives the runs: their last commits go through it.
+                services.start_soon(self._ticker, runs)
                 self.started.set()
-                await self._claim_loop(runs)
+                await self._stopping.wait()
                 with anyio.move_on_after(self.grace):
                     while self._in_flight:
-                        await self._wait_for_wake(None)
+                        await self._run_ended.wait()
+                        self._run_ended = anyio.Event()
                 for run in list(self._in_flight.values()):
                     run.scope.cancel()
             services.cancel_scope.cancel()
 
     # -- claiming ----------------------------------------------------------------------
 
-    async def _claim_loop(self, runs: anyio.abc.TaskGroup) -> None:
-        while not self._stopping.is_set():
-            room = starved = False
-            for group in self._groups:
-                free = group.slots - group.in_flight
-                if free <= 0:
-                    continue
-                room = True
-                try:
-                    claims = await self.store.claim(
-                        queues=None if group.limit is None else [group.limit],
-                        limit=free,
-                        lease_for=self.lease_for,
-                        owner=self.owner,
-                    )
-                except StoreUnavailableError as exc:
-                    logger.warning("claiming failed, will retry: %s", exc)
-                    starved = True
-                    break
-                for claim in claims:
-                    metrics.record_claim(claim, self.lease_for)
-                    group.in_flight += 1
-                    entry = _InFlight(claim.lease)
-                    self._in_flight[claim.lease.run_id] = entry
-                    runs.start_soon(self._execute, group, claim, entry)
-                starved = starved or len(claims) < free
-            if not room:
-                # Every slot is busy: a finishing run wakes us; no need to ask the store.
-                await self._wait_for_wake(self.poll_interval)
-            elif starved:
-                await self._wait_for_wake(await self._idle_timeout())
-            # else: every group filled its slots and may have more work; claim again now.
+    async def _ticker(self, runs: anyio.abc.TaskGroup) -> None:
+        """Commit what queued up and claim into the free slots, one batch at a time."""
+        while True:
+            batch, self._queued = self._queued, []
+            requests = self._claim_requests(batch) if self._may_claim() else []
+            if not batch and not requests:
+                await self._wait_for_tick()
+                continue
+            result = await self._commit_batch(batch, [request for _, request in requests])
+            for queued, error in zip(batch, result.errors, strict=True):
+                queued.error = error
+                if error is None and queued.final and not queued.entry.released:
+                    queued.entry.released = True
+                    queued.entry.group.in_flight -= 1
+                queued.done.set()
+            await self._start_claimed(runs, requests, result)
+
+    def _may_claim(self) -> bool:
+        return not self._stopping.is_set() and anyio.current_time() >= self._claim_after
+
+    def _claim_requests(self, batch: Sequence[_Queued]) -> list[tuple[_Group, ClaimRequest]]:
+        """A claim per group with free slots, counting those the batch's final commits
+        free: the claim runs after them, in their transaction."""
+        freed: dict[int, int] = {}
+        for queued in batch:
+            if queued.final and not queued.entry.released:
+                freed[id(queued.entry.group)] = freed.get(id(queued.entry.group), 0) + 1
+        requests = []
+        for group in self._groups:
+            free = group.slots - group.in_flight + freed.get(id(group), 0)
+            holds_all = group.limit is not None and group.in_flight >= group.limit.concurrency
+            if holds_all and freed.get(id(group)):
+                # Holding every slot of a cluster-wide limit, refilling them in the same
+                # transaction would keep them here for good, and other processes serving
+                # the queue would starve. Those slots are left to the next tick, and the
+                # commit tells the queue's listeners (the queue is not being claimed).
+                continue
+            if free > 0:
+                queues = None if group.limit is None else [group.limit]
+                requests.append((group, ClaimRequest(queues, free, self.lease_for, self.owner)))
+        return requests
+
+    async def _commit_batch(self, batch: list[_Queued], requests: list[ClaimRequest]) -> Batch:
+        commits = [(queued.lease, queued.transition) for queued in batch]
+        try:
+            return await self.store.commit_batch(commits, claims=requests)
+        except Exception as exc:  # a defect: fail these commits, keep the ticker alive
+            logger.exception("committing %d runs failed", len(batch))
+            return _failed_batch(exc, len(batch), len(requests))
+
+    async def _start_claimed(
+        self,
+        runs: anyio.abc.TaskGroup,
+        requests: list[tuple[_Group, ClaimRequest]],
+        result: Batch,
+    ) -> None:
+        if result.claim_error is not None:
+            logger.warning("claiming failed, will retry: %s", result.claim_error)
+            self._claim_after = anyio.current_time() + self.poll_interval
+            return
+        starved = False
+        for (group, request), claims in zip(requests, result.claims, strict=True):
+            for claim in claims:
+                metrics.record_claim(claim, self.lease_for)
+                group.in_flight += 1
+                entry = _InFlight(claim.lease, group)
+                self._in_flight[claim.lease.run_id] = entry
+                runs.start_soon(self._execute, claim, entry)
+            starved = starved or len(claims) < request.limit
+        if starved:  # nothing more is due now: ask again when something will be
+            self._claim_after = anyio.current_time() + await self._idle_timeout()
+
+    async def _wait_for_tick(self) -> None:
+        """Wait for a commit, new work, a freed slot, or the time to claim again.
+
+        A signal that came during the tick is already set and returns at once: the
+        event is reset only here, after waiting, so none is lost."""
+        at_most = None
+        if not self._stopping.is_set():
+            # Every slot busy: the tick that frees one comes with a commit (a wake-up);
+            # polling only guards against a lost one.
+            at_most = self.poll_interval
+            if any(group.in_flight < group.slots for group in self._groups):
+                at_most = min(max(self._claim_after - anyio.current_time(), 0.0), at_most)
+        with anyio.move_on_after(at_most):
+            await self._tick_needed.wait()
+        self._tick_needed = anyio.Event()
 
     async def _idle_timeout(self) -> float:
         """Sleep until the next sleeper or timeout is due, but at most ``poll_interval``.
@@ -192,18 +285,7 @@ class Dispatcher:
             return self.poll_interval
         return min(self.poll_interval, until + 0.002)
 
-    async def _wait_for_wake(self, at_most: float | None) -> None:
-        """Wait for a wake-up (new work, a free slot), consuming it.
-
-        A wake-up that came while we were claiming is already set and returns at once:
-        resetting the event only here, after waiting, means no signal is lost.
-        """
-        if not self._wake.is_set():
-            with anyio.move_on_after(at_most):
-                await self._wake.wait()
-        self._wake = anyio.Event()
-
-    async def _execute(self, group: _Group, claim: Claim, entry: _InFlight) -> None:
+    async def _execute(self, claim: Claim, entry: _InFlight) -> None:
         extra = {"run_id": claim.lease.run_id, "event": claim.event, "queue": claim.queue}
         if claim.taken_over_from is not None:
             logger.warning(
@@ -221,7 +303,7 @@ class Dispatcher:
 
         async def commit(lease: Lease, transition: Transition) -> None:
             nonlocal committed
-            await self._commit(claim, lease, transition, first=not committed)
+            await self._commit(claim, entry, lease, transition, first=not committed)
             committed = True
 
         try:
@@ -235,16 +317,25 @@ class Dispatcher:
             logger.exception("executing run %s failed", claim.lease.run_id, extra=extra)
         finally:
             metrics.record_release()
-            group.in_flight -= 1
             self._in_flight.pop(claim.lease.run_id, None)
             if entry.scope.cancel_called and self._stopping.is_set():
                 # Shutdown cut the run short: hand it back so another worker starts it now.
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     await self._release(claim.lease)
-            self._wake.set()
+            if not entry.released:  # ended without a final commit: its slot is free now
+                entry.released = True
+                entry.group.in_flight -= 1
+                self._tick_needed.set()
+            self._run_ended.set()
 
     async def _commit(
-        self, claim: Claim, lease: Lease, transition: Transition, *, first: bool = False
+        self,
+        claim: Claim,
+        entry: _InFlight,
+        lease: Lease,
+        transition: Transition,
+        *,
+        first: bool = False,
     ) -> None:
         """Commit ``transition``; if the store refuses it, commit a failed attempt instead.
 
@@ -254,14 +345,14 @@ class Dispatcher:
         the executor to stop driving the run.
         """
         try:
-            await self._commit_durably(lease, transition)
+            await self._commit_durably(entry, lease, transition)
         except (LeaseLostError, StoreUnavailableError):
             raise
         except StoreError as exc:
             failed = self._refused(claim, transition, exc)
             _log_failure(claim, failed)
             instead = Transition(steps=[], outcome=failed)
-            await self._commit_durably(lease, instead)
+            await self._commit_durably(entry, lease, instead)
             metrics.record_commit(claim, instead, first=first)
             raise CommitRefusedError(str(exc)) from exc
         metrics.record_commit(claim, transition, first=first)
@@ -281,14 +372,20 @@ class Dispatcher:
         retry = not isinstance(exc, StoreInputError) and claim.attempt < claim.max_attempts
         return Failed(error, retry_after=self.retry_policy.delay(claim.attempt) if retry else None)
 
-    async def _commit_durably(self, lease: Lease, transition: Transition) -> None:
-        """Commit, riding out a database restart for as long as the lease lasts."""
+    async def _commit_durably(self, entry: _InFlight, lease: Lease, transition: Transition) -> None:
+        """Commit at the next tick, riding out a database restart for as long as the lease
+        lasts. Shielded: a run cancelled meanwhile still learns how its commit ended."""
         deadline = anyio.current_time() + self.lease_for.total_seconds()
         delay = 0.05
         while True:
             try:
                 with anyio.CancelScope(shield=True):
-                    await self.store.commit(lease, transition)
+                    queued = _Queued(entry, lease, transition)
+                    self._queued.append(queued)
+                    self._tick_needed.set()
+                    await queued.done.wait()
+                if queued.error is not None:
+                    raise queued.error
                 return
             except StoreUnavailableError:
                 if anyio.current_time() + delay > deadline:
@@ -314,7 +411,7 @@ class Dispatcher:
             try:
                 async for _queue in listen():
                     delay = 0.1
-                    self._wake.set()
+                    self._wake()
             except Exception as exc:
                 logger.warning("listening for new work failed, polling meanwhile: %s", exc)
             await anyio.sleep(delay)
@@ -411,6 +508,11 @@ def _log_failure(claim: Claim, failed: Failed) -> None:
             "error_type": error.type,
         },
     )
+
+
+def _failed_batch(exc: Exception, commits: int, claims: int) -> Batch:
+    error = StoreError(f"committing failed: {exc!r}")
+    return Batch(errors=[error] * commits, claims=[[] for _ in range(claims)], claim_error=error)
 
 
 def _seconds_to_next_second() -> float:

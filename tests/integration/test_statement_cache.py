@@ -25,6 +25,7 @@ from slayq.model import (
     Transition,
 )
 from slayq.store.postgres import PostgresStore
+from slayq.store.protocol import ClaimRequest
 from tests.contract.helpers import LEASE, claim_all, new_run, starting
 
 pytestmark = pytest.mark.anyio
@@ -62,6 +63,18 @@ async def test_claims_commits_and_sends_parse_from_the_cache(
         await store.commit(third.lease, Transition(steps=[], outcome=Suspend([wait])))
         await store.extend_leases([fourth.lease, fifth.lease], LEASE)
         await store.release(fourth.lease)
+        # The worker's path: a batch of commits, then a claim in its transaction.
+        more = [new_run() for _ in range(3)]
+        await store.send_events([starting(run) for run in more])
+        sixth, seventh, eighth = await claim_all(store, limit=3)
+        request = ClaimRequest(queues=None, limit=2, lease_for=LEASE, owner="w")
+        batch = [
+            (sixth.lease, Transition(steps=[step], outcome=Continue())),
+            (seventh.lease, Transition(steps=[step], outcome=Suspend([nap]))),
+            (eighth.lease, Transition(steps=[step], outcome=Completed({"ok": True}))),
+        ]
+        result = await store.commit_batch(batch, claims=[request])
+        assert result.errors == [None, None, None]
         await store.next_wakeup()
         await store.fire_schedules()
         await store.delete_finished(timedelta(days=7))

@@ -47,13 +47,14 @@ from slayq.runtime.ids import new_run_id
 from slayq.runtime.run_filters import (
     check_actor,
 )
+from slayq.store._one_by_one import commit_one_by_one
 from slayq.store._schedule_sets import checked_schedules
 from slayq.store.protocol import EVENT_LOG_GRACE
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
 
-    from slayq.store.protocol import QueueLimit
+    from slayq.store.protocol import Batch, ClaimRequest, QueueLimit
 
 
 from slayq.store.memory._records import (
@@ -408,6 +409,11 @@ class MemoryCore:
         self._finish(run, "cancelled", now)
 
     # -- leases ------------------------------------------------------------------------
+
+    async def commit_batch(
+        self, commits: Sequence[tuple[Lease, Transition]], *, claims: Sequence[ClaimRequest]
+    ) -> Batch:
+        return await commit_one_by_one(self.commit, self.claim, commits, claims)
 
     async def extend_leases(self, leases: Sequence[Lease], lease_for: timedelta) -> list[Lease]:
         now = self.clock.now()

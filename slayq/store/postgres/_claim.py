@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime, timedelta
 
-    from psycopg import AsyncConnection
+    from psycopg import AsyncConnection, AsyncCursor, AsyncPipeline
 
     from slayq.store.protocol import QueueLimit
 
@@ -211,6 +211,48 @@ async def claim(
     now: datetime | None,
     channel: str,
 ) -> list[Claim]:
+    async with conn.pipeline() as pipeline, conn.transaction():
+        claimed = await claim_in_transaction(
+            conn,
+            pipeline,
+            queues=queues,
+            limit=limit,
+            lease_for=lease_for,
+            owner=owner,
+            now=now,
+            channel=channel,
+        )
+    return await claimed.read()
+
+
+class ClaimedRuns:
+    """The runs a claim took, read once its transaction committed: their memos were
+    queued in its pipeline and arrive with the COMMIT, costing no round trip of their own."""
+
+    def __init__(self, rows: list[tuple[Any, ...]], memos: AsyncCursor[Any] | None) -> None:
+        self._rows = rows
+        self._memos = memos
+
+    async def read(self) -> list[Claim]:
+        memos = self._memos
+        memo_by_run: dict[str, str] = dict(await memos.fetchall()) if memos is not None else {}
+        return [_claim_of(row, memo_by_run.get(row[0])) for row in self._rows]
+
+
+async def claim_in_transaction(
+    conn: AsyncConnection[Any],
+    pipeline: AsyncPipeline,
+    *,
+    queues: Sequence[QueueLimit] | None,
+    limit: int,
+    lease_for: timedelta,
+    owner: str,
+    now: datetime | None,
+    channel: str,
+) -> ClaimedRuns:
+    """Claim inside the caller's pipelined transaction; read the result after it commits."""
+    if limit <= 0 or (queues is not None and not any(g.names for g in queues)):
+        return ClaimedRuns([], None)
     groups = group_params(queues)
     params = groups | {
         "now": now,
@@ -219,80 +261,80 @@ async def claim(
         "owner": owner,
         "lease_expired": dump(LEASE_EXPIRED),
     }
-    async with conn.pipeline() as pipeline, conn.transaction():
-        if queues is not None:
-            names = sorted(set(groups["member_queues"]))
-            lock = {"ns": q.QUEUE_LOCKS, "names": names, "exclusive": [True] * len(names)}
-            await conn.execute(q.LOCK_NAMES, lock)
-        cursor = await conn.execute(CLAIM, params)
-        await pipeline.sync()
-        rows = await cursor.fetchall()
-        # In claim order: a claimed run has a lease token (row[1]); a run that failed
-        # instead has none, and names its caller (row[10]) if it was invoked.
-        claimed = [row for row in rows if row[1] is not None]
-        dead = [row[0] for row in rows if row[1] is None]
-        taken = [(row[0], row[6] - 1, row[9]) for row in claimed if row[9] is not None]
-        if taken or dead:
-            ended = [*taken, *((run_id, None, None) for run_id in dead)]
-            expired = {
-                "ids": [e[0] for e in ended],
-                "numbers": [e[1] for e in ended],
-                "owners": [e[2] for e in ended],
-                "claimed": [e[1] is not None for e in ended],
-            }
-            await conn.execute(END_EXPIRED, params | expired)
-        if dead:
-            # A caller claimed before its callee failed here already had its pending
-            # steps resolve to None at its claim; otherwise the callee's error answers it.
-            seen: set[str] = set()
-            answering: list[str] = []
-            for row in rows:
-                if row[1] is not None:
-                    seen.add(row[0])
-                elif row[10] not in seen:
-                    answering.append(row[0])
-            base = {"now": now, "channel": channel, "ids": dead}
-            finish = {"status": "failed", "result": None, "error": dump(LEASE_EXPIRED)}
-            await conn.execute(q.FINISH_IDS, base | finish)
-            if answering:
-                parents = base | {"ids": answering, "seq": None, "cancelled": dump(CANCELLED)}
-                await conn.execute(q.LOCK_PARENTS, parents)
-                await conn.execute(q.RESOLVE_PARENTS, parents)
-        memos = None
-        if claimed:
-            ids = {"ids": [row[0] for row in claimed], "now": now}
-            await conn.execute(EXPIRE_PENDING, ids)
-            memos = await conn.execute(MEMOS, ids)
-    memo_by_run: dict[str, str] = dict(await memos.fetchall()) if memos is not None else {}
-    return [
-        Claim(
-            lease=Lease(run_id=RunId(run_id), token=token, expires_at=expires_at),
-            event=event,
-            data=data,
-            queue=queue,
-            attempt=attempt,
-            max_attempts=max_attempts,
-            memo=load_memo(memo_by_run.get(run_id)),
-            endpoint=endpoint,
-            taken_over_from=previous_owner,
-            trace=trace,
-            due_at=due_at,
-        )
-        for (
-            run_id,
-            token,
-            expires_at,
-            event,
-            data,
-            queue,
-            attempt,
-            max_attempts,
-            endpoint,
-            previous_owner,
-            _parent,
-            _priority,
-            due_at,
-            _seq,
-            trace,
-        ) in claimed
-    ]
+    if queues is not None:
+        names = sorted(set(groups["member_queues"]))
+        lock = {"ns": q.QUEUE_LOCKS, "names": names, "exclusive": [True] * len(names)}
+        await conn.execute(q.LOCK_NAMES, lock)
+    cursor = await conn.execute(CLAIM, params)
+    await pipeline.sync()
+    rows = await cursor.fetchall()
+    # In claim order: a claimed run has a lease token (row[1]); a run that failed
+    # instead has none, and names its caller (row[10]) if it was invoked.
+    claimed = [row for row in rows if row[1] is not None]
+    dead = [row[0] for row in rows if row[1] is None]
+    taken = [(row[0], row[6] - 1, row[9]) for row in claimed if row[9] is not None]
+    if taken or dead:
+        ended = [*taken, *((run_id, None, None) for run_id in dead)]
+        expired = {
+            "ids": [e[0] for e in ended],
+            "numbers": [e[1] for e in ended],
+            "owners": [e[2] for e in ended],
+            "claimed": [e[1] is not None for e in ended],
+        }
+        await conn.execute(END_EXPIRED, params | expired)
+    if dead:
+        # A caller claimed before its callee failed here already had its pending
+        # steps resolve to None at its claim; otherwise the callee's error answers it.
+        seen: set[str] = set()
+        answering: list[str] = []
+        for row in rows:
+            if row[1] is not None:
+                seen.add(row[0])
+            elif row[10] not in seen:
+                answering.append(row[0])
+        base = {"now": now, "channel": channel, "ids": dead}
+        finish = {"status": "failed", "result": None, "error": dump(LEASE_EXPIRED)}
+        await conn.execute(q.FINISH_IDS, base | finish)
+        if answering:
+            parents = base | {"ids": answering, "seq": None, "cancelled": dump(CANCELLED)}
+            await conn.execute(q.LOCK_PARENTS, parents)
+            await conn.execute(q.RESOLVE_PARENTS, parents)
+    memos = None
+    if claimed:
+        ids = {"ids": [row[0] for row in claimed], "now": now}
+        await conn.execute(EXPIRE_PENDING, ids)
+        memos = await conn.execute(MEMOS, ids)
+    return ClaimedRuns(claimed, memos)
+
+
+def _claim_of(row: tuple[Any, ...], memo: str | None) -> Claim:
+    (
+        run_id,
+        token,
+        expires_at,
+        event,
+        data,
+        queue,
+        attempt,
+        max_attempts,
+        endpoint,
+        previous_owner,
+        _parent,
+        _priority,
+        due_at,
+        _seq,
+        trace,
+    ) = row
+    return Claim(
+        lease=Lease(run_id=RunId(run_id), token=token, expires_at=expires_at),
+        event=event,
+        data=data,
+        queue=queue,
+        attempt=attempt,
+        max_attempts=max_attempts,
+        memo=load_memo(memo),
+        endpoint=endpoint,
+        taken_over_from=previous_owner,
+        trace=trace,
+        due_at=due_at,
+    )

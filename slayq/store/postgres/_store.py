@@ -11,11 +11,12 @@ from psycopg import sql
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
-from slayq.errors import LeaseLostError, RunNotFoundError, StoreError
+from slayq.errors import LeaseLostError, RunNotFoundError, StoreError, StoreUnavailableError
 from slayq.model import CANCELLED, Claim, Lease, OutgoingEvent, RunId, RunInfo, Schedule, Transition
 from slayq.runtime.run_filters import check_actor, check_filter, check_limit, decode_cursor
+from slayq.store._one_by_one import commit_one_by_one
 from slayq.store._queue_checks import checked_limit, checked_queue
-from slayq.store.postgres import _claim, _commit, _ops_queues, _ops_runs, _schedules
+from slayq.store.postgres import _batch, _claim, _commit, _ops_queues, _ops_runs, _schedules
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres import _run_queries as rq
 from slayq.store.postgres._codec import dump, valid_id
@@ -23,6 +24,7 @@ from slayq.store.postgres._errors import is_conflict, translated
 from slayq.store.postgres._ingest import Ingest, lock_event_names
 from slayq.store.postgres._migrations import apply_migrations, check_schema
 from slayq.store.postgres._retention import Retention
+from slayq.store.protocol import Batch
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
         WorkerInfo,
     )
     from slayq.runtime.clock import Clock
-    from slayq.store.protocol import QueueLimit
+    from slayq.store.protocol import ClaimRequest, QueueLimit
 
 T = TypeVar("T")
 _ATTEMPTS = 5  # a transaction chosen as a deadlock victim runs again, this many times in all
@@ -215,6 +217,9 @@ class PostgresStore:
         return await self._run("claim runs", body)
 
     async def commit(self, lease: Lease, transition: Transition) -> None:
+        await self._commit_alone(lease, transition)
+
+    async def _commit_alone(self, lease: Lease, transition: Transition) -> None:
         if not valid_id(lease.run_id):
             raise LeaseLostError(f"run {lease.run_id!r}: no such run holds lease {lease.token}")
 
@@ -223,6 +228,43 @@ class PostgresStore:
             await _commit.commit(conn, lease, transition, now=now, channel=self.channel)
 
         await self._run(f"commit run {lease.run_id}", body)
+
+    async def commit_batch(
+        self, commits: Sequence[tuple[Lease, Transition]], *, claims: Sequence[ClaimRequest]
+    ) -> Batch:
+        """The batchable commits and the claims in one transaction (see ``_batch``), then
+        each other commit in its own. If the database refuses a value of the batch, each
+        of its commits is made alone, so only the one at fault fails (a single error for
+        the whole batch would fail runs that did nothing wrong)."""
+        errors: list[StoreError | None] = [None] * len(commits)
+        valid: list[int] = []
+        for i, (lease, _transition) in enumerate(commits):
+            if valid_id(lease.run_id):
+                valid.append(i)
+            else:
+                errors[i] = _batch.lost_lease(lease)
+        ours = [commits[i] for i in valid]
+
+        async def body(conn: psycopg.AsyncConnection[Any]) -> _batch.BatchCommitted:
+            now = self._now()
+            return await _batch.commit_batch(conn, ours, claims, now=now, channel=self.channel)
+
+        try:
+            done = await self._run(f"commit {len(ours)} runs", body)
+        except StoreUnavailableError as exc:
+            return Batch(errors=[exc] * len(commits), claims=[[] for _ in claims], claim_error=exc)
+        except StoreError:  # a value refused, a step name taken: find whose, alone
+            return await commit_one_by_one(self._commit_alone, self.claim, commits, claims)
+        claimed: list[list[Claim]] = [await c.read() for c in done.claimed]
+        for i, error in zip(valid, done.errors, strict=True):
+            errors[i] = error
+        for j in done.full_path:
+            lease, transition = ours[j]
+            try:
+                await self._commit_alone(lease, transition)
+            except StoreError as exc:
+                errors[valid[j]] = exc
+        return Batch(errors=errors, claims=claimed)
 
     async def extend_leases(self, leases: Sequence[Lease], lease_for: timedelta) -> list[Lease]:
         valid = [lease for lease in leases if valid_id(lease.run_id)]
