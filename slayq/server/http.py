@@ -140,6 +140,9 @@ def create_app(
     async def list_audit(request: ingest.ListAudit) -> Any:
         return await store.list_audit(limit=request.limit)
 
+    async def run_stats(request: ingest.RunStatsRequest) -> Any:
+        return await store.run_stats(window=request.window)
+
     async def cancel_run(request: ingest.RunAction) -> ingest.Cancelled:
         cancelled = await store.cancel_run(request.run_id, actor=request.actor)
         return ingest.Cancelled(cancelled=cancelled)
@@ -218,6 +221,7 @@ def create_app(
                 (ingest.CANCEL_RUNS, ingest.BulkAction, cancel_runs),
                 (ingest.RETRY_RUNS, ingest.BulkAction, retry_runs),
                 (ingest.LIST_AUDIT, ingest.ListAudit, list_audit),
+                (ingest.RUN_STATS, ingest.RunStatsRequest, run_stats),
             )
         ),
         Route(
