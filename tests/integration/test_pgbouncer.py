@@ -1,4 +1,5 @@
-"""slayq through a real PgBouncer in transaction mode (see tests/pgbouncer.py).
+"""slayq through a real PgBouncer in transaction mode (see tests/pgbouncer.py; the store
+contract suite also runs through it, as the ``pgbouncer`` store in tests/conftest.py).
 
 First what breaks without ``?pooler=transaction``, each half of the setting on its own;
 then the worker, the server and the CLI with it, and LISTEN through a direct URL.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -31,21 +32,10 @@ from slayq.store.postgres._connect import Target
 from slayq.worker import Worker
 from tests.integration.servers import REPO, free_port, start_app, start_server, stop, wait_until_up
 from tests.pgbouncer import PgBouncer
-from tests.pgutil import admin_url
 
 pytestmark = pytest.mark.anyio
 
 FAST_RETRY = RetryPolicy(base=timedelta(milliseconds=100), cap=timedelta(seconds=1))
-
-
-@pytest.fixture(scope="session")
-def pgbouncer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgBouncer]:
-    bouncer = PgBouncer(admin_url(), tmp_path_factory.mktemp("pgbouncer"))
-    bouncer.start()
-    try:
-        yield bouncer
-    finally:
-        bouncer.stop()
 
 
 class Ref(msgspec.Struct):
