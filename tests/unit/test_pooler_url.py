@@ -79,3 +79,10 @@ def test_the_server_reads_a_pooled_database_url_and_a_listen_url() -> None:
 def test_the_server_names_a_bad_pooler_setting(env: dict[str, str], says: str) -> None:
     with pytest.raises(ConfigError, match=says):
         settings_from_env(env | {"SLAY_Q_SECRET": SECRET})
+
+
+def test_the_worker_names_its_database_without_the_parameter_or_the_password() -> None:
+    from slayq.client import Client
+    from slayq.worker.__main__ import _database
+
+    assert _database(Client([], store=PostgresStore(POOLED))) == "pooler.example:6543/db"
