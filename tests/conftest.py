@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -8,6 +8,7 @@ import pytest
 from slayq.runtime.clock import VirtualClock
 from slayq.store.memory import MemoryStore
 from slayq.store.protocol import Store
+from tests.pgbouncer import PgBouncer
 
 
 @pytest.fixture
@@ -20,9 +21,10 @@ def clock() -> VirtualClock:
     return VirtualClock(datetime(2025, 3, 1, 12, 0, tzinfo=UTC))
 
 
-@pytest.fixture(params=["memory", "postgres"])
+@pytest.fixture(params=["memory", "postgres", "pgbouncer"])
 async def store(request: pytest.FixtureRequest, clock: VirtualClock) -> AsyncIterator[Store]:
-    """Every contract test runs on each store implementation."""
+    """Every contract test runs on each store implementation, and on PostgreSQL through
+    a PgBouncer in transaction mode too (``?pooler=transaction``)."""
     if request.param == "memory":
         yield MemoryStore(clock)
         return
@@ -30,7 +32,11 @@ async def store(request: pytest.FixtureRequest, clock: VirtualClock) -> AsyncIte
     from tests import pgutil
 
     url = await pgutil.fresh_database()
-    pg = PostgresStore(url, clock=clock)
+    if request.param == "pgbouncer":
+        bouncer: PgBouncer = request.getfixturevalue("pgbouncer")
+        pg = PostgresStore(bouncer.url(url, pooler=True), clock=clock)
+    else:
+        pg = PostgresStore(url, clock=clock)
     await pg.open()
     try:
         yield pg
@@ -49,3 +55,16 @@ async def pg_url() -> AsyncIterator[str]:
         yield url
     finally:
         await pgutil.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgBouncer]:
+    """A PgBouncer in transaction mode in front of the test PostgreSQL, for the session."""
+    from tests.pgutil import admin_url
+
+    bouncer = PgBouncer(admin_url(), tmp_path_factory.mktemp("pgbouncer"))
+    bouncer.start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()

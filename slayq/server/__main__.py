@@ -73,7 +73,7 @@ async def serve(args: argparse.Namespace) -> None:
     settings = settings_from_env(os.environ)
     config = load_config(args.config)
     timeout = parse_duration(args.delivery_timeout, what="--delivery-timeout")
-    store = PostgresStore(settings.database_url)
+    store = PostgresStore(settings.database_url, listen_url=settings.listen_url)
     limits = Limits(body_bytes=settings.body_limit)
     deliverer = Deliverer(settings.secrets[0], timeout=timeout.total_seconds(), limits=limits)
     executor = HttpExecutor(

@@ -1,6 +1,9 @@
 """The server's settings: environment variables, checked at start with a fix for each.
 
-* ``SLAY_Q_DATABASE_URL`` (required): ``postgresql://user:password@host:5432/db``
+* ``SLAY_Q_DATABASE_URL`` (required): ``postgresql://user:password@host:5432/db``;
+  behind a transaction-mode pooler add ``?pooler=transaction``
+* ``SLAY_Q_LISTEN_URL``: a URL that reaches PostgreSQL directly (or through a session-mode
+  pooler), for LISTEN, when ``SLAY_Q_DATABASE_URL`` goes through a transaction pooler
 * ``SLAY_Q_SECRET`` (required): the secret shared with the apps (see ``signing``)
 * ``SLAY_Q_CRON_URL``: where runs with no endpoint of their own are delivered
 * ``SLAY_Q_PORT`` (7700) and ``SLAY_Q_HOST`` (127.0.0.1): the health and ingest HTTP port
@@ -20,7 +23,8 @@ import msgspec
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from slayq.errors import ConfigError
+from slayq.errors import ConfigError, InputError
+from slayq.store.postgres import parse_url
 from slayq.transport.signing import secrets_from_env
 from slayq.transport.wire import DEFAULT_LIMITS, parse_size
 
@@ -33,6 +37,7 @@ DEFAULT_PORT = 7700
 class Settings(msgspec.Struct, frozen=True):
     database_url: str
     secrets: list[str]
+    listen_url: str | None = None
     cron_url: str | None = None
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
@@ -56,10 +61,27 @@ def _is_database_url(url: str) -> bool:
     if "://" in url and urlsplit(url).scheme not in ("postgres", "postgresql"):
         return False
     try:
-        conninfo_to_dict(url)
+        conninfo_to_dict(parse_url(url).url)
     except psycopg.ProgrammingError:
         return False
     return True
+
+
+def _listen_url(env: Mapping[str, str]) -> str | None:
+    url = env.get("SLAY_Q_LISTEN_URL", "").strip()
+    if not url:
+        return None
+    try:
+        direct = _is_database_url(url) and not parse_url(url).transaction_pooler
+    except InputError:
+        direct = False
+    if not direct:
+        raise ConfigError(
+            "SLAY_Q_LISTEN_URL must be a postgresql:// URL that reaches PostgreSQL directly or "
+            "through a session-mode pooler (LISTEN needs a session), like "
+            "SLAY_Q_LISTEN_URL=postgresql://postgres:postgres@db.internal:5432/postgres"
+        )
+    return url
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
@@ -69,7 +91,11 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             "SLAY_Q_DATABASE_URL is not set; set it to your PostgreSQL database, like "
             "SLAY_Q_DATABASE_URL=postgresql://postgres:postgres@localhost:5432/postgres"
         )
-    if not _is_database_url(url):
+    try:
+        valid = _is_database_url(url)
+    except InputError as exc:  # a pooler= parameter with a value slayq does not know
+        raise ConfigError(f"SLAY_Q_DATABASE_URL: {exc}") from None
+    if not valid:
         raise ConfigError(
             "SLAY_Q_DATABASE_URL must be a postgresql:// URL (or a libpq 'host=... dbname=...' "
             "string), like SLAY_Q_DATABASE_URL=postgresql://postgres:postgres@localhost:5432/postgres"
@@ -89,6 +115,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         ui_read_only=read_only_text in ("1", "true", "yes"),
         database_url=url,
         secrets=secrets_from_env(env),
+        listen_url=_listen_url(env),
         cron_url=_http_url("SLAY_Q_CRON_URL", cron_url) if cron_url else None,
         host=env.get("SLAY_Q_HOST", "127.0.0.1").strip() or "127.0.0.1",
         port=int(port_text),
