@@ -21,8 +21,9 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from slayq.client import Client
-from slayq.errors import ConfigError, SlayqError
+from slayq.errors import ConfigError, InputError, SlayqError
 from slayq.runtime.durations import parse_duration
+from slayq.store.postgres import parse_url
 from slayq.telemetry.logs import configure_logging
 from slayq.worker.config import load_config
 from slayq.worker.worker import Worker
@@ -36,8 +37,8 @@ def _database(client: Client) -> str:
     if not isinstance(url, str):
         return type(client.store).__name__
     try:
-        info = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
+        info = conninfo_to_dict(parse_url(url).url)
+    except (psycopg.ProgrammingError, InputError):
         return "?"
     return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
 

@@ -81,10 +81,10 @@ async def event_log_size(store: Store) -> int:
         return len(store._events)
     import psycopg
 
-    from slayq.store.postgres import PostgresStore
+    from slayq.store.postgres import PostgresStore, parse_url
 
     assert isinstance(store, PostgresStore)
-    async with await psycopg.AsyncConnection.connect(store.url) as conn:
+    async with await psycopg.AsyncConnection.connect(parse_url(store.url).url) as conn:
         cursor = await conn.execute(f"select count(*) from {store.schema}.events")
         row = await cursor.fetchone()
     assert row is not None

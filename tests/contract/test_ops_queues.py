@@ -51,10 +51,10 @@ async def audit_rows(store: Store) -> list[AuditEntry]:
         return list(store._audit)
     import psycopg
 
-    from slayq.store.postgres import PostgresStore
+    from slayq.store.postgres import PostgresStore, parse_url
 
     assert isinstance(store, PostgresStore)
-    async with await psycopg.AsyncConnection.connect(store.url) as conn:
+    async with await psycopg.AsyncConnection.connect(parse_url(store.url).url) as conn:
         cursor = await conn.execute(
             f"select at, actor, action, target, detail from {store.schema}.audit_log order by id"
         )

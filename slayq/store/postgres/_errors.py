@@ -22,6 +22,14 @@ _INPUT_STATES = frozenset({"23514"})
 # Serialization failure and deadlock. psycopg makes neither a TransactionRollback (only
 # 40000 itself is), so they are told by SQLSTATE too.
 _CONFLICTS = frozenset({"40001", "40P01"})
+# An unknown table or function (the schema not on the search_path) and psycopg's prepared
+# statements missing or already there: session state lost, or met on a server connection
+# someone else used, as behind a transaction pooler that slayq was not told about.
+_SESSION_LOST = frozenset({"42P01", "42883", "26000", "42P05"})
+_POOLER_HINT = (
+    "; behind a pooler in transaction mode (PgBouncer, Supabase's pooler on port 6543), "
+    "add ?pooler=transaction to the database URL"
+)
 
 
 @contextmanager
@@ -59,7 +67,8 @@ def _translate(action: str, exc: psycopg.Error) -> StoreError:
         return StoreError(f"{action}: gave up after repeated conflicts: {exc}")
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return StoreUnavailableError(f"{action}: the database cannot be reached: {exc}")
-    return StoreError(f"{action}: the database refused: {exc}")
+    hint = _POOLER_HINT if exc.sqlstate in _SESSION_LOST else ""
+    return StoreError(f"{action}: the database refused: {exc}{hint}")
 
 
 def input_caused(exc: psycopg.Error) -> bool:

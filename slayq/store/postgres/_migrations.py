@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from slayq.errors import InputError
+from slayq.store.postgres._connect import parse_url
 from slayq.store.postgres._errors import translated
 
 if TYPE_CHECKING:
@@ -123,8 +124,11 @@ async def apply_migrations(conn: AsyncConnection[Any], schema: str) -> list[str]
 
 async def migrate(url: str, *, schema: str = "slayq") -> list[str]:
     """Bring the database at ``url`` to the current schema; returns the migrations applied."""
+    target = parse_url(url)
     with translated("migrate"):
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        async with await psycopg.AsyncConnection.connect(
+            target.url, autocommit=True, **target.connect_options()
+        ) as conn:
             return await apply_migrations(conn, schema)
 
 
@@ -132,7 +136,10 @@ async def pending_migrations(url: str, *, schema: str = "slayq") -> list[str]:
     """The migrations the database at ``url`` still lacks (all of them without a ledger
     this role can read); reads only, so a health probe can call it."""
     check_schema(schema)
+    target = parse_url(url)
     with translated("check migrations"):
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        async with await psycopg.AsyncConnection.connect(
+            target.url, autocommit=True, **target.connect_options()
+        ) as conn:
             done = await _applied(conn, schema) or set()
     return [f"{m.version:04d}_{m.name}" for m in load_migrations() if m.version not in done]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
@@ -11,15 +12,36 @@ from psycopg import sql
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
-from slayq.errors import LeaseLostError, RunNotFoundError, StoreError, StoreUnavailableError
+from slayq.errors import (
+    InputError,
+    LeaseLostError,
+    RunNotFoundError,
+    StoreError,
+    StoreUnavailableError,
+)
 from slayq.model import CANCELLED, Claim, Lease, OutgoingEvent, RunId, RunInfo, Schedule, Transition
 from slayq.runtime.run_filters import check_actor, check_filter, check_limit, decode_cursor
 from slayq.store._one_by_one import commit_one_by_one
 from slayq.store._queue_checks import checked_limit, checked_queue
-from slayq.store.postgres import _batch, _claim, _commit, _ops_queues, _ops_runs, _schedules
+from slayq.store._run_stats import checked_window
+from slayq.store.postgres import (
+    _batch,
+    _claim,
+    _commit,
+    _ops_queues,
+    _ops_runs,
+    _ops_stats,
+    _schedules,
+)
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres import _run_queries as rq
 from slayq.store.postgres._codec import dump, valid_id
+from slayq.store.postgres._connect import (
+    LOCAL_SETTINGS,
+    POOLED_SESSION_SETTINGS,
+    SESSION_SETTINGS,
+    parse_url,
+)
 from slayq.store.postgres._errors import is_conflict, translated
 from slayq.store.postgres._ingest import Ingest, lock_event_names
 from slayq.store.postgres._migrations import apply_migrations, check_schema
@@ -38,6 +60,7 @@ if TYPE_CHECKING:
         QueueInfo,
         RunFilter,
         RunPage,
+        RunStats,
         ScheduleInfo,
         WaitInfo,
         WorkerInfo,
@@ -46,6 +69,7 @@ if TYPE_CHECKING:
     from slayq.store.protocol import ClaimRequest, QueueLimit
 
 T = TypeVar("T")
+logger = logging.getLogger("slayq.store")
 _ATTEMPTS = 5  # a transaction chosen as a deadlock victim runs again, this many times in all
 _run_info = msgspec.json.Decoder(RunInfo)
 
@@ -65,6 +89,11 @@ class PostgresStore:
             await store.send_events([...])
 
     ``open()`` creates the connection pool and applies pending migrations.
+
+    Behind a pooler in transaction mode (PgBouncer, Supabase's pooler), add
+    ``?pooler=transaction`` to the URL (see ``_connect``) and give ``listen_url``, a URL
+    that reaches PostgreSQL directly (or through a session-mode pooler) for LISTEN;
+    without one, workers and servers find new work by polling.
     """
 
     def __init__(
@@ -76,8 +105,16 @@ class PostgresStore:
         min_size: int = 1,
         max_size: int = 10,
         timeout: float = 30.0,
+        listen_url: str | None = None,
     ) -> None:
         self.url = url
+        self._target = parse_url(url)
+        self._listen_target = parse_url(listen_url) if listen_url is not None else None
+        if self._listen_target is not None and self._listen_target.transaction_pooler:
+            raise InputError(
+                "listen_url has pooler=transaction: LISTEN needs a session, so give a URL "
+                "that reaches PostgreSQL directly or through a session-mode pooler"
+            )
         self.clock = clock
         self.schema = check_schema(schema)
         # One channel per schema, so two slayq installations in one database do not
@@ -108,16 +145,19 @@ class PostgresStore:
         async with self._opening:
             if self._pool is not None:
                 return
+            target = self._target
             pool = AsyncConnectionPool(
-                self.url,
+                target.url,
                 open=False,
                 configure=self._configure,
-                kwargs={"autocommit": True, "context": self._adapters},
+                kwargs={"autocommit": True, "context": self._adapters} | target.connect_options(),
                 name=f"slayq-{self.schema}",
                 **self._pool_options,
             )
             with translated("open the store"):
-                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                    target.url, autocommit=True, **target.connect_options()
+                ) as conn:
                     await apply_migrations(conn, self.schema)
                 await pool.open()
             self._pool = pool
@@ -143,12 +183,12 @@ class PostgresStore:
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
         # JIT compiles a plan in tens of milliseconds: a loss for statements that run in
-        # one. Timestamps come back in UTC, as the model wants them.
-        await conn.execute(
-            "select set_config('search_path', %s, false), set_config('timezone', 'UTC', false),"
-            " set_config('jit', 'off', false)",
-            [self.schema],
-        )
+        # one. Timestamps come back in UTC, as the model wants them. Behind a transaction
+        # pooler, the rest is set in each transaction instead (``_run``).
+        if self._target.transaction_pooler:
+            await conn.execute(POOLED_SESSION_SETTINGS)
+        else:
+            await conn.execute(SESSION_SETTINGS, [self.schema])
 
     def _now(self) -> datetime | None:
         return self.clock.now() if self.clock is not None else None
@@ -167,7 +207,14 @@ class PostgresStore:
             while True:
                 try:
                     async with pool.connection() as conn:
-                        return await body(conn)
+                        if not self._target.transaction_pooler:
+                            return await body(conn)
+                        # The whole body in one transaction, the only unit a transaction
+                        # pooler keeps on one server connection; its own transactions
+                        # become savepoints.
+                        async with conn.transaction():
+                            await conn.execute(LOCAL_SETTINGS, [self.schema])
+                            return await body(conn)
                 except psycopg.Error as exc:
                     if not is_conflict(exc) or attempt >= _ATTEMPTS:
                         raise
@@ -390,6 +437,14 @@ class PostgresStore:
 
         return await self._run("list the audit log", body)
 
+    async def run_stats(self, *, window: timedelta) -> RunStats:
+        checked_window(window)
+
+        async def body(conn: psycopg.AsyncConnection[Any]) -> RunStats:
+            return await _ops_stats.run_stats(conn, window=window, now=self._now())
+
+        return await self._run("read run stats", body)
+
     async def cancel_run(self, run_id: RunId, *, actor: str = "api") -> bool:
         check_actor(actor)
         if not valid_id(run_id):
@@ -502,9 +557,25 @@ class PostgresStore:
 
         Uses a connection of its own (not the pool's): waiting for notifications holds
         the connection. Close the iterator (``contextlib.aclosing``) to close it.
+
+        Behind a transaction pooler, the connection goes to ``listen_url``. Without one it
+        never yields: LISTEN there would register a server session the pooler hands to
+        other clients, and notifications would go nowhere. Callers poll anyway.
         """
+        target = self._listen_target
+        if target is None and not self._target.transaction_pooler:
+            target = self._target
+        if target is None:
+            logger.warning(
+                "the database URL has pooler=transaction and no listen_url was given: not "
+                "listening for new work (LISTEN needs a session), finding it by polling; "
+                "give a direct URL as listen_url (SLAY_Q_LISTEN_URL for the server) to be "
+                "woken at once"
+            )
+            await anyio.sleep_forever()
+            return
         with translated("listen for due runs"):
-            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+            conn = await psycopg.AsyncConnection.connect(target.url, autocommit=True)
             try:
                 await conn.execute(sql.SQL("listen {}").format(sql.Identifier(self.channel)))
                 async for notify in conn.notifies():
