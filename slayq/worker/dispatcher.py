@@ -421,7 +421,8 @@ class Dispatcher:
         interval = self.lease_for.total_seconds() / 3
         while True:
             await anyio.sleep(interval)
-            held = {entry.lease.run_id: entry for entry in self._in_flight.values()}
+            # A released run committed its final transition: its lease is gone already.
+            held = {e.lease.run_id: e for e in self._in_flight.values() if not e.released}
             if not held:
                 continue
             try:

@@ -391,6 +391,14 @@ async def test_a_matching_event_answers_a_wait(store: Store) -> None:
     assert claim.memo[-1].output == {"file_id": "f1", "by": "ann"}
 
 
+async def test_an_event_not_logged_still_answers_a_wait_already_waiting(store: Store) -> None:
+    await start(store)
+    run_id = await suspend(store, wait())
+    await store.send_events([plain_event("media/approved", {"file_id": "f1"}, logged=False)])
+    assert (await store.get_run(run_id)).status == "queued"
+    assert (await claim_one(store)).memo[-1].output == {"file_id": "f1"}
+
+
 async def test_match_values_compare_by_json_value(store: Store) -> None:
     await start(store)
     run_id = await suspend(store, wait(value=42))

@@ -38,7 +38,8 @@ async def lock_event_names(
 
 
 class Ingest:
-    """One batch: ``start``, sync the pipeline, ``apply``, finish the transaction, ``run_ids``."""
+    """One batch: ``try_quiet`` when it ``may_be_quiet``; else ``start``, sync the pipeline,
+    ``apply`` and finish the transaction; then ``run_ids``."""
 
     def __init__(
         self, events: Sequence[OutgoingEvent], *, now: datetime | None, channel: str
@@ -50,8 +51,28 @@ class Ingest:
         self._seqs: list[int | None] = [None] * len(self.events)
         self._cursors: list[int | None] = [None] * len(self.events)
         self._inserted: list[AsyncCursor[Any]] = []
+        self._found: dict[int, str | None] = {}
         self._events_cursor: AsyncCursor[Any] | None = None
         self._names_cursor: AsyncCursor[Any] | None = None
+
+    def may_be_quiet(self) -> bool:
+        """Whether ``try_quiet`` may apply the batch: none of its events is logged and no
+        run of it cancels on a later event of it."""
+        return not self.logged_names and not self._cancelled_within_batch()
+
+    async def try_quiet(self, conn: AsyncConnection[Any]) -> bool:
+        """Apply the batch in one statement (``INSERT_QUIET_RUNS``) if nothing can cancel
+        or wake on its names; False if something can (then nothing was applied)."""
+        runs = [(i, e.run, None) for i, e in enumerate(self.events) if e.run is not None]
+        params = run_rows(runs) | {"now": self._now, "channel": self._channel}
+        params["names"] = sorted({e.name for e in self.events})
+        params["queues"] = self._due_queues()
+        cursor = await conn.execute(q.INSERT_QUIET_RUNS, params)
+        rows = await cursor.fetchall()
+        if ("-1", "false") in ((str(idx), flag) for idx, flag in rows):
+            return False
+        self._found = {idx: run_id for idx, run_id in rows if idx >= 0}
+        return True
 
     async def start(self, conn: AsyncConnection[Any]) -> None:
         """Log the logged events and ask which names can cancel or wake anything."""
@@ -91,7 +112,7 @@ class Ingest:
 
     async def run_ids(self, conn: AsyncConnection[Any]) -> list[RunId | None]:
         """Per event, the run it started or found by key; after the transaction ended."""
-        found: dict[int, str | None] = {}
+        found: dict[int, str | None] = dict(self._found)
         for cursor in self._inserted:
             found.update((idx, run_id) for idx, run_id in await cursor.fetchall())
         missing = [
@@ -207,9 +228,13 @@ class Ingest:
         await self._insert_runs(conn, range(start, len(self.events)))
 
     async def _notify(self, conn: AsyncConnection[Any]) -> None:
-        now = self._now or datetime.now(UTC)
-        queues = sorted(
-            {e.run.queue for e in self.events if e.run is not None and due_now(e.run, now)}
-        )
+        queues = self._due_queues()
         if queues:
             await conn.execute(q.NOTIFY, {"channel": self._channel, "queues": queues})
+
+    def _due_queues(self) -> list[str]:
+        """The queues of the batch's runs that are due at once: their listeners are told."""
+        now = self._now or datetime.now(UTC)
+        return sorted(
+            {e.run.queue for e in self.events if e.run is not None and due_now(e.run, now)}
+        )

@@ -107,15 +107,14 @@ from unnest(%(names)s::text[]) as n(name)
 
 # A run starts unless its (event, key) exists. A run whose cursor is null saw no event
 # of its batch logged before it: it gets the newest logged event before the batch's.
-INSERT_RUNS = compact(f"""
-with x as (
+_INSERT_RUNS = """
+with {head}x as (
     select *
     from json_to_recordset(%(rows)s::json) as t(
         idx int, cursor bigint, id uuid, event text, data json, queue text, priority int,
         max_attempts int, key text, delay_us bigint, run_at timestamptz, parent_id uuid,
         parent_step text, cancel_on json, endpoint text, may_wait boolean, trace json)
-    where %(guard_id)s::uuid is null
-       or exists (select 1 from runs where id = %(guard_id)s::uuid and {HELD})
+    where {only}
 ),
 base as (
     select coalesce(max(seq), 0) as seq from events
@@ -126,8 +125,8 @@ inserted as (
                       parent_step, created_at, updated_at, run_at, event_cursor, endpoint,
                       may_wait, trace, cancel_on)
     select x.id, x.event, x.data, x.queue, x.priority, x.max_attempts, x.key,
-           x.parent_id, x.parent_step, {NOW}, {NOW},
-           coalesce(x.run_at, {NOW} + coalesce(x.delay_us, 0) * interval '1 microsecond'),
+           x.parent_id, x.parent_step, {now}, {now},
+           coalesce(x.run_at, {now} + coalesce(x.delay_us, 0) * interval '1 microsecond'),
            coalesce(x.cursor, base.seq), x.endpoint, x.may_wait, x.trace,
            case when json_array_length(x.cancel_on) > 0 then x.cancel_on end
     from x, base
@@ -142,13 +141,52 @@ rules as (
     from inserted as i
     join x on x.id = i.id
     cross join lateral json_array_elements(x.cancel_on) as r(rule)
-)
+){more}
 select x.idx, coalesce(mine.id, twin.id, old.id)::text
 from x
 left join inserted as mine on mine.id = x.id
 left join inserted as twin on x.key is not null and twin.event = x.event and twin.key = x.key
 left join runs as old on x.key is not null and old.event = x.event and old.key = x.key
-""")
+{tail}"""
+
+INSERT_RUNS = compact(
+    _INSERT_RUNS.format(
+        now=NOW,
+        head="",
+        only=f"""%(guard_id)s::uuid is null
+             or exists (select 1 from runs where id = %(guard_id)s::uuid and {HELD})""",
+        more="",
+        tail="",
+    )
+)
+
+# A batch of events that are not logged, one statement, one transaction: nothing in the
+# database can cancel or wake on their names (``quiet``), so each only starts its run
+# and its queue is told. Otherwise it does nothing, says so (a row of idx -1, quiet
+# false), and the batch takes the transactional path. No lock is needed: unlogged
+# events are never read back, and a rule or wait committed after this statement's
+# snapshot belongs to a run that came after these events.
+INSERT_QUIET_RUNS = compact(
+    _INSERT_RUNS.format(
+        now=NOW,
+        head="""q as (
+    select not exists (select 1 from cancel_rules where event = any(%(names)s::text[]))
+       and not exists (select 1 from pending
+                       where kind = 'wait' and event = any(%(names)s::text[])) as quiet
+),
+""",
+        only="(select quiet from q)",
+        more=""",
+notified as (
+    select pg_notify(%(channel)s, n) from unnest(%(queues)s::text[]) as n
+    where (select quiet from q)
+)""",
+        # the verdict, and the notifications sent (a CTE runs only if it is read)
+        tail="union all select -1, (select quiet from q)::text"
+        " where (select count(*) from notified) >= 0",
+    )
+)
+
 
 # A key taken by a transaction that committed after INSERT_RUNS took its snapshot.
 KEYED_RUNS = compact("""

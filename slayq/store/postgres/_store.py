@@ -228,6 +228,11 @@ class PostgresStore:
 
         async def body(conn: psycopg.AsyncConnection[Any]) -> list[RunId | None]:
             ingest = Ingest(events, now=self._now(), channel=self.channel)
+            # Most events cancel and wake nothing: one statement then, no transaction.
+            if ingest.may_be_quiet():
+                if await ingest.try_quiet(conn):
+                    return await ingest.run_ids(conn)
+                ingest = Ingest(events, now=self._now(), channel=self.channel)
             async with conn.pipeline() as pipeline, conn.transaction():
                 await lock_event_names(conn, shared=ingest.logged_names)
                 await ingest.start(conn)
