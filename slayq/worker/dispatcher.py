@@ -62,6 +62,7 @@ class _Group:
     limit: QueueLimit | None  # None: every queue, no cluster-wide limit
     slots: int
     in_flight: int = 0
+    shared_at: float = float("-inf")  # when a tick last left its freed slots to others
 
 
 @dataclass
@@ -72,6 +73,7 @@ class _InFlight:
     # Its slot was given back by the tick that committed its final transition (and maybe
     # refilled by that tick's claim), before its task ended.
     released: bool = False
+    committing: bool = False  # a commit of it is queued or in a tick
 
 
 @dataclass
@@ -89,6 +91,10 @@ class _Queued:
         """The run's task stops after this commit: anything but Continue."""
         return not isinstance(self.transition.outcome, Continue)
 
+
+# How often a process holding a whole cluster-wide limit lets other processes take a
+# freed slot (see ``Dispatcher._shares_now``): each time costs it one transaction more.
+SHARE_EVERY = 0.1
 
 Execute = Callable[["Claim", "Commit"], Awaitable[object]]
 """Runs a claim to its next stop, committing through the given function."""
@@ -211,17 +217,29 @@ class Dispatcher:
         requests = []
         for group in self._groups:
             free = group.slots - group.in_flight + freed.get(id(group), 0)
-            holds_all = group.limit is not None and group.in_flight >= group.limit.concurrency
-            if holds_all and freed.get(id(group)):
-                # Holding every slot of a cluster-wide limit, refilling them in the same
-                # transaction would keep them here for good, and other processes serving
-                # the queue would starve. Those slots are left to the next tick, and the
-                # commit tells the queue's listeners (the queue is not being claimed).
+            if freed.get(id(group)) and self._shares_now(group):
                 continue
             if free > 0:
                 queues = None if group.limit is None else [group.limit]
                 requests.append((group, ClaimRequest(queues, free, self.lease_for, self.owner)))
         return requests
+
+    def _shares_now(self, group: _Group) -> bool:
+        """Whether this tick leaves the slots it frees to other processes.
+
+        Holding every slot of a cluster-wide limit, refilling them in the same transaction
+        would keep them here for good, and other processes serving the queue would
+        starve. So, at most every ``SHARE_EVERY`` seconds, a tick leaves them to the next
+        one, and its commit tells the queue's listeners (the queue is not being claimed
+        in it), who may take them first; a process that got a slot refills its own.
+        """
+        if group.limit is None or group.in_flight < group.limit.concurrency:
+            return False
+        now = anyio.current_time()
+        if now - group.shared_at < SHARE_EVERY:
+            return False
+        group.shared_at = now
+        return True
 
     async def _commit_batch(self, batch: list[_Queued], requests: list[ClaimRequest]) -> Batch:
         commits = [(queued.lease, queued.transition) for queued in batch]
@@ -383,7 +401,11 @@ class Dispatcher:
                     queued = _Queued(entry, lease, transition)
                     self._queued.append(queued)
                     self._tick_needed.set()
-                    await queued.done.wait()
+                    entry.committing = True
+                    try:
+                        await queued.done.wait()
+                    finally:
+                        entry.committing = False
                 if queued.error is not None:
                     raise queued.error
                 return
@@ -434,7 +456,10 @@ class Dispatcher:
                 continue
             kept_ids = {lease.run_id for lease in kept}
             for run_id, entry in held.items():
-                if run_id not in kept_ids and run_id in self._in_flight:
+                # A run whose commit is under way may have just finished (its lease gone
+                # with it); if its lease was lost instead, the commit says so.
+                lost = not (entry.released or entry.committing)
+                if lost and run_id not in kept_ids and run_id in self._in_flight:
                     logger.warning("lost the lease of run %s; stopping it here", run_id)
                     entry.scope.cancel()
 
