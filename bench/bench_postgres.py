@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -31,30 +30,16 @@ from typing import Any
 
 import anyio
 import psycopg
-from psycopg.conninfo import make_conninfo
 
 from bench.app import latency, noop, ten_steps
+from bench.scratch import drop_database, fresh_database
 from slayq.client import Client
 from slayq.store.postgres import PostgresStore
 
-ADMIN_URL = os.environ.get("SLAY_Q_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parents[1]
 BENCH_SECRET = "bench-secret-0123456789abcdef"
 APP_PORT = 17300
 CONFIG = '{"queues": {"general": {"concurrency": 10}}}'
-
-
-def fresh_database() -> str:
-    name = f"slayq_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'create database "{name}"')
-    return make_conninfo(ADMIN_URL, dbname=name)
-
-
-def drop_database(url: str) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 def start_executors(

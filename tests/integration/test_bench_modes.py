@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from bench.bulk_runs import QUEUES, load_runs
+from bench.claim_plans import STATEMENTS, check_plans
 from slayq.store.postgres import PostgresStore
 from slayq.store.protocol import QueueLimit
 
@@ -50,3 +51,16 @@ async def test_bulk_runs_loads_runs_the_store_reads_and_claims(pg_url: str) -> N
             owner="test",
         )
     assert len(claims) == 5
+
+
+async def test_claim_plans_explains_each_statement_under_each_plan_mode(pg_url: str) -> None:
+    await load_runs(pg_url, finished=2000, sleeping=200, queued=50)
+    figures = await check_plans(pg_url, repeat=2, show_plans=False)
+    assert figures["table"] == {"finished": 2000, "sleeping": 200, "queued": 50}
+    for name in STATEMENTS:
+        generic, custom = figures[name]["force_generic_plan"], figures[name]["force_custom_plan"]
+        assert (generic["generic_plans"], generic["custom_plans"]) == (2, 0)
+        assert (custom["generic_plans"], custom["custom_plans"]) == (0, 2)
+    # each execution was rolled back: every one claimed the same ten due runs
+    assert figures["claim"]["force_generic_plan"]["rows"] == 10
+    assert figures["claim"]["auto"]["rows"] == 10
