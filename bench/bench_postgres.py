@@ -45,7 +45,18 @@ from slayq.store.postgres import PostgresStore
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_SECRET = "bench-secret-0123456789abcdef"
-APP_PORT = 17300
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# Ports of this process's app and server: free ones, so that benchmarks (and their smoke
+# tests) running side by side on one machine do not meet.
+APP_PORT, SERVER_PORT = free_port(), free_port()
+ENDPOINT = f"http://127.0.0.1:{APP_PORT}/api/slay-q"
 CONFIG = '{"queues": {"general": {"concurrency": 10}}}'
 
 
@@ -60,7 +71,7 @@ def start_executors(
         "SLAY_Q_DATABASE_URL": url,
         "BENCH_STARTS": str(starts),
         "SLAY_Q_SECRET": BENCH_SECRET,
-        "BENCH_ENDPOINT": f"http://127.0.0.1:{APP_PORT}/api/slay-q",
+        "BENCH_ENDPOINT": ENDPOINT,
     }
     quiet = ["--log-level", "WARNING", "--retention", "off"]
     if via == "worker":
@@ -87,7 +98,7 @@ def start_executors(
     server = subprocess.Popen(
         [sys.executable, "-m", "slayq.server", str(config), *quiet],
         cwd=REPO,
-        env={**env, "SLAY_Q_PORT": str(APP_PORT + 1)},
+        env={**env, "SLAY_Q_PORT": str(SERVER_PORT)},
     )
     return [server, app]
 
@@ -149,7 +160,7 @@ async def one_round(
     url = fresh_database()
     figures: dict[str, Any] = {}
     try:
-        endpoint = f"http://127.0.0.1:{APP_PORT}/api/slay-q" if via == "server" else None
+        endpoint = ENDPOINT if via == "server" else None
         client = Client([noop, workflow, latency], store=PostgresStore(url), endpoint=endpoint)
         async with client:
             total = 0
