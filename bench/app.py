@@ -13,8 +13,12 @@ import slayq
 from slayq import step
 from slayq.client import Client
 from slayq.store.postgres import PostgresStore
+from slayq.transport.wire import Limits
 
 STARTS = os.environ.get("BENCH_STARTS", "/dev/null")
+# Every delivery carries the run's memo: 500 steps of 20 KiB are 10 MiB, over the default
+# 8 MiB. The benchmarks give the server the same (SLAY_Q_BODY_LIMIT).
+BODY_BYTES = 64 * 2**20
 
 
 class Item(msgspec.Struct):
@@ -69,6 +73,7 @@ client = Client(
     [noop, workflow, latency],
     store=PostgresStore(os.environ.get("SLAY_Q_DATABASE_URL", "")),
     endpoint=os.environ.get("BENCH_ENDPOINT"),
+    body_limits=Limits(body_bytes=BODY_BYTES),
 )
 
 # Served by uvicorn for the benchmark through the server: uvicorn bench.app:app

@@ -38,7 +38,7 @@ from typing import Any
 import anyio
 import psycopg
 
-from bench.app import latency, noop, workflow
+from bench.app import BODY_BYTES, latency, noop, workflow
 from bench.scratch import drop_database, fresh_database
 from slayq.client import Client
 from slayq.store.postgres import PostgresStore
@@ -72,6 +72,7 @@ def start_executors(
         "BENCH_STARTS": str(starts),
         "SLAY_Q_SECRET": BENCH_SECRET,
         "BENCH_ENDPOINT": ENDPOINT,
+        "SLAY_Q_BODY_LIMIT": str(BODY_BYTES),
     }
     quiet = ["--log-level", "WARNING", "--retention", "off"]
     if via == "worker":
@@ -124,8 +125,13 @@ async def wait_all_finished(url: str, count: int, within: float) -> None:
     deadline = time.monotonic() + within
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         while True:
-            cur = await conn.execute("select count(*) from slayq.runs where status = 'completed'")
+            cur = await conn.execute(
+                "select count(*) filter (where status = 'completed'),"
+                " min(error::text) filter (where status = 'failed') from slayq.runs"
+            )
             row = await cur.fetchone()
+            if row is not None and row[1] is not None:
+                raise RuntimeError(f"a benchmark run failed: {row[1][:2000]}")
             if row is not None and row[0] >= count:
                 return
             if time.monotonic() > deadline:
