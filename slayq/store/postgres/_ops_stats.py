@@ -17,48 +17,40 @@ from slayq.store.postgres._ops_runs import where
 from slayq.store.postgres._queries import NOW, compact
 
 if TYPE_CHECKING:
-    from datetime import datetime, timedelta
+    from datetime import timedelta
 
     from psycopg import AsyncConnection
 
-FINISHED = compact(f"""
-select date_trunc('minute', r.finished_at), r.status, count(*)
-from runs as r
-where r.finished_at >= {NOW} - %(window)s::interval
-  and r.status in ('completed', 'failed', 'cancelled')
-group by 1, 2
-""")
 
-EXPIRED = compact(f"""
-select {NOW}, {NOW} - %(window)s::interval,
-       (select count(*) from runs where status = 'running' and lease_expires_at < {NOW})
-""")
-
-
-def _started_query(condition: str) -> str:
+# One statement, so one snapshot (and one NOW) for all three reads, without a
+# repeatable-read transaction: behind a transaction pooler the store's operation is
+# already inside a transaction, where the isolation level can no longer be set.
+def _stats_query(condition: str) -> str:
     return compact(f"""
-        select date_trunc('minute', r.created_at), count(*)
+        select 'now', {NOW}, {NOW} - %(window)s::interval, (
+            select count(*) from runs where status = 'running' and lease_expires_at < {NOW}
+        ), null::text
+        union all
+        select 'started', date_trunc('minute', r.created_at), null, count(*), null
         from runs as r where {condition}
-        group by 1
+        group by 2
+        union all
+        select 'finished', date_trunc('minute', r.finished_at), null, count(*), r.status
+        from runs as r
+        where r.finished_at >= {NOW} - %(window)s::interval
+          and r.status in ('completed', 'failed', 'cancelled')
+        group by 2, 5
     """)
 
 
 async def run_stats(conn: AsyncConnection[Any], *, window: timedelta, now: Any) -> RunStats:
-    # One transaction at repeatable read: the three reads see one snapshot (and NOW, in
-    # it, one time).
-    async with conn.transaction():
-        await conn.execute("set transaction isolation level repeatable read")
-        params = {"window": window, "now": now}
-        row = await (await conn.execute(EXPIRED, params)).fetchone()
-        assert row is not None
-        clock_now: datetime = row[0]
-        since: datetime = row[1]
-        condition, filter_params = where(RunFilter(since_ago=window), clock=now)
-        started = await conn.execute(_started_query(condition), filter_params | params)
-        started_rows = await started.fetchall()
-        finished_rows = await (await conn.execute(FINISHED, params)).fetchall()
+    condition, filter_params = where(RunFilter(since_ago=window), clock=now)
+    params = filter_params | {"window": window, "now": now}
+    cursor = await conn.execute(_stats_query(condition), params)
+    rows = await cursor.fetchall()
+    ((_, clock_now, since, expired, _),) = [row for row in rows if row[0] == "now"]
     minutes = count_minutes(
-        [(at, "started", n) for at, n in started_rows]
-        + [(at, status, n) for at, status, n in finished_rows]
+        [(at, "started", n) for kind, at, _, n, _ in rows if kind == "started"]
+        + [(at, status, n) for kind, at, _, n, status in rows if kind == "finished"]
     )
-    return RunStats(since=since, now=clock_now, minutes=minutes, expired_leases=int(row[2]))
+    return RunStats(since=since, now=clock_now, minutes=minutes, expired_leases=int(expired))
