@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from slayq.errors import ConfigError, InputError, UnknownEventError
+from slayq.runtime.durations import parse_duration
 from slayq.runtime.limits import DEFAULT_LIMITS, SizeLimits
 from slayq.runtime.registry import Registry
 from slayq.runtime.run_filters import check_limit, run_filter
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
         RunId,
         RunInfo,
         RunPage,
+        RunStats,
         RunStatus,
         ScheduleInfo,
         WaitInfo,
@@ -273,6 +275,12 @@ class Client:
     async def list_audit(self, *, limit: int = 100) -> list[AuditEntry]:
         """The latest operator actions (retry, rerun, cancel, bulk actions), newest first."""
         return await self.store.list_audit(limit=check_limit(limit))
+
+    async def run_stats(self, *, window: Duration = "1h") -> RunStats:
+        """Runs started and finished (completed, failed, cancelled) per minute over the
+        last ``window`` (1 minute to 1 day), and how many running runs hold an expired
+        lease: what the dashboard's overview draws."""
+        return await self.store.run_stats(window=parse_duration(window, what="window"))
 
     # -- operations: queues --
 

@@ -16,7 +16,7 @@ import httpx
 import msgspec
 
 from slayq.errors import RunNotFoundError, StoreError, StoreInputError, StoreUnavailableError
-from slayq.model import AuditEntry, RunInfo, RunPage
+from slayq.model import AuditEntry, RunInfo, RunPage, RunStats
 from slayq.transport import ingest
 from slayq.transport.signing import sign
 
@@ -118,6 +118,10 @@ class HttpStore:
     async def list_audit(self, *, limit: int = 100) -> list[AuditEntry]:
         request = ingest.ListAudit(limit=limit)
         return await self._call(ingest.LIST_AUDIT, request, list[AuditEntry])
+
+    async def run_stats(self, *, window: timedelta) -> RunStats:
+        request = ingest.RunStatsRequest(window=window)
+        return await self._call(ingest.RUN_STATS, request, RunStats)
 
     async def cancel_run(self, run_id: RunId, *, actor: str = "api") -> bool:
         request = ingest.RunAction(run_id=run_id, actor=actor)

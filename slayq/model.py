@@ -292,6 +292,33 @@ class Schedule(msgspec.Struct, frozen=True):
     template: NewRun
 
 
+class MinuteStats(msgspec.Struct, frozen=True):
+    """One minute of ``run_stats``: runs created in it (``started``), and runs that
+    finished in it, by how they finished."""
+
+    at: datetime
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+class RunStats(msgspec.Struct, frozen=True):
+    """What ``run_stats`` answers: activity per minute over a window ending now.
+
+    ``minutes`` has one entry per minute of the window that saw any run start or finish
+    (oldest first; minutes without any are left out), each starting on a whole minute of
+    the store's clock; ``since`` is the window's start, ``now`` the store's clock.
+    ``expired_leases`` counts the runs still marked running whose lease has expired
+    (their holder stopped renewing it; a claim takes them over).
+    """
+
+    since: datetime
+    now: datetime
+    minutes: list[MinuteStats]
+    expired_leases: int
+
+
 # -- operations: queues --------------------------------------------------------------
 
 

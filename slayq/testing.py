@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from types import TracebackType
 
-    from slayq.model import QueueInfo, ScheduleInfo, WaitInfo, WorkerInfo
+    from slayq.model import QueueInfo, RunStats, ScheduleInfo, WaitInfo, WorkerInfo
     from slayq.runtime.functions import Function
 
 __all__ = ["Harness"]
@@ -170,6 +170,9 @@ class Harness:
 
     async def list_audit(self, *, limit: int = 100) -> list[AuditEntry]:
         return await self.client.list_audit(limit=limit)
+
+    async def run_stats(self, *, window: Duration = "1h") -> RunStats:
+        return await self.client.run_stats(window=window)
 
     async def cancel(self, run_id: RunId, *, actor: str | None = None) -> bool:
         return await self.client.cancel(run_id, actor=actor)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import click
 
 from slayq.cli.audit import audit
+from slayq.cli.dashboard import dashboard
 from slayq.cli.database import migrate, purge
 from slayq.cli.events import events
 from slayq.cli.health import health
@@ -47,7 +48,19 @@ def cli(ctx: click.Context, database_url: str | None, schema: str) -> None:
 
 for command in (retry, cancel, rerun):
     runs.add_command(command)
-for command in (runs, waits, queues, schedules, workers, audit, events, health, migrate, purge):
+for command in (
+    runs,
+    waits,
+    queues,
+    schedules,
+    workers,
+    audit,
+    events,
+    health,
+    migrate,
+    purge,
+    dashboard,
+):
     cli.add_command(command)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hmac
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 import anyio
 import uvicorn
 
+from slayq import ui
 from slayq.errors import ConfigError, SlayqError
 from slayq.runtime.durations import parse_duration
 from slayq.runtime.limits import describe
@@ -35,6 +37,11 @@ from slayq.worker.dispatcher import Dispatcher
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from starlette.types import ASGIApp
+
+    from slayq.server.settings import Settings
+    from slayq.store.protocol import Store
 
 logger = logging.getLogger("slayq.server")
 
@@ -93,9 +100,10 @@ async def serve(args: argparse.Namespace) -> None:
         else parse_duration(args.retention, what="--retention"),
     )
     served = {name for limit in config.queue_limits() for name in limit.names}
+    dashboard = serve_dashboard(settings, store)
     http = _Server(
         uvicorn.Config(
-            create_app(store, settings.secrets, served=served, limits=limits),
+            create_app(store, settings.secrets, served=served, limits=limits, dashboard=dashboard),
             host=settings.host,
             port=settings.port,
             log_level=args.log_level.lower(),
@@ -133,6 +141,28 @@ async def serve(args: argparse.Namespace) -> None:
     finally:
         await deliverer.aclose()
         await store.aclose()
+
+
+def serve_dashboard(settings: Settings, store: Store) -> ASGIApp | None:
+    """The dashboard for ``/ui/`` when a password is set (and say so either way)."""
+    if settings.ui_password is None:
+        logger.info("dashboard not served: set SLAY_Q_UI_PASSWORD to serve it at /ui/")
+        return None
+    logger.info(
+        "dashboard at http://%s:%s/ui/ (user %s%s)",
+        settings.host,
+        settings.port,
+        settings.ui_user,
+        ", read-only" if settings.ui_read_only else "",
+    )
+    # Every server sharing the secret accepts the others' CSRF tokens (behind one address).
+    csrf_secret = hmac.new(settings.secrets[0].encode(), b"slayq-ui-csrf", "sha256").digest()
+    return ui.app(
+        store,
+        auth=ui.basic_auth(settings.ui_user, settings.ui_password),
+        read_only=settings.ui_read_only,
+        secret=csrf_secret,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

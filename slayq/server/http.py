@@ -11,7 +11,7 @@ import msgspec
 import prometheus_client
 from starlette.applications import Starlette
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from slayq.errors import InputError, RunNotFoundError, StoreUnavailableError
 from slayq.transport import ingest
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection, Sequence
 
     from starlette.requests import Request
+    from starlette.types import ASGIApp
 
     from slayq.store.protocol import Store
 
@@ -49,10 +50,11 @@ def create_app(
     served: Collection[str] = (),
     limits: Limits = DEFAULT_LIMITS,
     read_deadline: float = DEFAULT_READ_DEADLINE,
+    dashboard: ASGIApp | None = None,
 ) -> Starlette:
     """The server's Starlette app. A request body over ``limits`` is refused (413) on its
     declared length before it is read; one not received within ``read_deadline`` seconds
-    is cut off (408)."""
+    is cut off (408). ``dashboard``, if given, is served at ``/ui/``."""
     replays = ReplayGuard()
 
     async def read(request: Request, type_: type[T]) -> T | Response:
@@ -140,6 +142,9 @@ def create_app(
     async def list_audit(request: ingest.ListAudit) -> Any:
         return await store.list_audit(limit=request.limit)
 
+    async def run_stats(request: ingest.RunStatsRequest) -> Any:
+        return await store.run_stats(window=request.window)
+
     async def cancel_run(request: ingest.RunAction) -> ingest.Cancelled:
         cancelled = await store.cancel_run(request.run_id, actor=request.actor)
         return ingest.Cancelled(cancelled=cancelled)
@@ -200,7 +205,7 @@ def create_app(
         exposition = prometheus_client.generate_latest(prometheus_client.REGISTRY)
         return Response(exposition, media_type=prometheus_client.CONTENT_TYPE_LATEST)
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route(
@@ -218,6 +223,7 @@ def create_app(
                 (ingest.CANCEL_RUNS, ingest.BulkAction, cancel_runs),
                 (ingest.RETRY_RUNS, ingest.BulkAction, retry_runs),
                 (ingest.LIST_AUDIT, ingest.ListAudit, list_audit),
+                (ingest.RUN_STATS, ingest.RunStatsRequest, run_stats),
             )
         ),
         Route(
@@ -227,4 +233,6 @@ def create_app(
         ),
         *queue_routes,
     ]
+    if dashboard is not None:
+        routes.append(Mount("/ui", dashboard))
     return Starlette(routes=routes)

@@ -6,6 +6,9 @@
 * ``SLAY_Q_PORT`` (7700) and ``SLAY_Q_HOST`` (127.0.0.1): the health and ingest HTTP port
 * ``SLAY_Q_BODY_LIMIT`` (8MiB): the largest delivery, answer or ingest request, like
   ``16MiB`` or a number of bytes; apps take the same with ``Client(body_limits=...)``
+* ``SLAY_Q_UI_PASSWORD``: serve the dashboard at ``/ui/`` behind HTTP Basic auth with this
+  password (without it, the dashboard is not served); ``SLAY_Q_UI_USER`` (admin) is the
+  user; ``SLAY_Q_UI_READ_ONLY=1`` hides and refuses every action
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ class Settings(msgspec.Struct, frozen=True):
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     body_limit: int = DEFAULT_LIMITS.body_bytes
+    ui_user: str = "admin"
+    ui_password: str | None = None
+    ui_read_only: bool = False
 
 
 def _http_url(name: str, value: str) -> str:
@@ -72,7 +78,15 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     port_text = env.get("SLAY_Q_PORT", str(DEFAULT_PORT)).strip()
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ConfigError(f"SLAY_Q_PORT={port_text!r} is not a port number; like SLAY_Q_PORT=7700")
+    read_only_text = env.get("SLAY_Q_UI_READ_ONLY", "").strip().lower()
+    if read_only_text not in ("", "0", "1", "false", "true", "no", "yes"):
+        raise ConfigError(
+            f"SLAY_Q_UI_READ_ONLY={read_only_text!r} is not a switch; set it to 1 or 0"
+        )
     return Settings(
+        ui_user=env.get("SLAY_Q_UI_USER", "").strip() or "admin",
+        ui_password=env.get("SLAY_Q_UI_PASSWORD") or None,
+        ui_read_only=read_only_text in ("1", "true", "yes"),
         database_url=url,
         secrets=secrets_from_env(env),
         cron_url=_http_url("SLAY_Q_CRON_URL", cron_url) if cron_url else None,

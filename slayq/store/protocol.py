@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         RunId,
         RunInfo,
         RunPage,
+        RunStats,
         Schedule,
         ScheduleInfo,
         Transition,
@@ -156,6 +157,13 @@ class Store(Protocol):
 
     async def list_audit(self, *, limit: int = 100) -> list[AuditEntry]:
         """The latest operator actions, newest first."""
+        ...
+
+    async def run_stats(self, *, window: timedelta) -> RunStats:
+        """Runs started (created) and finished (by outcome) per minute of the last
+        ``window`` (1 minute to 1 day; ``InputError`` otherwise) by the store's clock, and
+        how many running runs hold an expired lease. Reads only that window (an index
+        range), so its cost follows the runs of the window, not the table."""
         ...
 
     async def cancel_run(self, run_id: RunId, *, actor: str = "api") -> bool:

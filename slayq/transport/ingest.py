@@ -10,6 +10,7 @@ such run), 408 (the body stalled), 413 (too large) or 503 (the database is unava
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import msgspec
@@ -40,6 +41,7 @@ FORK_RUN = "fork-run"
 CANCEL_RUNS = "cancel-runs"
 RETRY_RUNS = "retry-runs"
 LIST_AUDIT = "list-audit"
+RUN_STATS = "run-stats"
 
 
 class SendEvents(msgspec.Struct, frozen=True):
@@ -101,6 +103,12 @@ class Counted(msgspec.Struct, frozen=True):
 
 class ListAudit(msgspec.Struct, frozen=True):
     limit: int = 100
+
+
+class RunStatsRequest(msgspec.Struct, frozen=True):
+    """``Store.run_stats``: the window, back from the server's database clock."""
+
+    window: timedelta
 
 
 # -- operations: queues --

@@ -70,3 +70,14 @@ async def test_queue_operations_through_the_server(server: str, pg_url: str) -> 
             await remote.list_waits(limit=0)
         assert await remote.resume_queue("mail") is True
         assert [q.paused for q in await direct.list_queues()] == [False, False]
+
+
+async def test_run_stats_through_the_server(server: str, pg_url: str) -> None:
+    remote = Client(FUNCTIONS, store=HttpStore(server, SECRET), endpoint="http://app.test/slay")
+    async with remote:
+        await remote.send_event("mail/send", {"to": "ops"})
+        stats = await remote.run_stats(window="10m")
+        assert stats.now - stats.since == timedelta(minutes=10)
+        assert sum(m.started for m in stats.minutes) >= 1  # and the cron's runs, if it fired
+        with pytest.raises(StoreInputError, match="window must be a timedelta"):
+            await remote.run_stats(window="2d")

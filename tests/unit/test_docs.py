@@ -29,6 +29,7 @@ PAGES = (
     "testing.md",
     "errors.md",
     "operations.md",
+    "dashboard.md",
 )
 
 _FENCE = re.compile(r"^```(.*)$")

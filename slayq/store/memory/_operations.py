@@ -19,6 +19,7 @@ from slayq.model import (
     RunFilter,
     RunId,
     RunPage,
+    RunStats,
     ScheduleInfo,
     WaitInfo,
     WorkerInfo,
@@ -34,6 +35,7 @@ from slayq.runtime.run_filters import (
     window,
 )
 from slayq.store._queue_checks import checked_limit, checked_queue
+from slayq.store._run_stats import checked_window, count_minutes
 from slayq.store.memory._core import MemoryCore
 from slayq.store.memory._records import (
     _EARLIEST,
@@ -43,7 +45,7 @@ from slayq.store.memory._records import (
 )
 
 if TYPE_CHECKING:
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
 
 class MemoryStore(MemoryCore):
@@ -222,6 +224,27 @@ class MemoryStore(MemoryCore):
             ScheduleInfo(event=event, cron=e.schedule.cron, app=e.app, next_at=e.next_at)
             for event, e in sorted(self._schedules.items())
         ]
+
+    async def run_stats(self, *, window: timedelta) -> RunStats:
+        checked_window(window)
+        now = self.clock.now()
+        since = now - window
+        counts = [
+            (r.created_at, "started", 1) for r in self._runs.values() if r.created_at >= since
+        ]
+        counts += [
+            (r.finished_at, r.status, 1)
+            for r in self._runs.values()
+            if r.finished_at is not None
+            and r.finished_at >= since
+            and r.status in FINISHED_STATUSES
+        ]
+        expired = sum(
+            1
+            for r in self._runs.values()
+            if r.status == "running" and r.lease_expires_at is not None and r.lease_expires_at < now
+        )
+        return RunStats(since=since, now=now, minutes=count_minutes(counts), expired_leases=expired)
 
     async def list_workers(self) -> list[WorkerInfo]:
         held: dict[str, tuple[int, datetime | None]] = {}

@@ -15,7 +15,8 @@ from slayq.errors import LeaseLostError, RunNotFoundError, StoreError
 from slayq.model import CANCELLED, Claim, Lease, OutgoingEvent, RunId, RunInfo, Schedule, Transition
 from slayq.runtime.run_filters import check_actor, check_filter, check_limit, decode_cursor
 from slayq.store._queue_checks import checked_limit, checked_queue
-from slayq.store.postgres import _claim, _commit, _ops_queues, _ops_runs, _schedules
+from slayq.store._run_stats import checked_window
+from slayq.store.postgres import _claim, _commit, _ops_queues, _ops_runs, _ops_stats, _schedules
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres import _run_queries as rq
 from slayq.store.postgres._codec import dump, valid_id
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
         QueueInfo,
         RunFilter,
         RunPage,
+        RunStats,
         ScheduleInfo,
         WaitInfo,
         WorkerInfo,
@@ -347,6 +349,14 @@ class PostgresStore:
             return await _ops_runs.list_audit(conn, limit)
 
         return await self._run("list the audit log", body)
+
+    async def run_stats(self, *, window: timedelta) -> RunStats:
+        checked_window(window)
+
+        async def body(conn: psycopg.AsyncConnection[Any]) -> RunStats:
+            return await _ops_stats.run_stats(conn, window=window, now=self._now())
+
+        return await self._run("read run stats", body)
 
     async def cancel_run(self, run_id: RunId, *, actor: str = "api") -> bool:
         check_actor(actor)

@@ -1,0 +1,1 @@
+"""The dashboard's pages, one module per page (or per family of small listings)."""
