@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from playwright.sync_api import Page, expect
 
@@ -23,8 +24,8 @@ def test_rerun_from_a_step_replays_the_steps_before_it(dashboard: Dashboard, pag
     form.locator("button[data-testid=action-rerun]").click()
 
     # The rerun is a new run; the dashboard takes us to it.
-    page.wait_for_url(re.compile(r"/runs/(?!" + re.escape(source) + r")[0-9a-f-]{36}$"))
-    rerun = page.url.rsplit("/", 1)[1]
+    page.wait_for_url(re.compile(r"/runs/(?!" + re.escape(source) + r")[0-9a-f-]{36}(\?|$)"))
+    rerun = urlsplit(page.url).path.rsplit("/", 1)[1]
     expect(page.locator("[data-testid=run-status]")).to_have_text("completed")
     expect(step_cell(page, 1, "extract")).to_have_attribute("data-mode", "replayed")
     expect(step_cell(page, 1, "transform")).to_have_attribute("data-mode", "replayed")
