@@ -28,9 +28,11 @@ def test_without_credentials_every_page_answers_401(dashboard: Dashboard, browse
             url = dashboard.page_url(path)
             # With no credentials to answer the challenge, headless Chromium ends the
             # navigation with ERR_INVALID_AUTH_CREDENTIALS; the response is the 401.
-            with page.expect_response(url) as answer:
-                with pytest.raises(PlaywrightError, match="ERR_INVALID_AUTH_CREDENTIALS"):
-                    page.goto(url)
+            with (
+                page.expect_response(url) as answer,
+                pytest.raises(PlaywrightError, match="ERR_INVALID_AUTH_CREDENTIALS"),
+            ):
+                page.goto(url)
             response = answer.value
             assert response.status == 401, path
             assert response.headers.get("www-authenticate", "").lower().startswith("basic")
