@@ -189,7 +189,7 @@ def page(browser: Browser) -> Iterator[Page]:
 @pytest.fixture(scope="session")
 def screenshots() -> Path:
     """The folder for the dashboard's screenshots, emptied of a previous run's."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for old in SCREENSHOTS.glob("*.png"):
+    (SCREENSHOTS / "docs").mkdir(parents=True, exist_ok=True)
+    for old in SCREENSHOTS.glob("**/*.png"):
         old.unlink()
     return SCREENSHOTS

@@ -1,7 +1,8 @@
 """A screenshot of every dashboard page at desktop and phone width, light and dark.
 
 Written to SLAY_Q_SCREENSHOTS (default .artifacts/screenshots/; ``bash scripts/test``
-prints the folder). Each page must load (200), raise no JavaScript error and fit a phone's
+prints the folder), and the first screen of the runs and run pages to its docs/ folder,
+from which docs/images/ was copied. Each page must load (200), raise no JavaScript error and fit a phone's
 width without scrolling the whole page sideways.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.conftest import Dashboard, open_context
 from tests.browser.functions import CALLS
@@ -18,6 +19,30 @@ from tests.browser.pages import unique
 
 PAGES = ["overview", "runs", "run", "waits", "queues", "schedules", "workers", "audit"]
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
+# Small pictures for docs/images (copied from here by hand): the first screen of these
+# pages (of a run's page: down to the end of its timeline), one CSS pixel per pixel.
+FOR_DOCS = {
+    ("runs", "desktop", "light"),
+    ("run", "desktop", "light"),
+    ("runs", "phone", "dark"),
+    ("run", "phone", "dark"),
+}
+
+
+def for_docs(page: Page, path: Path) -> None:
+    width = page.viewport_size["width"] if page.viewport_size else 1280
+    height = page.viewport_size["height"] if page.viewport_size else 800
+    timeline = page.locator("[data-testid=timeline]")
+    if timeline.count():
+        box = timeline.bounding_box()
+        assert box is not None
+        height = int(box["y"] + box["height"] + 12)
+    page.screenshot(
+        path=path,
+        scale="css",
+        full_page=True,
+        clip={"x": 0, "y": 0, "width": width, "height": height},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +104,8 @@ def test_every_page_renders_and_is_captured(
             )
             assert overflow <= 1, f"{name} at {size} width scrolls sideways by {overflow}px"
             page.screenshot(path=screenshots / f"{name}-{size}-{scheme}.png", full_page=True)
+            if (name, size, scheme) in FOR_DOCS:
+                for_docs(page, screenshots / "docs" / f"dashboard-{name}-{size}.png")
         assert errors == []
     finally:
         context.close()
