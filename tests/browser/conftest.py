@@ -1,4 +1,4 @@
-"""The browser tests' world: one real server, one worker, one Chromium for the session.
+"""The browser tests' world: one real server, one worker, one Chromium for this package.
 
 - a fresh PostgreSQL database (tests/pgutil.py);
 - ``python -m slayq.server`` on a free loopback port, serving the dashboard at /ui/
@@ -99,7 +99,7 @@ class Dashboard:
         return self.url + path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     tmp = tmp_path_factory.mktemp("dashboard")
     with start_blocking_portal() as portal:
@@ -143,13 +143,16 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
             portal.call(pgutil.drop_database, url)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
+    # Package scope, not session: while Playwright's sync API is open, its event loop is
+    # the thread's running loop, and every async test after this package would fail with
+    # "Cannot run the event loop while another loop is running".
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(
@@ -186,7 +189,7 @@ def page(browser: Browser) -> Iterator[Page]:
         context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def screenshots() -> Path:
     """The folder for the dashboard's screenshots, emptied of a previous run's."""
     (SCREENSHOTS / "docs").mkdir(parents=True, exist_ok=True)
