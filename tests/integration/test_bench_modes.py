@@ -8,7 +8,10 @@ from datetime import timedelta
 import psycopg
 import pytest
 
+from bench.bench_growth import growth, measure
+from bench.bench_postgres import one_round
 from bench.bulk_runs import QUEUES, load_runs
+from bench.claim_plans import STATEMENTS, check_plans
 from slayq.store.postgres import PostgresStore
 from slayq.store.protocol import QueueLimit
 
@@ -50,3 +53,37 @@ async def test_bulk_runs_loads_runs_the_store_reads_and_claims(pg_url: str) -> N
             owner="test",
         )
     assert len(claims) == 5
+
+
+async def test_claim_plans_explains_each_statement_under_each_plan_mode(pg_url: str) -> None:
+    await load_runs(pg_url, finished=2000, sleeping=200, queued=50)
+    figures = await check_plans(pg_url, repeat=2, show_plans=False)
+    assert figures["table"] == {"finished": 2000, "sleeping": 200, "queued": 50}
+    for name in STATEMENTS:
+        generic, custom = figures[name]["force_generic_plan"], figures[name]["force_custom_plan"]
+        assert (generic["generic_plans"], generic["custom_plans"]) == (2, 0)
+        assert (custom["generic_plans"], custom["custom_plans"]) == (0, 2)
+    # each execution was rolled back: every one claimed the same ten due runs
+    assert figures["claim"]["force_generic_plan"]["rows"] == 10
+    assert figures["claim"]["auto"]["rows"] == 10
+
+
+async def test_bench_postgres_round_gives_every_figure() -> None:
+    figures = await one_round(runs=1000, workflows=5, samples=5, via="worker", singles=20)
+    assert set(figures) == {
+        "send_event_per_s",
+        "send_events_batch_per_s",
+        "noop_runs_per_s",
+        "workflow_steps_per_s",
+        "latency_ms",
+    }
+    assert all(value > 0 for value in figures["latency_ms"].values())
+
+
+@pytest.mark.parametrize("via", ["worker", "server"])
+async def test_bench_growth_measures_each_size(via: str) -> None:
+    sizes = [(3, 0), (6, 0), (3, 1)]
+    results = await measure(via, sizes, repeat=1)
+    assert set(results) == {"3x0kb", "6x0kb", "3x1kb"}
+    assert all(r["ms_per_step"] > 0 and r["steps_per_s"] > 0 for r in results.values())
+    assert set(growth(results, sizes)) == {"6_over_3_steps_0kb", "3_over_3_steps_1kb"}
