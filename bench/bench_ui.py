@@ -1,6 +1,7 @@
 """How fast the dashboard's pages render with a million runs in the table.
 
-    .venv/bin/python -m bench.bench_ui [--runs 1000000] [--requests 40] [--keep NAME]
+    .venv/bin/python -m bench.bench_ui [--runs 1000000] [--sleeping 100000] [--requests 40]
+                                       [--keep NAME] [--quick]
 
 Loads ``--runs`` finished runs and ``--sleeping`` sleeping ones (bench/bulk_runs.py:
 INSERT ... SELECT; a quarter of the finished ones with four steps, 7% failed, ten events,
@@ -14,7 +15,7 @@ failed), and the overview and queues pages. Each page: a few warm-up requests, t
 ``--requests`` timed ones; median and p95 in ms. Prints one JSON line; its
 ``over_target`` names the pages whose p95 is over 200 ms.
 
-``--keep NAME`` loads into database NAME and keeps it; run again with the same NAME to
+``--quick``: 20,000 + 2,000 runs, 5 requests a page (to see that it runs). ``--keep NAME`` loads into database NAME and keeps it; run again with the same NAME to
 skip the load (it is reused when it holds exactly that many runs, else loaded afresh).
 """
 
@@ -89,8 +90,10 @@ async def pick(url: str) -> dict[str, str]:
         queries = {
             # from the middle of the table: not the newest rows every cache holds
             "stepped": "select run_id::text from steps where name = 'sync-crm'"
-            " order by run_id offset 250 limit 1",
-            "failed": "select id::text from runs where status = 'failed' order by id offset 5000 limit 1",
+            " order by run_id offset least(250, (select count(*) / 2 from steps where name = 'sync-crm'))"
+            " limit 1",
+            "failed": "select id::text from runs where status = 'failed' order by id"
+            " offset least(5000, (select count(*) / 2 from runs where status = 'failed')) limit 1",
             "event": "select event from runs order by id desc limit 1",
             "customer": "select (data::jsonb -> 'customer' ->> 'id') from runs"
             " order by id offset 777 limit 1",
@@ -205,5 +208,8 @@ if __name__ == "__main__":
     parser.add_argument("--sleeping", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--keep", metavar="NAME", help="load into database NAME and keep it")
+    parser.add_argument("--quick", action="store_true", help="small sizes, to see that it runs")
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.sleeping, args.requests = 20_000, 2_000, 5
     anyio.run(main, args.runs, args.sleeping, args.requests, args.keep)
