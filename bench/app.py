@@ -21,6 +21,14 @@ class Item(msgspec.Struct):
     i: int = 0
 
 
+class Chain(msgspec.Struct):
+    """A workflow of ``steps`` steps, each returning ``output_kb`` KiB (0: a small int)."""
+
+    i: int = 0
+    steps: int = 10
+    output_kb: int = 0
+
+
 async def nothing(i: int) -> int:
     return i
 
@@ -30,12 +38,17 @@ async def noop(ctx: slayq.Context[Item]) -> slayq.Workflow:
     yield step.run("noop", nothing, ctx.data.i)
 
 
-@slayq.function(event="bench/ten-steps", schema=Item)
-async def ten_steps(ctx: slayq.Context[Item]) -> slayq.Workflow:
-    total = 0
-    for n in range(10):
-        total += yield step.run(f"step-{n}", nothing, n)
-    yield slayq.finish(total)
+async def output(n: int, kb: int) -> int | str:
+    return "x" * (kb * 1024) if kb else n
+
+
+@slayq.function(event="bench/workflow", schema=Chain)
+async def workflow(ctx: slayq.Context[Chain]) -> slayq.Workflow:
+    done = 0
+    for n in range(ctx.data.steps):
+        yield step.run(f"step-{n}", output, n, ctx.data.output_kb)
+        done += 1
+    yield slayq.finish(done)
 
 
 async def record_start(i: int) -> None:
@@ -53,7 +66,7 @@ async def latency(ctx: slayq.Context[Item]) -> slayq.Workflow:
 
 
 client = Client(
-    [noop, ten_steps, latency],
+    [noop, workflow, latency],
     store=PostgresStore(os.environ.get("SLAY_Q_DATABASE_URL", "")),
     endpoint=os.environ.get("BENCH_ENDPOINT"),
 )
