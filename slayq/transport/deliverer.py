@@ -76,15 +76,7 @@ class Deliverer:
         """POST the whole ``claim`` to ``endpoint``; return the app's answer or raise
         DeliveryError."""
         answer = await self._post(endpoint, claim, ClaimDelivery(claim))
-        if answer is None:  # only a continue may be answered "resend"
-            raise self._error(
-                endpoint,
-                claim,
-                "-",
-                "the app answered 409 (resend the claim) to a whole claim",
-                409,
-                ran=False,
-            )
+        assert answer is not None  # only a continue may be answered "send the claim"
         return answer
 
     async def deliver_next(self, endpoint: str, claim: Claim, memo_size: int) -> Answer | None:
@@ -96,26 +88,6 @@ class Deliverer:
             endpoint, claim, ContinueDelivery(lease.run_id, lease.token, memo_size)
         )
 
-    def _error(
-        self,
-        endpoint: str,
-        claim: Claim,
-        delivery_id: str,
-        message: str,
-        status: int | None = None,
-        *,
-        ran: bool = False,
-        permanent: bool = False,
-    ) -> DeliveryError:
-        return DeliveryError(
-            f"delivery {delivery_id} of run {claim.lease.run_id} to {endpoint}: {message}",
-            endpoint=endpoint,
-            delivery_id=delivery_id,
-            status=status,
-            may_have_run=ran,
-            permanent=permanent,
-        )
-
     async def _post(self, endpoint: str, claim: Claim, delivery: Delivery) -> Answer | None:
         body = encode_delivery(delivery)
         headers = self._signer.sign(body)
@@ -124,8 +96,13 @@ class Deliverer:
         def error(
             message: str, status: int | None = None, *, ran: bool = False, permanent: bool = False
         ) -> DeliveryError:
-            return self._error(
-                endpoint, claim, delivery_id, message, status, ran=ran, permanent=permanent
+            return DeliveryError(
+                f"delivery {delivery_id} of run {claim.lease.run_id} to {endpoint}: {message}",
+                endpoint=endpoint,
+                delivery_id=delivery_id,
+                status=status,
+                may_have_run=ran,
+                permanent=permanent,
             )
 
         try:
@@ -155,7 +132,8 @@ class Deliverer:
                     )
                 if response.status_code != 200:
                     text = await _start_of(response)
-                    if response.status_code == 409 and _asks_for_claim(text):
+                    resend = isinstance(delivery, ContinueDelivery) and _asks_for_claim(text)
+                    if response.status_code == 409 and resend:
                         return None
                     raise error(
                         f"the app answered {response.status_code} {response.reason_phrase}: "
