@@ -158,6 +158,7 @@ class Receiver:
         else:
             live = await self.live.take(delivery.run_id, delivery.token, delivery.memo_size)
             if live is None:
+                logger.debug("run %s is not live here: asking for its claim", delivery.run_id)
                 return 409, error_body(
                     f"run {delivery.run_id} is not live in this app process (it restarted, "
                     "another process holds it, or it was closed): send the whole claim",
