@@ -25,7 +25,16 @@ from slayq.runtime.functions import Function
 from slayq.runtime.registry import Registry
 from slayq.server.delivery import HttpExecutor
 from slayq.store.memory import MemoryStore
-from slayq.transport import WIRE_VERSION, Deliverer, DeliveryError, Receiver, asgi_app, sign
+from slayq.transport import (
+    WIRE_VERSION,
+    ContinueDelivery,
+    Deliverer,
+    DeliveryError,
+    Receiver,
+    asgi_app,
+    encode_delivery,
+    sign,
+)
 from slayq.transport.live import LiveRuns
 from slayq.transport.receiver import ASGIApp, ASGIReceive, ASGISend, Message, Scope
 from tests.contract.helpers import claim_one, start
@@ -282,3 +291,27 @@ async def test_an_older_app_gives_the_server_a_clear_error_and_the_run_waits(
     assert run.error is not None
     assert "wire version" in run.error.message
     assert "different wire versions" in run.error.message
+
+
+# -- signatures ----------------------------------------------------------------------------
+
+
+async def test_a_continue_is_signed_and_a_replayed_one_refused(calls: Counter[str]) -> None:
+    app = receiver(calls)
+    claim = claim_for("test/chain")
+    continued = encode_delivery(ContinueDelivery(claim.lease.run_id, claim.lease.token, 1))
+    with serve(asgi_app(app)) as url:
+        async with Deliverer(SECRET, timeout=10) as deliverer:
+            first = await deliverer.deliver(url, claim)
+        assert first.live
+        async with httpx.AsyncClient(timeout=10) as http:
+            forged = await http.post(url, content=continued, headers=sign(continued, "x" * 32))
+            assert forged.status_code == 401
+            headers = sign(continued, SECRET)
+            response = await http.post(url, content=continued, headers=headers)
+            assert response.status_code == 200
+            replayed = await http.post(url, content=continued, headers=headers)
+    assert replayed.status_code == 401
+    assert "already received" in msgspec.json.decode(replayed.content)["error"]
+    assert (calls["step-0"], calls["step-1"], calls["step-2"]) == (1, 1, 0)
+    assert calls["closed"] == 1  # the app's shutdown (its lifespan) closed the kept run
