@@ -2,6 +2,7 @@
 
     python -m bench.bench_growth [--repeat 3] [--via worker,server]
     python -m bench.bench_growth --quick        # 5 and 20 steps, once: that it runs
+    python -m bench.bench_growth --sizes 10x0,100x0,10x20,100x20   # some sizes only
 
 A step that replays a longer memo should not cost more: issue 10 wants the per-step cost
 flat as a workflow grows (through the server today: 9 ms/step at 100 steps, 13.6 ms at
@@ -99,7 +100,7 @@ def growth(results: dict[str, dict[str, float]], sizes: list[tuple[int, int]]) -
 
 
 async def main(args: argparse.Namespace) -> None:
-    sizes = QUICK_SIZES if args.quick else SIZES
+    sizes = QUICK_SIZES if args.quick else args.sizes or SIZES
     figures: dict[str, Any] = {"repeat": args.repeat}
     for via in args.via.split(","):
         results = await measure(via, sizes, args.repeat)
@@ -114,6 +115,17 @@ async def main(args: argparse.Namespace) -> None:
     print(json.dumps(figures))
 
 
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """``"10x0,100x20"`` as ``[(10, 0), (100, 20)]``."""
+    try:
+        sizes = [tuple(map(int, item.split("x"))) for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give STEPSxKIB,... like 10x0,100x20") from None
+    if not sizes or any(len(size) != 2 or size[0] < 1 or size[1] < 0 for size in sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: give STEPSxKIB,... like 10x0,100x20")
+    return [(steps, kb) for steps, kb in sizes]
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -121,6 +133,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="workflows per size")
     parser.add_argument("--via", default="worker,server", help="worker, server or both")
     parser.add_argument("--quick", action="store_true", help="5 and 20 steps, once")
+    parser.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        help="STEPSxKIB,... e.g. 10x0,100x20 (default: 10, 100 and 500 steps, 0 and 20 KiB)",
+    )
     args = parser.parse_args(argv)
     if not set(args.via.split(",")) <= {"worker", "server"} or not args.via:
         parser.error(f"--via {args.via!r}: worker, server or worker,server")

@@ -15,6 +15,7 @@ from slayq.runtime.limits import DEFAULT_LIMITS, SizeLimits
 from slayq.runtime.registry import Registry
 from slayq.runtime.run_filters import check_limit, run_filter
 from slayq.runtime.sending import outgoing_event
+from slayq.transport.live import DEFAULT_IDLE, DEFAULT_MAX_RUNS, check_bounds
 from slayq.transport.receiver import DEFAULT_READ_DEADLINE, Receiver, asgi_app
 from slayq.transport.signing import secrets_from_env
 from slayq.transport.wire import DEFAULT_LIMITS as DEFAULT_BODY_LIMITS
@@ -56,7 +57,10 @@ class Client:
     delivered there by ``python -m slayq.server``; ``secret`` (or ``SLAY_Q_SECRET`` /
     ``SLAY_Q_WORKER_SECRET``) verifies those deliveries. ``body_limits`` bounds what one
     delivery or answer may carry (keep it equal to the server's ``SLAY_Q_BODY_LIMIT``),
-    ``read_deadline`` how many seconds a delivery's body may take to arrive.
+    ``read_deadline`` how many seconds a delivery's body may take to arrive. Between the
+    deliveries of one attempt the receiver keeps up to ``live_runs`` runs live (0: none),
+    each for at most ``live_idle`` idle seconds, so that the server sends a run's memo
+    once per attempt instead of with every step.
 
     ``app`` names the app for the cron schedules it registers: an app's start replaces
     its own schedules and no other app's. Default: ``endpoint`` if given, else the name
@@ -74,6 +78,8 @@ class Client:
         limits: SizeLimits = DEFAULT_LIMITS,
         body_limits: Limits = DEFAULT_BODY_LIMITS,
         read_deadline: float = DEFAULT_READ_DEADLINE,
+        live_runs: int = DEFAULT_MAX_RUNS,
+        live_idle: float = DEFAULT_IDLE,
     ) -> None:
         self.registry = Registry(functions, limits=limits, endpoint=endpoint)
         self.store = store
@@ -82,6 +88,9 @@ class Client:
         self._secret = secret
         self._body_limits = body_limits
         self._read_deadline = read_deadline
+        check_bounds(live_runs, live_idle)
+        self._live_runs = live_runs
+        self._live_idle = live_idle
         self._receiver: Receiver | None = None
         self._reported = False  # a configuration error was logged
 
@@ -101,6 +110,8 @@ class Client:
                 secrets,
                 limits=self._body_limits,
                 read_deadline=self._read_deadline,
+                live_runs=self._live_runs,
+                live_idle=self._live_idle,
             )
         return self._receiver
 

@@ -75,7 +75,14 @@ async def serve(args: argparse.Namespace) -> None:
     timeout = parse_duration(args.delivery_timeout, what="--delivery-timeout")
     store = PostgresStore(settings.database_url, listen_url=settings.listen_url)
     limits = Limits(body_bytes=settings.body_limit)
-    deliverer = Deliverer(settings.secrets[0], timeout=timeout.total_seconds(), limits=limits)
+    # One kept-alive connection for each delivery that may be in flight at once.
+    connections = sum(limit.concurrency for limit in config.queue_limits())
+    deliverer = Deliverer(
+        settings.secrets[0],
+        timeout=timeout.total_seconds(),
+        limits=limits,
+        connections=max(1, connections),
+    )
     executor = HttpExecutor(
         deliverer,
         release=store.release,

@@ -1,8 +1,12 @@
 """Executing a claimed run over HTTP: deliver it to the app, commit what it answers.
 
-A ``Continue`` answer is committed and the run delivered again at once, with the new
-steps in its memo, under the same lease. When a delivery fails, what happens depends on
-whether a step handler may have run:
+The first delivery of an attempt carries the whole claim (the memo of finished steps).
+A ``Continue`` answer is committed and the run delivered again at once, under the same
+lease: as a short continue when the app said it keeps the run live (it goes on from
+where it stopped), else, or when the app asks for it (it restarted, another replica got
+the continue), as the whole claim with the new steps in its memo; asking spends nothing.
+So the memo crosses the wire once per attempt, and a step's cost does not grow with the
+run. When a delivery fails, what happens depends on whether a step handler may have run:
 
 * the app could not be reached, or refused the request (401 wrong secret, 404 no such
   function, 5xx): no handler ran, so no attempt is spent. The run is handed back with
@@ -56,6 +60,8 @@ def likely_fix(exc: DeliveryError) -> str:
             "wrong SLAY_Q_SECRET? The server and the app must share it (or their clocks are "
             "more than 15 s apart)"
         )
+    if exc.status == 400 and "wire version" in str(exc):
+        return "the server and the app run slayq versions that speak different wire versions"
     if exc.status == 404:
         return "function not registered in the app? Its Client has no function for the event"
     if exc.status >= 500:
@@ -91,19 +97,26 @@ class HttpExecutor:
             record_delivery(claim, "refused")
             await commit(claim.lease, Transition(steps=[], outcome=Failed(error)))
             return
-        current = claim
+        memo = list(claim.memo)  # and each committed Continue's steps, for a resend
+        live = False  # the app said it keeps the run live: a continue will do
         while True:
             try:
-                transition = await self.deliverer.deliver(endpoint, current)
+                answer = None
+                if live:
+                    answer = await self.deliverer.deliver_next(endpoint, claim, len(memo))
+                if answer is None:  # the first delivery, or the app asked for the claim
+                    whole = msgspec.structs.replace(claim, memo=memo)
+                    answer = await self.deliverer.deliver(endpoint, whole)
             except DeliveryError as exc:
                 await self._failed(claim, exc, commit)
                 return
             self._failing_since.pop(endpoint, None)
             record_delivery(claim, "delivered")
+            transition, live = answer.transition, answer.live
             await commit(claim.lease, transition)
             if not isinstance(transition.outcome, Continue):
                 return
-            current = msgspec.structs.replace(current, memo=[*current.memo, *transition.steps])
+            memo.extend(transition.steps)
 
     def refusal(self, endpoint: str | None) -> str | None:
         """Why runs for ``endpoint`` can never be delivered, or None."""

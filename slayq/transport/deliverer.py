@@ -1,7 +1,13 @@
-"""The server's side of delivery: POST a signed Claim to the app, get its Transition back.
+"""The server's side of delivery: POST a signed delivery to the app, get its answer back.
 
-Whatever goes wrong (the app is down, slow, answers 500 or garbage, refuses the
-signature) becomes a ``DeliveryError``; the server keeps the run and retries it later.
+``deliver`` sends the whole claim; ``deliver_next`` a short continue for a run the app
+kept live, and returns None when the app asks for the whole claim instead. Whatever
+goes wrong (the app is down, slow, answers 500 or garbage, refuses the signature,
+speaks another wire version) becomes a ``DeliveryError``; the server keeps the run and
+retries it later.
+
+All deliveries go through one httpx client whose pool keeps up to ``connections``
+connections alive, so a delivery reuses a connection instead of opening one.
 """
 
 from __future__ import annotations
@@ -9,32 +15,41 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import httpx
+import msgspec
 
 from slayq.runtime.limits import describe
 from slayq.transport.errors import BodyTooLargeError, DeliveryError, WireError
-from slayq.transport.signing import DELIVERY_HEADER, check_secrets, sign
+from slayq.transport.signing import DELIVERY_HEADER, Signer
 from slayq.transport.wire import (
     DEFAULT_LIMITS,
     RAISE_LIMITS,
+    WIRE_VERSION,
+    Answer,
+    ClaimDelivery,
+    ContinueDelivery,
+    Delivery,
     Limits,
     check_size,
-    decode_transition,
+    decode_answer,
     encode_delivery,
 )
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from slayq.model import Claim, Transition
+    from slayq.model import Claim
 
 ERROR_TEXT_CHARS = 500
+DEFAULT_CONNECTIONS = 100
 
 
 class Deliverer:
-    """Delivers claims over HTTP, signed with ``secret``, through one pooled client.
+    """Delivers runs over HTTP, signed with ``secret``, through one pooled client.
 
     ``timeout`` bounds each phase of a request (connect, write, each read), in seconds.
-    A ``client`` passed in is used as is and left open by ``aclose()``.
+    ``connections`` is how many deliveries may be in flight at once (the server's
+    concurrency): the pool keeps that many connections alive between deliveries. A
+    ``client`` passed in is used as is and left open by ``aclose()``.
     """
 
     def __init__(
@@ -43,18 +58,39 @@ class Deliverer:
         *,
         timeout: float = 30,
         limits: Limits = DEFAULT_LIMITS,
+        connections: int = DEFAULT_CONNECTIONS,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        (self._secret,) = check_secrets([secret])
+        self._signer = Signer(secret)
         self.timeout = timeout
         self.limits = limits
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.AsyncClient(timeout=timeout)
+        if client is None:
+            # httpx keeps 20 idle connections by default: past that, every delivery would
+            # open (and the app accept) a new one.
+            pool = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+            client = httpx.AsyncClient(timeout=timeout, limits=pool)
+        self._client = client
 
-    async def deliver(self, endpoint: str, claim: Claim) -> Transition:
-        """POST ``claim`` to ``endpoint``; return the app's Transition or raise DeliveryError."""
-        body = encode_delivery(claim)
-        headers = sign(body, self._secret)
+    async def deliver(self, endpoint: str, claim: Claim) -> Answer:
+        """POST the whole ``claim`` to ``endpoint``; return the app's answer or raise
+        DeliveryError."""
+        answer = await self._post(endpoint, claim, ClaimDelivery(claim))
+        assert answer is not None  # only a continue may be answered "send the claim"
+        return answer
+
+    async def deliver_next(self, endpoint: str, claim: Claim, memo_size: int) -> Answer | None:
+        """POST a continue of ``claim``'s run, whose memo now holds ``memo_size`` steps;
+        return the app's answer, or None when the app does not hold the run live and asks
+        for the whole claim. Raises DeliveryError."""
+        lease = claim.lease
+        return await self._post(
+            endpoint, claim, ContinueDelivery(lease.run_id, lease.token, memo_size)
+        )
+
+    async def _post(self, endpoint: str, claim: Claim, delivery: Delivery) -> Answer | None:
+        body = encode_delivery(delivery)
+        headers = self._signer.sign(body)
         delivery_id = headers[DELIVERY_HEADER]
 
         def error(
@@ -96,8 +132,12 @@ class Deliverer:
                     )
                 if response.status_code != 200:
                     text = await _start_of(response)
+                    resend = isinstance(delivery, ContinueDelivery) and _asks_for_claim(text)
+                    if response.status_code == 409 and resend:
+                        return None
                     raise error(
-                        f"the app answered {response.status_code} {response.reason_phrase}: {text}",
+                        f"the app answered {response.status_code} {response.reason_phrase}: "
+                        f"{text}{_version_hint(response.status_code, text)}",
                         response.status_code,
                     )
                 content = await _read(response, self.limits)
@@ -122,7 +162,7 @@ class Deliverer:
                 permanent=True,
             ) from exc
         try:
-            return decode_transition(content, limits=self.limits)
+            return decode_answer(content, limits=self.limits)
         except WireError as exc:
             raise error(f"the app answered 200 with a bad body: {exc}", 200, ran=True) from exc
 
@@ -140,6 +180,32 @@ class Deliverer:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _asks_for_claim(text: str) -> bool:
+    """Whether an error answer is the receiver's "send the whole claim" (not a proxy's 409)."""
+    try:
+        answer = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(answer, dict) and answer.get("resend") == "claim"
+
+
+def _version_hint(status: int, text: str) -> str:
+    """For a 400 from an app that names no wire version: it runs an older slayq."""
+    if status != 400:
+        return ""
+    try:
+        answer = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return ""
+    if isinstance(answer, dict) and "error" in answer and "wire" not in answer:
+        return (
+            f" (the app's answer names no wire version: it runs a slayq older than the "
+            f"server's, which speaks wire version {WIRE_VERSION}. Upgrade slayq in the app; "
+            "runs wait meanwhile, spending no attempt)"
+        )
+    return ""
 
 
 async def _read(response: httpx.Response, limits: Limits) -> bytes:

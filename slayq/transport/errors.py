@@ -5,7 +5,8 @@ They hang under the tree drawn in ``slayq.errors``::
     SlayqError
     ├── InputError
     │   └── WireError                      a body that is not the expected JSON
-    │       └── BodyTooLargeError          a body over ``Limits.body_bytes``
+    │       ├── BodyTooLargeError          a body over ``Limits.body_bytes``
+    │       └── WireVersionError           a body of another wire version (upgrade a side)
     ├── SignatureError                     a request whose signature does not verify
     └── DeliveryError                      the server could not get a Transition from the app
 """
@@ -21,6 +22,11 @@ class WireError(InputError):
 
 class BodyTooLargeError(WireError):
     """A body larger than ``Limits.body_bytes``; it was refused before decoding."""
+
+
+class WireVersionError(WireError):
+    """A delivery or answer of another wire version than this side speaks; the message
+    says which side to upgrade."""
 
 
 class SignatureError(SlayqError):

@@ -1,16 +1,24 @@
-"""The app's side of delivery: verify a signed Claim, drive the run once, answer a Transition.
+"""The app's side of delivery: verify a signed delivery, drive the run one step, answer.
+
+A ``ClaimDelivery`` starts the run's ``Execution`` (replaying its memo); a
+``ContinueDelivery`` resumes the one kept live (``slayq.transport.live``) after the last
+answer, a ``Continue``, was committed. Either way the answer is the ``Transition`` (see
+``slayq.transport.wire``).
 
 ``Receiver.receive`` is the framework-agnostic core; ``asgi_app`` wraps it for any ASGI
 server (uvicorn, hypercorn) or framework that mounts ASGI apps (Starlette, FastAPI,
-Django). Every answer but 200 is JSON ``{"error": "..."}``:
+Django). Every answer but 200 is JSON ``{"error": "...", "wire": 2}``:
 
 =====  ==============================================================================
 413    the body is over ``Limits.body_bytes``: refused on its declared Content-Length
        before any of it is read, else as soon as it passes the limit
 408    the body did not arrive within ``read_deadline`` seconds (``asgi_app`` only)
 401    the signature does not verify, or the delivery id was already received
-400    the body is not a Claim
+400    the body is not a delivery, or is of another wire version (the error says which
+       side to upgrade)
 404    no function of this app runs on the claim's event
+409    a continue for a run this app does not hold live (``"resend": "claim"``): the
+       server sends the whole claim at once
 405    not a POST
 500    anything unexpected (logged); the receiver itself never crashes
 =====  ==============================================================================
@@ -27,15 +35,15 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequen
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import msgspec
 
 from slayq.errors import ConfigError
-from slayq.model import ErrorInfo, Failed, Transition
+from slayq.model import Continue, ErrorInfo, Failed, Transition
 from slayq.runtime.limits import describe
 from slayq.runtime.replay import Execution
 from slayq.telemetry.logs import run_context
 from slayq.telemetry.tracing import attempt_span
 from slayq.transport.errors import BodyTooLargeError, SignatureError, WireError
+from slayq.transport.live import DEFAULT_IDLE, DEFAULT_MAX_RUNS, LiveRun, LiveRuns
 from slayq.transport.signing import (
     DEFAULT_TOLERANCE,
     DELIVERY_HEADER,
@@ -46,13 +54,16 @@ from slayq.transport.signing import (
 from slayq.transport.wire import (
     DEFAULT_LIMITS,
     RAISE_LIMITS,
+    ClaimDelivery,
     Limits,
     check_size,
     decode_delivery,
-    encode_transition,
+    encode_answer,
+    error_body,
 )
 
 if TYPE_CHECKING:
+    from slayq.model import Claim
     from slayq.runtime.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -75,6 +86,8 @@ class Receiver:
     following sleep, send or finish into the same answer), so the server commits every
     handler's result before the next one runs. ``read_deadline`` bounds, in seconds, how
     long ``asgi_app`` waits for a request's body, so a stalled upload cannot hold memory.
+    Between the deliveries of an attempt, up to ``live_runs`` runs are kept live, each for
+    at most ``live_idle`` idle seconds (0 runs: every delivery carries the whole memo).
     """
 
     def __init__(
@@ -86,6 +99,8 @@ class Receiver:
         max_new_steps: int = 1,
         tolerance: float = DEFAULT_TOLERANCE,
         read_deadline: float = DEFAULT_READ_DEADLINE,
+        live_runs: int = DEFAULT_MAX_RUNS,
+        live_idle: float = DEFAULT_IDLE,
     ) -> None:
         if not read_deadline > 0:
             raise ConfigError(
@@ -98,6 +113,7 @@ class Receiver:
         self.tolerance = tolerance
         self._secrets = check_secrets(secrets)
         self._replays = ReplayGuard(tolerance)
+        self.live = LiveRuns(max_runs=live_runs, idle=live_idle)
 
     async def receive(self, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
         """Answer one delivery: an HTTP status and a JSON body. Never raises ``Exception``."""
@@ -125,45 +141,82 @@ class Receiver:
             logger.warning("refused a replayed delivery %s", delivery_id)
             return 401, _error(f"delivery {delivery_id} was already received; replays are refused")
         try:
-            claim = decode_delivery(body, limits=self.limits)
+            delivery = decode_delivery(body, limits=self.limits)
         except WireError as exc:
             return 400, _error(str(exc))
-        extra = {"run_id": claim.lease.run_id, "event": claim.event, "queue": claim.queue}
-        if claim.event not in self.registry.functions:
-            logger.warning("delivery for unknown event %r", claim.event, extra=extra)
-            return 404, _error(
-                f"no function of this app runs on event {claim.event!r} "
-                f"(known: {sorted(self.registry.functions)})"
-            )
-        execution = Execution.start(self.registry, claim, max_new_steps=self.max_new_steps)
-        # The engine boundary: the run's fields on log records, its attempt's span.
+        if isinstance(delivery, ClaimDelivery):
+            claim = delivery.claim
+            await self.live.discard(claim.lease.run_id)  # a new claim: any kept one is stale
+            if claim.event not in self.registry.functions:
+                logger.warning("delivery for unknown event %r", claim.event, extra=_extra(claim))
+                return 404, _error(
+                    f"no function of this app runs on event {claim.event!r} "
+                    f"(known: {sorted(self.registry.functions)})"
+                )
+            execution = Execution.start(self.registry, claim, max_new_steps=self.max_new_steps)
+            memo_size = len(claim.memo)
+        else:
+            live = await self.live.take(delivery.run_id, delivery.token, delivery.memo_size)
+            if live is None:
+                logger.debug("run %s is not live here: asking for its claim", delivery.run_id)
+                return 409, error_body(
+                    f"run {delivery.run_id} is not live in this app process (it restarted, "
+                    "another process holds it, or it was closed): send the whole claim",
+                    resend="claim",
+                )
+            claim, execution, memo_size = live.claim, live.execution, live.memo_size
+        try:
+            transition = await self._advance(claim, execution)
+            keep = isinstance(transition.outcome, Continue) and self.live.enabled
+            answer, keep = self._answer(claim, transition, keep=keep)
+            if keep:
+                await self.live.keep(LiveRun(claim, execution, memo_size + len(transition.steps)))
+            else:
+                await execution.aclose()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await execution.aclose()
+            raise
+        return 200, answer
+
+    async def _advance(self, claim: Claim, execution: Execution) -> Transition:
+        """Drive the run to its next commit point, at the engine boundary: the run's
+        fields on log records, its attempt's span."""
         with (
             run_context(claim.lease.run_id, claim.event, claim.queue, claim.attempt),
             attempt_span(claim) as span,
         ):
-            try:
-                transition = await execution.advance()
-            finally:
-                await execution.aclose()
+            transition = await execution.advance()
             span.ended(transition)
         logger.debug(
-            "run %s: %s", claim.lease.run_id, type(transition.outcome).__name__, extra=extra
+            "run %s: %s",
+            claim.lease.run_id,
+            type(transition.outcome).__name__,
+            extra=_extra(claim),
         )
+        return transition
+
+    def _answer(self, claim: Claim, transition: Transition, *, keep: bool) -> tuple[bytes, bool]:
+        """The answer's body, and whether the run is kept live (``keep``, unless the
+        answer had to be replaced: one that cannot be encoded or is over the limit
+        becomes a failure)."""
         try:
-            answer = encode_transition(transition)
+            answer = encode_answer(transition, live=keep)
         except WireError as exc:
             # A 500 here would be delivered again without spending an attempt, running
             # the handler again each time: answer a failure the server can commit.
-            logger.error("run %s: %s", claim.lease.run_id, exc, extra=extra)
+            logger.error("run %s: %s", claim.lease.run_id, exc, extra=_extra(claim))
             failed = Failed(ErrorInfo(type="WireError", message=str(exc)))
-            return 200, encode_transition(Transition(steps=[], outcome=failed))
+            return encode_answer(Transition(steps=[], outcome=failed)), False
         if len(answer) > self.limits.body_bytes:
             # Refused by the server, this answer would be re-run on every attempt: the
             # run cannot go on, so it fails for good now, saying why.
             failed = _too_large(transition, len(answer), self.limits)
-            logger.error("run %s: %s", claim.lease.run_id, failed.error.message, extra=extra)
-            answer = encode_transition(Transition(steps=[], outcome=failed))
-        return 200, answer
+            logger.error(
+                "run %s: %s", claim.lease.run_id, failed.error.message, extra=_extra(claim)
+            )
+            return encode_answer(Transition(steps=[], outcome=failed)), False
+        return answer, keep
 
 
 def asgi_app(receiver: Receiver) -> ASGIApp:
@@ -175,7 +228,7 @@ def asgi_app(receiver: Receiver) -> ASGIApp:
 
     async def app(scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await _lifespan(receiver, receive, send)
             return
         if scope["type"] != "http":
             return
@@ -228,12 +281,13 @@ def asgi_app(receiver: Receiver) -> ASGIApp:
     return app
 
 
-async def _lifespan(receive: ASGIReceive, send: ASGISend) -> None:
+async def _lifespan(receiver: Receiver, receive: ASGIReceive, send: ASGISend) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await receiver.live.aclose()  # the kept runs' finally blocks run
             await send({"type": "lifespan.shutdown.complete"})
             return
 
@@ -302,4 +356,8 @@ def _too_large(transition: Transition, size: int, limits: Limits) -> Failed:
 
 
 def _error(reason: str) -> bytes:
-    return msgspec.json.encode({"error": reason})
+    return error_body(reason)
+
+
+def _extra(claim: Claim) -> dict[str, object]:
+    return {"run_id": claim.lease.run_id, "event": claim.event, "queue": claim.queue}

@@ -51,21 +51,33 @@ def sign(
     body: bytes, secret: str, *, now: float | None = None, delivery_id: str | None = None
 ) -> dict[str, str]:
     """The headers that sign ``body`` with ``secret`` (timestamp, delivery id, signature)."""
-    (key,) = _keys([secret])
-    timestamp = str(int(time.time() if now is None else now))
-    if not _TIMESTAMP.fullmatch(timestamp):
-        raise InputError(f"cannot sign at unix time {timestamp}: it must be 0 or later")
-    if delivery_id is None:
-        delivery_id = uuid.uuid4().hex
-    elif not _DELIVERY_ID.fullmatch(delivery_id):
-        raise InputError(
-            f"delivery id {delivery_id!r} must be 1 to 128 letters, digits, '-' or '_'"
-        )
-    return {
-        TIMESTAMP_HEADER: timestamp,
-        DELIVERY_HEADER: delivery_id,
-        SIGNATURE_HEADER: _digest(key, timestamp, delivery_id, body),
-    }
+    return Signer(secret).sign(body, now=now, delivery_id=delivery_id)
+
+
+class Signer:
+    """Signs bodies with one secret, checked and encoded once (a sender signs many)."""
+
+    def __init__(self, secret: str) -> None:
+        (self._key,) = _keys([secret])
+
+    def sign(
+        self, body: bytes, *, now: float | None = None, delivery_id: str | None = None
+    ) -> dict[str, str]:
+        """The headers that sign ``body`` (timestamp, delivery id, signature)."""
+        timestamp = str(int(time.time() if now is None else now))
+        if not _TIMESTAMP.fullmatch(timestamp):
+            raise InputError(f"cannot sign at unix time {timestamp}: it must be 0 or later")
+        if delivery_id is None:
+            delivery_id = uuid.uuid4().hex
+        elif not _DELIVERY_ID.fullmatch(delivery_id):
+            raise InputError(
+                f"delivery id {delivery_id!r} must be 1 to 128 letters, digits, '-' or '_'"
+            )
+        return {
+            TIMESTAMP_HEADER: timestamp,
+            DELIVERY_HEADER: delivery_id,
+            SIGNATURE_HEADER: _digest(self._key, timestamp, delivery_id, body),
+        }
 
 
 def verify(

@@ -1,10 +1,27 @@
-"""The wire format between the slayq server and the app's receiver: msgspec JSON.
+"""The wire format between the slayq server and the app's receiver: msgspec JSON, version 2.
 
-A delivery (server to app) is a ``Claim`` as JSON; the answer (app to server) is a
-``Transition`` as JSON. Both are the model's own Structs, so the wire format is the
-model: a field added there is on the wire too. Bodies over ``Limits.body_bytes`` are
-refused before any decoding, and a body that does not decode raises ``WireError``
-naming what was wrong (``Expected `int`, got `str` - at `$.attempt```).
+Every delivery (server to app) names the wire version and its kind:
+
+* ``{"wire": 2, "kind": "claim", "claim": {...}}``: a ``ClaimDelivery``, the whole
+  ``Claim`` (event, data, attempt, the memo of finished steps). The first delivery of an
+  attempt, and any delivery the app asks to be resent whole.
+* ``{"wire": 2, "kind": "continue", "run_id": "...", "token": 7, "memo_size": 12}``: a
+  ``ContinueDelivery``. The app answered ``Continue`` to the last delivery of this lease
+  and said it kept the run live; the server committed that answer. The app goes on from
+  where it stopped, running the next step, without the memo being sent again.
+  ``memo_size`` (the steps the run has committed) lets it check that both sides agree.
+
+The answer (app to server) is the ``Transition`` as JSON plus ``"wire": 2`` and
+``"live"``: true when the app keeps the run's execution for a ``ContinueDelivery``. Error
+answers are ``{"error": "...", "wire": 2}``; the app answers 409 with ``"resend": "claim"``
+to a continue it cannot serve (restarted, another replica, evicted), and the server then
+sends the whole claim at once.
+
+A delivery or answer of another (or no) wire version raises ``WireVersionError`` saying
+which side to upgrade, never a misparse. The Structs inside are the model's own, so a
+field added there is on the wire too. Bodies over ``Limits.body_bytes`` are refused
+before any decoding, and a body that does not decode raises ``WireError`` naming what
+was wrong (``Expected `int`, got `str` - at `$.claim.attempt```).
 
 One difference: an ``OutgoingEvent`` whose run starts with the event's own data (the
 usual case) leaves ``data`` out of its ``run``, and decoding puts it back, so each
@@ -20,16 +37,16 @@ from typing import Any
 import msgspec
 
 from slayq.errors import ConfigError
-from slayq.model import Claim, OutgoingEvent, Transition
+from slayq.model import Claim, OutgoingEvent, RunId, Transition
 from slayq.runtime.limits import KIB, MIB, describe
-from slayq.transport.errors import BodyTooLargeError, WireError
+from slayq.transport.errors import BodyTooLargeError, WireError, WireVersionError
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """Bounds on what one HTTP request or response may carry.
 
-    ``body_bytes`` must cover a run's whole memo (every step's output rides in each
-    delivery), so keep it above the sum of the step outputs a run may hold.
+    ``body_bytes`` must cover a run's whole memo (every step's output rides in the first
+    delivery of each attempt), so keep it above the sum of the step outputs a run may hold.
     """
 
     body_bytes: int = 8 * MIB
@@ -76,8 +93,43 @@ def parse_size(text: str, *, what: str = "a body limit") -> int:
     return size
 
 
+WIRE_VERSION = 2
+
+
+class ClaimDelivery(msgspec.Struct, frozen=True, tag="claim", tag_field="kind"):
+    """The whole run: the first delivery of an attempt, or one the app asked for."""
+
+    claim: Claim
+    wire: int = WIRE_VERSION
+
+
+class ContinueDelivery(msgspec.Struct, frozen=True, tag="continue", tag_field="kind"):
+    """Go on with the run the app kept live for lease ``token``: its last answer, a
+    ``Continue``, was committed, and the run's memo now holds ``memo_size`` steps."""
+
+    run_id: RunId
+    token: int
+    memo_size: int
+    wire: int = WIRE_VERSION
+
+
+Delivery = ClaimDelivery | ContinueDelivery
+
+
+class Answer(msgspec.Struct, frozen=True):
+    """What the app answered: the run's ``transition``, and whether it keeps the run
+    ``live`` (its generator, at the next step) for a ``ContinueDelivery``."""
+
+    transition: Transition
+    live: bool = False
+
+
+class _Version(msgspec.Struct):
+    wire: Any = None
+
+
 _encoder = msgspec.json.Encoder()
-_claim_decoder = msgspec.json.Decoder(Claim)
+_delivery_decoder: msgspec.json.Decoder[Delivery] = msgspec.json.Decoder(Delivery)
 
 
 def events_to_wire(events: list[OutgoingEvent]) -> list[Any]:
@@ -110,48 +162,74 @@ def events_from_wire(events: object) -> None:
                 run["data"] = event["data"]
 
 
-def encode_delivery(claim: Claim) -> bytes:
-    """The body of a delivery: ``claim`` as JSON."""
-    return _encode(claim, what="delivery")
+def encode_delivery(delivery: Delivery) -> bytes:
+    """The body of a delivery: ``delivery`` as JSON."""
+    try:
+        return _encoder.encode(delivery)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise WireError(f"the delivery cannot be encoded as JSON: {exc}") from None
 
 
-def decode_delivery(body: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Claim:
-    """The ``Claim`` in a delivery body. Raises ``WireError`` (``BodyTooLargeError``)."""
+def decode_delivery(body: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Delivery:
+    """The delivery in a body. Raises ``WireError`` (``BodyTooLargeError``,
+    ``WireVersionError`` for a delivery of another wire version)."""
     check_size(len(body), limits, what="delivery")
     try:
-        return _claim_decoder.decode(body)
+        delivery = _delivery_decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise WireError(f"delivery body is not a valid claim: {exc}") from None
+        version = _version_of(body)
+        if version is not _NOT_AN_OBJECT:
+            _check_delivery_version(version)
+        raise WireError(f"delivery body is not a valid delivery: {exc}") from None
     except msgspec.DecodeError as exc:
         raise WireError(f"delivery body is not valid JSON: {exc}") from None
     except RecursionError:
-        raise WireError("delivery body is not a valid claim: JSON nested too deeply") from None
+        raise WireError("delivery body is not a valid delivery: JSON nested too deeply") from None
+    _check_delivery_version(delivery.wire)
+    return delivery
 
 
-def encode_transition(transition: Transition) -> bytes:
-    """The body of the app's answer: ``transition`` as JSON, sent event data once."""
+def encode_answer(transition: Transition, *, live: bool = False) -> bytes:
+    """The body of the app's answer: ``transition`` as JSON, sent event data once, with
+    the wire version and whether the app keeps the run ``live`` for a continue."""
     try:
         wire = msgspec.to_builtins(msgspec.structs.replace(transition, sent=[]))
         wire["sent"] = events_to_wire(transition.sent)
     except (TypeError, msgspec.EncodeError) as exc:
         raise WireError(f"the transition cannot be encoded as JSON: {exc}") from None
+    wire["wire"] = WIRE_VERSION
+    wire["live"] = live
     return _encoder.encode(wire)
 
 
-def decode_transition(body: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Transition:
-    """The ``Transition`` in a response body. Raises ``WireError`` (``BodyTooLargeError``)."""
+def decode_answer(body: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Answer:
+    """The ``Answer`` in a response body. Raises ``WireError`` (``BodyTooLargeError``,
+    ``WireVersionError`` for an answer of another wire version)."""
     check_size(len(body), limits, what="transition")
     try:
         wire = msgspec.json.decode(body)
+        version: object = None
+        live: object = False
         if isinstance(wire, dict):
+            version, live = wire.pop("wire", None), wire.pop("live", False)
             events_from_wire(wire.get("sent"))
-        return msgspec.convert(wire, Transition)
+        transition = msgspec.convert(wire, Transition)
     except msgspec.ValidationError as exc:
         raise WireError(f"response body is not a valid transition: {exc}") from None
     except msgspec.DecodeError as exc:
         raise WireError(f"response body is not valid JSON: {exc}") from None
     except RecursionError:
         raise WireError("response body is not a valid transition: JSON nested too deeply") from None
+    # Checked once the body is a Transition: garbage is named as garbage, not as a version.
+    _check_answer_version(version)
+    if not isinstance(live, bool):
+        raise WireError(f"response body is not a valid answer: live is {live!r}, not a boolean")
+    return Answer(transition, live=live)
+
+
+def error_body(reason: str, **extra: object) -> bytes:
+    """An error answer: ``{"error": reason, "wire": 2, ...extra}``."""
+    return _encoder.encode({"error": reason, "wire": WIRE_VERSION, **extra})
 
 
 def check_size(size: int, limits: Limits, *, what: str, at_least: bool = False) -> None:
@@ -167,8 +245,42 @@ def check_size(size: int, limits: Limits, *, what: str, at_least: bool = False) 
         )
 
 
-def _encode(value: Claim, *, what: str) -> bytes:
+_NOT_AN_OBJECT = object()
+
+
+def _version_of(body: bytes) -> object:
+    """The ``wire`` field of a JSON object body (None if absent), or ``_NOT_AN_OBJECT``."""
     try:
-        return _encoder.encode(value)
-    except (TypeError, msgspec.EncodeError) as exc:
-        raise WireError(f"the {what} cannot be encoded as JSON: {exc}") from None
+        return msgspec.json.decode(body, type=_Version).wire
+    except (msgspec.DecodeError, RecursionError):
+        return _NOT_AN_OBJECT
+
+
+def _check_delivery_version(version: object) -> None:
+    if version == WIRE_VERSION:
+        return
+    if version is None:
+        raise WireVersionError(
+            "delivery body is not a valid delivery: it names no wire version. A slayq server "
+            f"older than this app (which reads wire version {WIRE_VERSION}) sends none: if "
+            "so, upgrade slayq on the server to the app's version; runs wait meanwhile, "
+            "spending no attempt"
+        )
+    newer = isinstance(version, int) and version > WIRE_VERSION
+    raise WireVersionError(
+        f"the delivery is wire version {version!r}, and this app reads version "
+        f"{WIRE_VERSION}: upgrade slayq {'in the app' if newer else 'on the server'} so that "
+        "both speak the same version; runs wait meanwhile, spending no attempt"
+    )
+
+
+def _check_answer_version(version: object) -> None:
+    if version == WIRE_VERSION:
+        return
+    side = "older" if version is None or (isinstance(version, int) and version < 2) else "newer"
+    named = "names no wire version" if version is None else f"is wire version {version!r}"
+    raise WireVersionError(
+        f"the app's answer {named}, and this server reads version {WIRE_VERSION}: the app "
+        f"runs a slayq {side} than the server's. Upgrade the "
+        f"{'app' if side == 'older' else 'server'} so that both speak the same version"
+    )

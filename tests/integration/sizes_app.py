@@ -26,6 +26,7 @@ BLOB = 400_000  # bytes of event data per fanned-out event
 class Sized(msgspec.Struct):
     count: int = 1
     size: int = 1000
+    nap_after: int | None = None  # sleep a second after this step: resume from the memo
 
 
 class Blob(msgspec.Struct):
@@ -55,7 +56,11 @@ async def sink(ctx: slayq.Context[Blob]) -> int:
 
 @slayq.function(event="sizes/outputs", schema=Sized, retries=3)
 async def outputs(ctx: slayq.Context[Sized]) -> slayq.Workflow:
-    """``count`` steps, each returning ``size`` bytes: the memo grows with each one."""
+    """``count`` steps, each returning ``size`` bytes: the memo grows with each one.
+
+    The memo is delivered once per attempt; ``nap_after`` makes the run sleep after that
+    step, so that it resumes with a delivery of its whole memo.
+    """
     for n in range(ctx.data.count):
 
         def make(name: str = f"step-{n}") -> str:
@@ -63,6 +68,8 @@ async def outputs(ctx: slayq.Context[Sized]) -> slayq.Workflow:
             return "y" * ctx.data.size
 
         yield step.run(f"step-{n}", make)
+        if n == ctx.data.nap_after:
+            yield step.sleep("nap", "1s")
     yield slayq.finish("done")
 
 

@@ -17,7 +17,7 @@ import pytest
 from examples.app.functions import FUNCTIONS
 from slayq.client import Client
 from slayq.store.memory import MemoryStore
-from slayq.transport import encode_delivery, sign
+from slayq.transport import ClaimDelivery, encode_delivery, sign
 from tests.integration.servers import free_port, start_app
 from tests.integration.test_receiver_http import SECRET, claim_for, serve
 
@@ -75,7 +75,7 @@ async def test_without_a_lifespan_each_delivery_is_a_500_with_one_line_logged_on
 
     client = Client(FUNCTIONS, store=MemoryStore())
     app = Starlette(routes=[Route("/api/slayq", client.asgi, methods=["POST"])])
-    body = encode_delivery(claim_for("test/callee"))
+    body = encode_delivery(ClaimDelivery(claim_for("test/callee")))
     with caplog.at_level(logging.INFO), serve(app) as url:
         async with httpx.AsyncClient() as http:
             answers = [

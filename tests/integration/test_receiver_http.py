@@ -34,6 +34,7 @@ from slayq.model import (
 from slayq.runtime.functions import Function
 from slayq.runtime.registry import Registry
 from slayq.transport import (
+    ClaimDelivery,
     Deliverer,
     DeliveryError,
     Limits,
@@ -181,7 +182,7 @@ def error_of(response: httpx.Response) -> str:
 async def test_a_new_run_answers_continue_with_its_first_step(
     url: str, deliverer: Deliverer, calls: Counter[str]
 ) -> None:
-    transition = await deliverer.deliver(url, claim_for("test/two-steps"))
+    transition = (await deliverer.deliver(url, claim_for("test/two-steps"))).transition
     (record,) = transition.steps
     # The app timed the handler; the server records the timing with the step.
     assert record.started_at is not None and record.duration is not None
@@ -196,7 +197,7 @@ async def test_each_delivery_runs_one_new_step_after_replaying_the_memo(
     url: str, deliverer: Deliverer, calls: Counter[str]
 ) -> None:
     memo = [StepRecord(name="first", kind="run", output="hello")]
-    transition = await deliverer.deliver(url, claim_for("test/two-steps", memo=memo))
+    transition = (await deliverer.deliver(url, claim_for("test/two-steps", memo=memo))).transition
     assert [s.name for s in transition.steps] == ["second"]
     assert transition.steps[0].output == "world"
     # The sleep right after the step rides in the same answer.
@@ -213,7 +214,7 @@ async def test_a_run_replayed_from_a_full_memo_completes_without_running_anythin
         StepRecord(name="second", kind="run", output="world"),
         StepRecord(name="nap", kind="sleep"),
     ]
-    transition = await deliverer.deliver(url, claim_for("test/two-steps", memo=memo))
+    transition = (await deliverer.deliver(url, claim_for("test/two-steps", memo=memo))).transition
     # All three memo records were answered from the memo; the count travels back.
     assert transition == Transition(steps=[], outcome=Completed("hello world"), replayed=3)
     assert calls == {}
@@ -222,7 +223,7 @@ async def test_a_run_replayed_from_a_full_memo_completes_without_running_anythin
 async def test_a_failing_step_answers_failed_with_a_retry_after(
     url: str, deliverer: Deliverer, calls: Counter[str]
 ) -> None:
-    transition = await deliverer.deliver(url, claim_for("test/failing", attempt=1))
+    transition = (await deliverer.deliver(url, claim_for("test/failing", attempt=1))).transition
     assert transition.steps == []
     assert isinstance(transition.outcome, Failed)
     assert transition.outcome.retry_after is not None
@@ -231,7 +232,7 @@ async def test_a_failing_step_answers_failed_with_a_retry_after(
     assert (error.type, error.message, error.step) == ("RuntimeError", "Yoinks.", "explode")
     assert "Traceback" in error.traceback
 
-    last = await deliverer.deliver(url, claim_for("test/failing", attempt=3))
+    last = (await deliverer.deliver(url, claim_for("test/failing", attempt=3))).transition
     assert isinstance(last.outcome, Failed)
     assert last.outcome.retry_after is None  # out of attempts: failed for good
     assert calls == {"explode": 2}
@@ -255,7 +256,7 @@ async def test_a_forged_signature_is_refused_with_401_and_nothing_runs(
 async def test_an_old_timestamp_is_refused_with_401(
     url: str, http: httpx.AsyncClient, calls: Counter[str]
 ) -> None:
-    body = encode_delivery(claim_for("test/two-steps"))
+    body = encode_delivery(ClaimDelivery(claim_for("test/two-steps")))
     response = await http.post(url, content=body, headers=sign(body, SECRET, now=time.time() - 60))
     assert response.status_code == 401
     assert "s in the past; at most 15 s is accepted" in error_of(response)
@@ -265,7 +266,7 @@ async def test_an_old_timestamp_is_refused_with_401(
 async def test_a_truncated_body_fails_the_signature_with_401(
     url: str, http: httpx.AsyncClient, calls: Counter[str]
 ) -> None:
-    body = encode_delivery(claim_for("test/two-steps"))
+    body = encode_delivery(ClaimDelivery(claim_for("test/two-steps")))
     response = await http.post(url, content=body[:-7], headers=sign(body, SECRET))
     assert response.status_code == 401
     assert "does not match" in error_of(response)
@@ -275,7 +276,7 @@ async def test_a_truncated_body_fails_the_signature_with_401(
 async def test_a_replayed_request_is_refused_with_401(
     url: str, http: httpx.AsyncClient, calls: Counter[str]
 ) -> None:
-    body = encode_delivery(claim_for("test/two-steps"))
+    body = encode_delivery(ClaimDelivery(claim_for("test/two-steps")))
     headers = sign(body, SECRET)
     first = await http.post(url, content=body, headers=headers)
     assert first.status_code == 200
@@ -289,7 +290,7 @@ async def test_an_oversized_body_is_refused_with_413(
     url: str, http: httpx.AsyncClient, deliverer: Deliverer, calls: Counter[str]
 ) -> None:
     big = claim_for("test/two-steps", data={"blob": "x" * 100_000})
-    body = encode_delivery(big)
+    body = encode_delivery(ClaimDelivery(big))
     response = await http.post(url, content=body, headers=sign(body, SECRET))
     assert response.status_code == 413
     assert "over the limit of 64.0 KiB" in error_of(response)
@@ -352,14 +353,14 @@ async def test_an_unexpected_error_is_a_logged_500_and_the_app_keeps_serving(
         assert "RuntimeError" in str(caught.value)
         assert "the registry broke" not in str(caught.value)  # details stay in the log
         assert "the registry broke" in caplog.text
-        transition = await deliverer.deliver(url, claim_for("test/two-steps"))
+        transition = (await deliverer.deliver(url, claim_for("test/two-steps"))).transition
     assert isinstance(transition.outcome, Continue)
 
 
 async def test_the_app_survives_any_bad_request_and_then_serves_a_good_one(
     url: str, http: httpx.AsyncClient, deliverer: Deliverer, calls: Counter[str]
 ) -> None:
-    good = encode_delivery(claim_for("test/two-steps"))
+    good = encode_delivery(ClaimDelivery(claim_for("test/two-steps")))
     signed = sign(good, SECRET)
     bad_requests: list[tuple[dict[str, Any], int]] = [
         ({"content": b""}, 401),
@@ -381,7 +382,7 @@ async def test_the_app_survives_any_bad_request_and_then_serves_a_good_one(
     assert "X-SlayQ-Signature is malformed" in error_of(response)
     assert calls == {}
 
-    transition = await deliverer.deliver(url, claim_for("test/two-steps"))
+    transition = (await deliverer.deliver(url, claim_for("test/two-steps"))).transition
     assert [(s.name, s.kind, s.output) for s in transition.steps] == [("first", "run", "hello")]
     assert calls == {"first": 1}
 
@@ -474,7 +475,8 @@ async def test_a_200_with_a_body_that_is_not_a_transition_is_a_delivery_error(
 
 @pytest.mark.parametrize("length", [True, False])
 async def test_an_oversized_response_is_refused(length: bool) -> None:
-    body = b'{"steps": [], "outcome": {"type": "completed", "result": "' + b"x" * 5000 + b'"}}'
+    body = b'{"steps": [], "outcome": {"type": "completed", "result": "' + b"x" * 5000 + b'"}'
+    body += b', "wire": 2}'
     with serve(fixed_response(200, body, chunks=10, length=length)) as url:
         async with Deliverer(SECRET, limits=Limits(body_bytes=1000)) as small:
             with pytest.raises(
@@ -484,7 +486,7 @@ async def test_an_oversized_response_is_refused(length: bool) -> None:
             assert caught.value.status == 200
             assert (caught.value.permanent, caught.value.may_have_run) == (True, True)
             async with Deliverer(SECRET) as roomy:  # the same answer, under the limit
-                transition = await roomy.deliver(url, claim_for("test/two-steps"))
+                transition = (await roomy.deliver(url, claim_for("test/two-steps"))).transition
     assert transition.outcome == Completed("x" * 5000)
 
 
@@ -499,7 +501,7 @@ async def test_a_claim_over_the_limit_is_not_sent() -> None:
 async def test_a_client_passed_in_is_used_and_left_open(url: str) -> None:
     async with httpx.AsyncClient() as client:
         deliverer = Deliverer(SECRET, client=client)
-        transition = await deliverer.deliver(url, claim_for("test/two-steps"))
+        transition = (await deliverer.deliver(url, claim_for("test/two-steps"))).transition
         await deliverer.aclose()
         assert not client.is_closed
     assert isinstance(transition.outcome, Continue)

@@ -1,7 +1,8 @@
 """Runs that outgrow the body limits, through the server and an app as real processes.
 
-Event data rides once on the wire; a run that cannot fit fails at once, for good, with an
-error that names the sizes and the limit to raise, and no handler runs twice.
+Event data rides once on the wire, and a run's memo once per attempt; a run that cannot
+fit fails at once, for good, with an error that names the sizes and the limit to raise,
+and no handler runs twice.
 """
 
 from __future__ import annotations
@@ -124,20 +125,25 @@ async def test_a_run_over_the_servers_limit_fails_for_good_on_its_answer_or_its_
     with stack(pg_url, tmp_path, server_limit="1MiB", app_limit="8MiB") as s:
         async with s.client:
             answer = await s.send("sizes/outputs", count=1, size=2_000_000)
-            memo = await s.send("sizes/outputs", count=3, size=600_000)
+            memo = await s.send("sizes/outputs", count=3, size=600_000, nap_after=1)
             big_answer, big_memo = await s.finished(answer), await s.finished(memo)
+            # Within one attempt the memo is delivered once, at its start: a run whose
+            # memo outgrows the limit goes on to its end as long as it never resumes.
+            unbroken = await s.finished(await s.send("sizes/outputs", count=3, size=600_000))
+    assert (unbroken.status, unbroken.attempts) == ("completed", 1)
     assert (big_answer.status, big_answer.attempts) == ("failed", 1)
     assert big_answer.error is not None
     assert big_answer.error.type == "BodyTooLargeError"
     assert "over the server's limit of 1.0 MiB" in big_answer.error.message
     assert "SLAY_Q_BODY_LIMIT" in big_answer.error.message
     assert (big_memo.status, big_memo.attempts) == ("failed", 1)
-    assert [step.name for step in big_memo.steps] == ["step-0", "step-1"]
+    assert [step.name for step in big_memo.steps] == ["step-0", "step-1", "nap"]
     assert big_memo.error is not None
     assert big_memo.error.type == "BodyTooLargeError"
     assert "SLAY_Q_BODY_LIMIT" in big_memo.error.message
-    # step-0 committed, step-1's answer made the next delivery too large: nothing re-ran.
-    assert sorted(s.ran()) == ["step-0", "step-0", "step-1"]
+    # step-0 and step-1 committed, then the run slept; the delivery that resumes it would
+    # carry a memo over the limit, so the run failed for good: nothing re-ran.
+    assert sorted(s.ran()) == ["step-0", "step-0", "step-0", "step-1", "step-1", "step-2"]
 
 
 async def test_a_delivery_the_app_refuses_as_too_large_fails_the_run_for_good(
@@ -145,7 +151,10 @@ async def test_a_delivery_the_app_refuses_as_too_large_fails_the_run_for_good(
 ) -> None:
     with stack(pg_url, tmp_path, server_limit="8MiB", app_limit="1MiB") as s:
         async with s.client:
-            run = await s.finished(await s.send("sizes/outputs", count=3, size=600_000))
+            # It sleeps after step-1: resuming, it is delivered with its 1.2 MB memo.
+            run = await s.finished(
+                await s.send("sizes/outputs", count=3, size=600_000, nap_after=1)
+            )
     assert (run.status, run.attempts) == ("failed", 1)
     assert run.error is not None
     assert run.error.type == "BodyTooLargeError"

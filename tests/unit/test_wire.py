@@ -1,4 +1,4 @@
-"""The wire format: Claims and Transitions as msgspec JSON, and what it refuses."""
+"""The wire format: deliveries and answers as msgspec JSON, their version, what it refuses."""
 
 from __future__ import annotations
 
@@ -26,13 +26,18 @@ from slayq.model import (
     Transition,
 )
 from slayq.transport import (
+    WIRE_VERSION,
+    Answer,
     BodyTooLargeError,
+    ClaimDelivery,
+    ContinueDelivery,
     Limits,
     WireError,
+    WireVersionError,
+    decode_answer,
     decode_delivery,
-    decode_transition,
+    encode_answer,
     encode_delivery,
-    encode_transition,
 )
 from slayq.transport.wire import parse_size
 
@@ -118,12 +123,89 @@ TRANSITIONS = {
 }
 
 
+def encode_transition(transition: Transition) -> bytes:
+    return encode_answer(transition)
+
+
+def decode_transition(body: bytes, *, limits: Limits | None = None) -> Transition:
+    return decode_answer(body, limits=limits or Limits()).transition
+
+
+def delivery_of(original: Claim) -> bytes:
+    return encode_delivery(ClaimDelivery(original))
+
+
+def with_wire(body: bytes) -> bytes:
+    """A JSON object body with this side's wire version added."""
+    return msgspec.json.encode({**msgspec.json.decode(body), "wire": WIRE_VERSION})
+
+
 def test_a_claim_round_trips() -> None:
     original = claim()
-    body = encode_delivery(original)
+    body = delivery_of(original)
     assert isinstance(body, bytes)
+    decoded = decode_delivery(body)
+    assert decoded == ClaimDelivery(original)
+    assert isinstance(decoded, ClaimDelivery)
+    assert decoded.claim.lease.expires_at.tzinfo is not None
+
+
+def test_a_continue_round_trips_and_is_small() -> None:
+    original = ContinueDelivery(RUN, token=7, memo_size=12)
+    body = encode_delivery(original)
+    assert msgspec.json.decode(body) == {
+        "kind": "continue",
+        "run_id": RUN,
+        "token": 7,
+        "memo_size": 12,
+        "wire": WIRE_VERSION,
+    }
     assert decode_delivery(body) == original
-    assert decode_delivery(body).lease.expires_at.tzinfo is not None
+
+
+def test_every_delivery_names_its_wire_version_and_kind() -> None:
+    body = msgspec.json.decode(delivery_of(claim()))
+    assert (body["wire"], body["kind"]) == (WIRE_VERSION, "claim")
+
+
+def test_a_delivery_of_an_older_server_names_who_to_upgrade() -> None:
+    # Wire version 1 was the bare Claim, with no version in it.
+    old = msgspec.json.encode(claim())
+    with pytest.raises(WireVersionError, match=r"no wire version\. A slayq server older than this"):
+        decode_delivery(old)
+
+
+def test_a_delivery_of_a_newer_server_names_who_to_upgrade() -> None:
+    newer = msgspec.json.decode(delivery_of(claim()))
+    newer["wire"] = WIRE_VERSION + 1
+    with pytest.raises(WireVersionError, match=r"wire version 3, .* upgrade slayq in the app"):
+        decode_delivery(msgspec.json.encode(newer))
+    # Even in a shape this version cannot read: the version is named, not the shape.
+    other = {"wire": WIRE_VERSION + 1, "kind": "teleport"}
+    with pytest.raises(WireVersionError, match="wire version 3"):
+        decode_delivery(msgspec.json.encode(other))
+
+
+def test_an_answer_without_a_wire_version_names_who_to_upgrade() -> None:
+    old = msgspec.json.encode(TRANSITIONS["completed"])  # what an older app answers
+    with pytest.raises(WireVersionError, match=r"runs a slayq older .* Upgrade the app"):
+        decode_answer(old)
+    assert issubclass(WireVersionError, WireError)
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_an_answer_says_whether_the_app_keeps_the_run_live(live: bool) -> None:
+    transition = TRANSITIONS["continue"]
+    body = encode_answer(transition, live=live)
+    assert msgspec.json.decode(body)["live"] is live
+    assert decode_answer(body) == Answer(transition, live=live)
+
+
+def test_an_answer_whose_live_is_not_a_boolean_is_refused() -> None:
+    body = msgspec.json.decode(encode_answer(TRANSITIONS["continue"]))
+    body["live"] = "yes"
+    with pytest.raises(WireError, match="live is 'yes', not a boolean"):
+        decode_answer(msgspec.json.encode(body))
 
 
 @pytest.mark.parametrize("name", sorted(TRANSITIONS))
@@ -160,27 +242,31 @@ def test_garbage_deliveries_are_refused(body: bytes, match: str) -> None:
 
 
 def test_a_delivery_with_a_wrong_type_names_the_field() -> None:
-    body = msgspec.json.decode(encode_delivery(claim()))
-    body["attempt"] = "two"
-    with pytest.raises(WireError, match=r"Expected `int`, got `str` - at `\$.attempt`"):
+    body = msgspec.json.decode(delivery_of(claim()))
+    body["claim"]["attempt"] = "two"
+    with pytest.raises(WireError, match=r"Expected `int`, got `str` - at `\$.claim.attempt`"):
         decode_delivery(msgspec.json.encode(body))
-    body = msgspec.json.decode(encode_delivery(claim()))
-    body["lease"]["token"] = None
-    with pytest.raises(WireError, match=r"at `\$.lease.token`"):
+    body = msgspec.json.decode(delivery_of(claim()))
+    body["claim"]["lease"]["token"] = None
+    with pytest.raises(WireError, match=r"at `\$.claim.lease.token`"):
         decode_delivery(msgspec.json.encode(body))
 
 
 def test_a_delivery_missing_a_field_names_it() -> None:
-    body = msgspec.json.decode(encode_delivery(claim()))
-    del body["memo"]
+    body = msgspec.json.decode(delivery_of(claim()))
+    del body["claim"]["memo"]
     with pytest.raises(WireError, match="missing required field `memo`"):
         decode_delivery(msgspec.json.encode(body))
+    continued = msgspec.json.decode(encode_delivery(ContinueDelivery(RUN, 7, 3)))
+    del continued["memo_size"]
+    with pytest.raises(WireError, match="missing required field `memo_size`"):
+        decode_delivery(msgspec.json.encode(continued))
 
 
 def test_a_step_of_an_unknown_kind_is_refused() -> None:
-    body = msgspec.json.decode(encode_delivery(claim()))
-    body["memo"][0]["kind"] = "teleport"
-    with pytest.raises(WireError, match=r"\$.memo\[0\].kind"):
+    body = msgspec.json.decode(delivery_of(claim()))
+    body["claim"]["memo"][0]["kind"] = "teleport"
+    with pytest.raises(WireError, match=r"\$.claim.memo\[0\].kind"):
         decode_delivery(msgspec.json.encode(body))
 
 
@@ -209,6 +295,8 @@ def test_a_transition_with_an_unknown_outcome_is_refused() -> None:
     ],
 )
 def test_bad_transitions_are_refused_naming_what_is_wrong(body: bytes, match: str) -> None:
+    if body.startswith(b"{"):
+        body = with_wire(body)
     with pytest.raises(WireError, match=match):
         decode_transition(body)
 
@@ -222,7 +310,7 @@ def test_wire_errors_are_input_errors() -> None:
 
 def test_oversize_bodies_are_refused_before_decoding() -> None:
     limits = Limits(body_bytes=100)
-    big = encode_delivery(claim(data={"blob": "x" * 200}))
+    big = delivery_of(claim(data={"blob": "x" * 200}))
     with pytest.raises(BodyTooLargeError, match=r"over the limit of .*100 bytes"):
         decode_delivery(big, limits=limits)
     # Refused by size even though it is not JSON at all: no decoding was tried.
@@ -276,7 +364,7 @@ def test_a_run_that_carries_its_own_data_still_decodes() -> None:
     transition = Transition(
         steps=[], outcome=Continue(), sent=[OutgoingEvent(CHILD.event, CHILD.data, run=run)]
     )
-    assert decode_transition(msgspec.json.encode(transition)) == transition
+    assert decode_transition(with_wire(msgspec.json.encode(transition))) == transition
 
 
 def test_deeply_nested_json_is_a_wire_error() -> None:
