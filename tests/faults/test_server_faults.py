@@ -171,7 +171,10 @@ async def test_a_wrong_secret_or_a_missing_function_spends_no_attempt_and_says_w
             await wait_for(refused_three_times, seconds=60, what="two refusals of each run")
             for run_id in run_ids:
                 run = await client.get_run(run_id)
-                assert (run.status, run.attempts) == ("queued", 1)
+                # Between two refused deliveries a run waits (queued); it may be being
+                # delivered again right now (running). Either way no attempt was spent.
+                assert run.status in ("queued", "running")
+                assert run.attempts == 1
                 assert run.error is not None
                 assert "401" in run.error.message
                 assert "wrong SLAY_Q_SECRET?" in run.error.message
@@ -189,7 +192,8 @@ async def test_a_wrong_secret_or_a_missing_function_spends_no_attempt_and_says_w
 
             await wait_for(missing_reported, seconds=60, what="the 404 on the run")
             run = await client.get_run(missing)
-            assert (run.status, run.attempts) == ("queued", 1)  # retries=1: it would be failed
+            assert run.status in ("queued", "running")  # waiting, or being delivered again
+            assert run.attempts == 1  # retries=1: a spent attempt would have failed it
             assert run.error is not None
             assert "function not registered in the app?" in run.error.message
     finally:
