@@ -63,6 +63,7 @@ class _Group:
     slots: int
     in_flight: int = 0
     shared_at: float = float("-inf")  # when a tick last left its freed slots to others
+    held_back_until: float = float("-inf")  # its free slots are left to others until then
 
 
 @dataclass
@@ -93,8 +94,9 @@ class _Queued:
 
 
 # How often a process holding a whole cluster-wide limit lets other processes take a
-# freed slot (see ``Dispatcher._shares_now``): each time costs it one transaction more.
-SHARE_EVERY = 0.1
+# freed slot, and for how long it leaves them (see ``Dispatcher._shares_now``).
+SHARE_EVERY = 1.0
+SHARE_GRACE = 0.03
 
 Execute = Callable[["Claim", "Commit"], Awaitable[object]]
 """Runs a claim to its next stop, committing through the given function."""
@@ -215,30 +217,36 @@ class Dispatcher:
             if queued.final and not queued.entry.released:
                 freed[id(queued.entry.group)] = freed.get(id(queued.entry.group), 0) + 1
         requests = []
+        now = anyio.current_time()
         for group in self._groups:
             free = group.slots - group.in_flight + freed.get(id(group), 0)
-            if freed.get(id(group)) and self._shares_now(group):
+            if freed.get(id(group)) and self._shares_now(group, now):
+                continue
+            if now < group.held_back_until:  # its free slots are left to others a while
                 continue
             if free > 0:
                 queues = None if group.limit is None else [group.limit]
                 requests.append((group, ClaimRequest(queues, free, self.lease_for, self.owner)))
         return requests
 
-    def _shares_now(self, group: _Group) -> bool:
+    def _shares_now(self, group: _Group, now: float) -> bool:
         """Whether this tick leaves the slots it frees to other processes.
 
         Holding every slot of a cluster-wide limit, refilling them in the same transaction
         would keep them here for good, and other processes serving the queue would
-        starve. So, at most every ``SHARE_EVERY`` seconds, a tick leaves them to the next
-        one, and its commit tells the queue's listeners (the queue is not being claimed
-        in it), who may take them first; a process that got a slot refills its own.
+        starve. So, at most every ``SHARE_EVERY`` seconds, a tick does not claim them,
+        its commit tells the queue's listeners (the queue is not being claimed in it),
+        and for ``SHARE_GRACE`` seconds this process claims none of the group's slots:
+        time for another process to take them. Then it claims what is left in one tick,
+        so its runs stay in one batch. A process that got a slot refills its own. Alone,
+        a process thus pauses a group ``SHARE_GRACE`` every ``SHARE_EVERY`` (3%).
         """
         if group.limit is None or group.in_flight < group.limit.concurrency:
             return False
-        now = anyio.current_time()
         if now - group.shared_at < SHARE_EVERY:
             return False
         group.shared_at = now
+        group.held_back_until = now + SHARE_GRACE
         return True
 
     async def _commit_batch(self, batch: list[_Queued], requests: list[ClaimRequest]) -> Batch:
@@ -281,8 +289,12 @@ class Dispatcher:
             # Every slot busy: the tick that frees one comes with a commit (a wake-up);
             # polling only guards against a lost one.
             at_most = self.poll_interval
+            now = anyio.current_time()
             if any(group.in_flight < group.slots for group in self._groups):
-                at_most = min(max(self._claim_after - anyio.current_time(), 0.0), at_most)
+                at_most = min(max(self._claim_after - now, 0.0), at_most)
+                for group in self._groups:  # slots left to others are ours again then
+                    if group.held_back_until > now:
+                        at_most = min(group.held_back_until - now, at_most)
         with anyio.move_on_after(at_most):
             await self._tick_needed.wait()
         self._tick_needed = anyio.Event()
