@@ -39,6 +39,13 @@ _LEASE = timedelta(minutes=5)
 
 
 class Harness:
+    """Runs ``functions`` on a fresh ``MemoryStore`` whose clock starts at ``start``
+    (2025-01-01 UTC by default) and moves only when told to (``advance``).
+
+    ``seed`` fixes the retry backoff's jitter, so a test replays the same way every time.
+    Use it as ``async with Harness([...]) as h:``, which registers the cron schedules.
+    """
+
     def __init__(
         self,
         functions: Iterable[Function],
