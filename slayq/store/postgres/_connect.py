@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from slayq.errors import InputError
+from slayq.errors import ConfigError, InputError
+
+# How to get a database, for every place that finds none (worker, server, CLI).
+NO_DATABASE = (
+    "no database: run `slayq dev --app myapp.jobs:client` for a local PostgreSQL (it sets "
+    "SLAY_Q_DATABASE_URL for what it starts), or set "
+    "SLAY_Q_DATABASE_URL=postgresql://user:password@host:5432/db"
+)
 
 POOLER = "pooler"
 TRANSACTION = "transaction"
@@ -64,7 +71,12 @@ def parse_url(url: str) -> Target:
 
     >>> parse_url("postgresql://app@pooler:6543/db?pooler=transaction&sslmode=require")
     Target(url='postgresql://app@pooler:6543/db?sslmode=require', transaction_pooler=True)
+
+    A blank URL is refused: libpq would quietly take every setting from its defaults and
+    PG* variables, reaching whichever server they name.
     """
+    if not url.strip():
+        raise ConfigError(NO_DATABASE)
     if "://" not in url:
         if _KEYWORD.search(url):
             raise InputError(
