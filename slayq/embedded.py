@@ -60,6 +60,8 @@ def free_port() -> int:
 
 def _port_is_free(port: int) -> bool:
     with socket.socket() as probe:
+        # As PostgreSQL binds: a port its previous run left in TIME_WAIT is free to it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

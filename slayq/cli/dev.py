@@ -90,7 +90,7 @@ def the_block(
             "  your app    start it with SLAY_Q_DATABASE_URL and SLAY_Q_SECRET from "
             f"{data_dir / 'secret'} (or pass --run 'uvicorn ...' and slayq dev sets both)"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n"  # a blank line ends it, for scripts that read it
 
 
 @click.command("dev")
