@@ -106,7 +106,17 @@ class _RunAs:
         gid = pwd.getpwuid(self.uid).pw_gid
         for path in [folder, *(p for p in folder.rglob("*"))]:
             os.chown(path, self.uid, gid)
+        self.reach(folder)
+
+    def reach(self, folder: Path) -> None:
+        """Let the user traverse the parents of ``folder``. Done before every command, not
+        once: a parent's mode can change between runs (pytest, for one, resets its
+        /tmp/pytest-of-<user> to 0700 whenever a session starts)."""
+        if self.uid is None:
+            return
         for parent in folder.resolve().parents:
+            if not parent.exists():
+                continue
             mode = parent.stat().st_mode
             if not mode & 0o001:
                 parent.chmod(mode | 0o001)
@@ -139,6 +149,7 @@ class EmbeddedPostgres:
         return (self.folder / "PG_VERSION").exists()
 
     def _command(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        self._run_as.reach(self.folder)
         return subprocess.run(
             [str(self._bin / args[0]), *args[1:]],
             # The user's own group alone: a process left in root's group gets that
@@ -198,10 +209,10 @@ class EmbeddedPostgres:
         return free_port()
 
     def running(self) -> bool:
-        return (
-            self._command("pg_ctl", "status", "--pgdata", str(self.folder), check=False).returncode
-            == 0
-        )
+        result = self._command("pg_ctl", "status", "--pgdata", str(self.folder), check=False)
+        if result.returncode not in (0, 3):  # 3: not running; others: cannot tell
+            raise self._fail("be checked (pg_ctl status)", result)
+        return result.returncode == 0
 
     def start(self) -> str:
         """Create the cluster if needed, start it and its ``slayq`` database; the URL."""
