@@ -17,11 +17,13 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "server" / "slay-config.sample.json")
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("url", ["", "   "])
-def test_a_blank_database_url_is_refused_naming_slayq_dev(url: str) -> None:
+async def test_a_blank_database_url_is_refused_naming_slayq_dev(url: str) -> None:
     # libpq would take a blank URL as "all defaults" and reach whatever PG* names.
+    store = PostgresStore(url)  # built at import time by apps: not refused yet
     with pytest.raises(ConfigError, match=r"slayq dev .*SLAY_Q_DATABASE_URL=postgresql://"):
-        PostgresStore(url)
+        await store.open()
 
 
 @pytest.mark.parametrize(

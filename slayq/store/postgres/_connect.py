@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from slayq.errors import ConfigError, InputError
+from slayq.errors import InputError
 
 # How to get a database, for every place that finds none (worker, server, CLI).
 NO_DATABASE = (
@@ -71,12 +71,7 @@ def parse_url(url: str) -> Target:
 
     >>> parse_url("postgresql://app@pooler:6543/db?pooler=transaction&sslmode=require")
     Target(url='postgresql://app@pooler:6543/db?sslmode=require', transaction_pooler=True)
-
-    A blank URL is refused: libpq would quietly take every setting from its defaults and
-    PG* variables, reaching whichever server they name.
     """
-    if not url.strip():
-        raise ConfigError(NO_DATABASE)
     if "://" not in url:
         if _KEYWORD.search(url):
             raise InputError(
