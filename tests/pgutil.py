@@ -22,15 +22,15 @@ from slayq.store.postgres import migrate
 from slayq.store.postgres._migrations import load_migrations
 
 _LOCK = 0x736C_7E57
-_ready: str | None = None  # the fingerprint this process already saw in place
+_ready: set[tuple[str, str]] = set()  # (server, template) this process already saw in place
 
 
 def admin_url() -> str:
     return os.environ.get("SLAY_Q_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def _url(dbname: str) -> str:
-    return make_conninfo(admin_url(), dbname=dbname)
+def _url(dbname: str, admin: str | None = None) -> str:
+    return make_conninfo(admin or admin_url(), dbname=dbname)
 
 
 def _fingerprint() -> str:
@@ -40,11 +40,10 @@ def _fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-async def _ensure_template(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> str:
+async def _ensure_template(conn: psycopg.AsyncConnection[tuple[object, ...]], admin: str) -> str:
     """The name of the template for the current migrations, built if missing."""
-    global _ready
     template = f"slayq_template_{_fingerprint()}"
-    if _ready == template:
+    if (admin, template) in _ready:
         return template
     cursor = await conn.execute(
         "select shobj_description(oid, 'pg_database') from pg_database where datname = %s",
@@ -56,19 +55,22 @@ async def _ensure_template(conn: psycopg.AsyncConnection[tuple[object, ...]]) ->
         name = sql.Identifier(template)
         await conn.execute(sql.SQL("drop database if exists {} with (force)").format(name))
         await conn.execute(sql.SQL("create database {}").format(name))
-        await migrate(_url(template))
+        await migrate(_url(template, admin))
         await conn.execute(sql.SQL("comment on database {} is 'migrated'").format(name))
-    _ready = template
+    _ready.add((admin, template))
     return template
 
 
-async def fresh_database() -> str:
-    """The connection string of a new, migrated database; drop it with ``drop_database``."""
+async def fresh_database(admin: str | None = None) -> str:
+    """The connection string of a new, migrated database; drop it with ``drop_database``.
+
+    On the test PostgreSQL (``SLAY_Q_TEST_DATABASE_URL``), or on the server of ``admin``."""
+    admin = admin or admin_url()
     name = f"slayq_t_{secrets.token_hex(6)}"
-    async with await psycopg.AsyncConnection.connect(admin_url(), autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
         await conn.execute("select pg_advisory_lock(%s)", [_LOCK])
         try:
-            template = await _ensure_template(conn)
+            template = await _ensure_template(conn, admin)
             await conn.execute(
                 sql.SQL("create database {} template {}").format(
                     sql.Identifier(name), sql.Identifier(template)
@@ -76,12 +78,12 @@ async def fresh_database() -> str:
             )
         finally:
             await conn.execute("select pg_advisory_unlock(%s)", [_LOCK])
-    return _url(name)
+    return _url(name, admin)
 
 
-async def drop_database(url: str) -> None:
+async def drop_database(url: str, admin: str | None = None) -> None:
     name = conninfo_to_dict(url)["dbname"]
-    async with await psycopg.AsyncConnection.connect(admin_url(), autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(admin or admin_url(), autocommit=True) as conn:
         await conn.execute(
             sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(str(name)))
         )

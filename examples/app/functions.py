@@ -53,6 +53,8 @@ async def sleep_until_test(ctx: slayq.Context[SleepUntil]) -> slayq.Workflow:
 
 class WaitsOnTestEvent(msgspec.Struct):
     waiting_for_id: str
+    # Slay Q's example waits 2 minutes; the demo sends a shorter one to show a timeout.
+    timeout: str = "2m"
 
 
 @slayq.function(
@@ -63,7 +65,9 @@ class WaitsOnTestEvent(msgspec.Struct):
 async def waits_on_test(ctx: slayq.Context[WaitsOnTestEvent]) -> slayq.Workflow:
     step1 = yield step.run("step-1-val", lambda: 12)
     step2 = yield step.run("step-2-val", lambda: "cool")
-    result = yield step.wait_for_event("waiting-for-something", "testing/waited-for-test", "2m")
+    result = yield step.wait_for_event(
+        "waiting-for-something", "testing/waited-for-test", ctx.data.timeout
+    )
     yield slayq.finish({"fired": result is not None, "vals": [step1, step2]})
 
 

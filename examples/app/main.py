@@ -27,9 +27,8 @@ APP_URL = os.environ.get("APP_URL", "http://127.0.0.1:3000")
 
 client = slayq.Client(
     FUNCTIONS,
-    store=PostgresStore(
-        os.environ.get("SLAY_Q_DATABASE_URL", "postgresql://postgres@127.0.0.1/test")
-    ),
+    # Unset, the store refuses to start and says how to get a database (`slayq dev`).
+    store=PostgresStore(os.environ.get("SLAY_Q_DATABASE_URL", "")),
     endpoint=f"{APP_URL}/api/slay-q",
 )
 

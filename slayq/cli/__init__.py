@@ -13,6 +13,7 @@ import click
 from slayq.cli.audit import audit
 from slayq.cli.dashboard import dashboard
 from slayq.cli.database import migrate, purge
+from slayq.cli.dev import dev
 from slayq.cli.events import events
 from slayq.cli.health import health
 from slayq.cli.queues import queues
@@ -60,6 +61,7 @@ for command in (
     migrate,
     purge,
     dashboard,
+    dev,
 ):
     cli.add_command(command)
 

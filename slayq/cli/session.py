@@ -46,7 +46,8 @@ class Settings:
     def database_url(self) -> str:
         if not self.url:
             raise CliError(
-                "no database: set SLAY_Q_DATABASE_URL=postgresql://... or pass "
+                "no database: run `slayq dev --app myapp.jobs:client` for a local PostgreSQL, "
+                "or set SLAY_Q_DATABASE_URL=postgresql://... or pass "
                 f"--database-url (like {EXAMPLE_URL})"
             )
         return self.url

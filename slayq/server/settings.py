@@ -88,7 +88,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     url = env.get("SLAY_Q_DATABASE_URL", "").strip()
     if not url:
         raise ConfigError(
-            "SLAY_Q_DATABASE_URL is not set; set it to your PostgreSQL database, like "
+            "SLAY_Q_DATABASE_URL is not set: run `slayq dev --app myapp.jobs:client` for a local "
+            "PostgreSQL with the server, or set it to your database, like "
             "SLAY_Q_DATABASE_URL=postgresql://postgres:postgres@localhost:5432/postgres"
         )
     try:

@@ -58,6 +58,7 @@ async def suspend(
 # -- enqueueing -----------------------------------------------------------------------
 
 
+@pytest.mark.embedded_smoke  # also on the embedded PostgreSQL, in every run
 async def test_a_sent_event_starts_a_queued_run_with_its_data(store: Store) -> None:
     run_id = await start(store, event="media/process", data={"file_id": "f1", "n": 3})
     run = await store.get_run(run_id)
@@ -223,6 +224,7 @@ async def test_names_and_values_of_any_content_are_stored_as_data(store: Store) 
     ]
 
 
+@pytest.mark.embedded_smoke  # also on the embedded PostgreSQL, in every run
 async def test_a_stale_holder_cannot_commit_after_a_takeover(
     store: Store, clock: VirtualClock
 ) -> None:
@@ -324,6 +326,7 @@ async def test_a_final_failure_keeps_the_error(store: Store) -> None:
     assert await claim_all(store) == []
 
 
+@pytest.mark.embedded_smoke  # also on the embedded PostgreSQL, in every run
 async def test_events_sent_by_a_commit_start_runs_in_the_same_transaction(store: Store) -> None:
     await start(store)
     claim = await claim_one(store)
@@ -380,6 +383,7 @@ def wait(name: str = "approval", value: object = "f1", hours: int = 1) -> Pendin
     )
 
 
+@pytest.mark.embedded_smoke  # also on the embedded PostgreSQL, in every run
 async def test_a_matching_event_answers_a_wait(store: Store) -> None:
     await start(store)
     run_id = await suspend(store, wait())
@@ -470,6 +474,7 @@ async def invoke_child(store: Store, *, minutes: int = 15) -> tuple[RunId, RunId
     return parent_id, child.id
 
 
+@pytest.mark.embedded_smoke  # also on the embedded PostgreSQL, in every run
 async def test_an_invoked_run_answers_its_caller(store: Store) -> None:
     parent_id, child_id = await invoke_child(store)
     assert (await store.get_run(parent_id)).status == "waiting"
@@ -512,6 +517,7 @@ def cancellable(value: str) -> list[CancelRule]:
     return [CancelRule(event="upload/cancel", field="file_id", value=value)]
 
 
+@pytest.mark.embedded_smoke  # also on the embedded PostgreSQL, in every run
 async def test_a_matching_event_cancels_a_sleeping_run(store: Store) -> None:
     run_id = await start(store, cancel_on=cancellable("f1"))
     await suspend(store, PendingStep(name="so-tired", kind="sleep", delay=timedelta(hours=8)))

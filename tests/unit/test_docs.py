@@ -30,6 +30,7 @@ PAGES = (
     "errors.md",
     "operations.md",
     "dashboard.md",
+    "dev.md",
 )
 
 _FENCE = re.compile(r"^```(.*)$")

@@ -4,8 +4,8 @@ Its tables live in their own schema (``slayq`` unless told otherwise), created a
 upgraded by the versioned SQL files in ``migrations/`` whenever a store opens.
 """
 
-from slayq.store.postgres._connect import parse_url
+from slayq.store.postgres._connect import NO_DATABASE, parse_url
 from slayq.store.postgres._migrations import migrate, pending_migrations
 from slayq.store.postgres._store import PostgresStore
 
-__all__ = ["PostgresStore", "migrate", "parse_url", "pending_migrations"]
+__all__ = ["NO_DATABASE", "PostgresStore", "migrate", "parse_url", "pending_migrations"]

@@ -26,6 +26,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from slayq.errors import InputError
 
+# How to get a database, for every place that finds none (worker, server, CLI).
+NO_DATABASE = (
+    "no database: run `slayq dev --app myapp.jobs:client` for a local PostgreSQL (it sets "
+    "SLAY_Q_DATABASE_URL for what it starts), or set "
+    "SLAY_Q_DATABASE_URL=postgresql://user:password@host:5432/db"
+)
+
 POOLER = "pooler"
 TRANSACTION = "transaction"
 _KEYWORD = re.compile(r"(^|\s)pooler\s*=")

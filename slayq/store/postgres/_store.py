@@ -13,6 +13,7 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from slayq.errors import (
+    ConfigError,
     InputError,
     LeaseLostError,
     RunNotFoundError,
@@ -38,6 +39,7 @@ from slayq.store.postgres import _run_queries as rq
 from slayq.store.postgres._codec import dump, valid_id
 from slayq.store.postgres._connect import (
     LOCAL_SETTINGS,
+    NO_DATABASE,
     POOLED_SESSION_SETTINGS,
     SESSION_SETTINGS,
     parse_url,
@@ -145,6 +147,11 @@ class PostgresStore:
         async with self._opening:
             if self._pool is not None:
                 return
+            if not self.url.strip():
+                # libpq would take a blank URL as "every default and PG* variable" and
+                # reach whichever server they name. Refused here, not in __init__, so a
+                # module can build its client before the environment gives the URL.
+                raise ConfigError(NO_DATABASE)
             target = self._target
             pool = AsyncConnectionPool(
                 target.url,
