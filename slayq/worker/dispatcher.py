@@ -149,6 +149,7 @@ class Dispatcher:
         )
         self._in_flight: dict[str, _InFlight] = {}
         self._queued: list[_Queued] = []
+        self._ticker_stopped = False
         # The ticker claims once the clock passes this (anyio time): 0 while claims fill
         # every free slot, later after one came back short (nothing more was due).
         self._claim_after = 0.0
@@ -190,21 +191,35 @@ class Dispatcher:
     # -- claiming ----------------------------------------------------------------------
 
     async def _ticker(self, runs: anyio.abc.TaskGroup) -> None:
-        """Commit what queued up and claim into the free slots, one batch at a time."""
-        while True:
-            batch, self._queued = self._queued, []
-            requests = self._claim_requests(batch) if self._may_claim() else []
-            if not batch and not requests:
-                await self._wait_for_tick()
-                continue
-            result = await self._commit_batch(batch, [request for _, request in requests])
-            for queued, error in zip(batch, result.errors, strict=True):
-                queued.error = error
-                if error is None and queued.final and not queued.entry.released:
-                    queued.entry.released = True
-                    queued.entry.group.in_flight -= 1
-                queued.done.set()
-            await self._start_claimed(runs, requests, result)
+        """Commit what queued up and claim into the free slots, one batch at a time.
+
+        If it stops (a claim the database refuses for good, or shutdown), every commit
+        still waiting learns so: its run's task waits for it shielded from cancellation.
+        """
+        batch: list[_Queued] = []
+        try:
+            while True:
+                batch, self._queued = self._queued, []
+                requests = self._claim_requests(batch) if self._may_claim() else []
+                if not batch and not requests:
+                    await self._wait_for_tick()
+                    continue
+                result = await self._commit_batch(batch, [request for _, request in requests])
+                for queued, error in zip(batch, result.errors, strict=True):
+                    queued.error = error
+                    if error is None and queued.final and not queued.entry.released:
+                        queued.entry.released = True
+                        queued.entry.group.in_flight -= 1
+                    queued.done.set()
+                await self._start_claimed(runs, requests, result)
+        finally:
+            self._ticker_stopped = True
+            stopped = StoreUnavailableError("the worker stopped before this commit was made")
+            for queued in [*batch, *self._queued]:
+                if not queued.done.is_set():
+                    queued.error = stopped
+                    queued.done.set()
+            self._queued = []
 
     def _may_claim(self) -> bool:
         return not self._stopping.is_set() and anyio.current_time() >= self._claim_after
@@ -264,6 +279,10 @@ class Dispatcher:
         result: Batch,
     ) -> None:
         if result.claim_error is not None:
+            if not isinstance(result.claim_error, StoreUnavailableError):
+                # Refused for good (a schema or pooler misconfiguration, a defect): stop
+                # the process with it, rather than claim nothing while looking alive.
+                raise result.claim_error
             logger.warning("claiming failed, will retry: %s", result.claim_error)
             self._claim_after = anyio.current_time() + self.poll_interval
             return
@@ -408,6 +427,8 @@ class Dispatcher:
         deadline = anyio.current_time() + self.lease_for.total_seconds()
         delay = 0.05
         while True:
+            if self._ticker_stopped:  # nothing would make the commit: fail it now
+                raise StoreUnavailableError("the worker stopped before this commit was made")
             try:
                 with anyio.CancelScope(shield=True):
                     queued = _Queued(entry, lease, transition)
@@ -422,7 +443,7 @@ class Dispatcher:
                     raise queued.error
                 return
             except StoreUnavailableError:
-                if anyio.current_time() + delay > deadline:
+                if self._ticker_stopped or anyio.current_time() + delay > deadline:
                     raise
                 logger.warning("commit of run %s failed; retrying in %.2fs", lease.run_id, delay)
                 await anyio.sleep(delay)
