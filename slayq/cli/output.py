@@ -12,12 +12,17 @@ from typing import TYPE_CHECKING, Any
 import click
 import msgspec
 
+from slayq.runtime.durations import short_duration
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
     from slayq.model import ErrorInfo
 
 _CELL = 60  # a table cell longer than this is cut, so one run stays on one line
+
+
+span = short_duration  # the tables' name for it
 
 
 def emit_json(value: Any) -> None:
@@ -75,28 +80,6 @@ def ago(at: datetime | None, now: datetime | None = None) -> str:
     if delta < timedelta(0):
         return f"in {span(-delta)}"
     return f"{span(delta)} ago"
-
-
-def span(delta: timedelta | None) -> str:
-    """A duration, short: ``120ms``, ``4.2s``, ``5m``, ``3m12s``, ``2h05m``, ``1d``, ``3d4h``."""
-    if delta is None:
-        return ""
-    seconds = delta.total_seconds()
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s".replace(".0s", "s")
-    whole = int(seconds)
-    for unit, size, small, small_size in (
-        ("d", 86400, "h", 3600),
-        ("h", 3600, "m", 60),
-        ("m", 60, "s", 1),
-    ):
-        if whole >= size:
-            rest = whole % size // small_size
-            width = 1 if unit == "d" else 2
-            return f"{whole // size}{unit}" + (f"{rest:0{width}d}{small}" if rest else "")
-    raise AssertionError("unreachable: seconds >= 60")
 
 
 def json_text(value: Any) -> str:

@@ -94,6 +94,29 @@ def describe_duration(delta: timedelta) -> str:
     return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
 
 
+def short_duration(delta: timedelta | None) -> str:
+    """A duration for people to read at a glance (the CLI's tables, the dashboard):
+    ``120ms``, ``4.2s``, ``5m``, ``3m12s``, ``2h05m``, ``1d``, ``3d4h``; empty for None."""
+    if delta is None:
+        return ""
+    seconds = delta.total_seconds()
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s".replace(".0s", "s")
+    whole = int(seconds)
+    for unit, size, small, small_size in (
+        ("d", 86400, "h", 3600),
+        ("h", 3600, "m", 60),
+        ("m", 60, "s", 1),
+    ):
+        if whole >= size:
+            rest = whole % size // small_size
+            width = 1 if unit == "d" else 2
+            return f"{whole // size}{unit}" + (f"{rest:0{width}d}{small}" if rest else "")
+    raise AssertionError("unreachable: seconds >= 60")
+
+
 def _timedelta_of(seconds: float, given: object, what: str) -> timedelta:
     try:
         return timedelta(seconds=seconds)
