@@ -276,16 +276,7 @@ async def commit_batch(
             cursor = await conn.execute(COMMIT_BATCH, params)
         for request in claims:
             claimed.append(
-                await _claim.claim_in_transaction(
-                    conn,
-                    pipeline,
-                    queues=request.queues,
-                    limit=request.limit,
-                    lease_for=request.lease_for,
-                    owner=request.owner,
-                    now=now,
-                    channel=channel,
-                )
+                await _claim.claim_in_transaction(conn, pipeline, request, now=now, channel=channel)
             )
     rows = await cursor.fetchall() if cursor is not None else []
     for idx, held, parented, _notified in rows:

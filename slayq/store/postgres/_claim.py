@@ -21,11 +21,11 @@ from slayq.store.postgres._run_queries import STEP_JSON
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from datetime import datetime, timedelta
+    from datetime import datetime
 
     from psycopg import AsyncConnection, AsyncCursor, AsyncPipeline
 
-    from slayq.store.protocol import QueueLimit
+    from slayq.store.protocol import ClaimRequest, QueueLimit
 
 
 # Queue groups: ``member`` lists every (queue, group) to count held slots by,
@@ -204,26 +204,10 @@ def group_params(queues: Sequence[QueueLimit] | None) -> dict[str, Any]:
 
 
 async def claim(
-    conn: AsyncConnection[Any],
-    *,
-    queues: Sequence[QueueLimit] | None,
-    limit: int,
-    lease_for: timedelta,
-    owner: str,
-    now: datetime | None,
-    channel: str,
+    conn: AsyncConnection[Any], request: ClaimRequest, *, now: datetime | None, channel: str
 ) -> list[Claim]:
     async with conn.pipeline() as pipeline, conn.transaction():
-        claimed = await claim_in_transaction(
-            conn,
-            pipeline,
-            queues=queues,
-            limit=limit,
-            lease_for=lease_for,
-            owner=owner,
-            now=now,
-            channel=channel,
-        )
+        claimed = await claim_in_transaction(conn, pipeline, request, now=now, channel=channel)
     return await claimed.read()
 
 
@@ -244,23 +228,21 @@ class ClaimedRuns:
 async def claim_in_transaction(
     conn: AsyncConnection[Any],
     pipeline: AsyncPipeline,
+    request: ClaimRequest,
     *,
-    queues: Sequence[QueueLimit] | None,
-    limit: int,
-    lease_for: timedelta,
-    owner: str,
     now: datetime | None,
     channel: str,
 ) -> ClaimedRuns:
     """Claim inside the caller's pipelined transaction; read the result after it commits."""
+    queues, limit = request.queues, request.limit
     if limit <= 0 or (queues is not None and not any(g.names for g in queues)):
         return ClaimedRuns([], None)
     groups = group_params(queues)
     params = groups | {
         "now": now,
         "limit": limit,
-        "lease_for": lease_for,
-        "owner": owner,
+        "lease_for": request.lease_for,
+        "owner": request.owner,
         "lease_expired": dump(LEASE_EXPIRED),
     }
     if queues is not None:

@@ -48,7 +48,7 @@ from slayq.store.postgres._errors import is_conflict, translated
 from slayq.store.postgres._ingest import Ingest, lock_event_names
 from slayq.store.postgres._migrations import apply_migrations, check_schema
 from slayq.store.postgres._retention import Retention
-from slayq.store.protocol import Batch
+from slayq.store.protocol import Batch, ClaimRequest
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
@@ -68,7 +68,7 @@ if TYPE_CHECKING:
         WorkerInfo,
     )
     from slayq.runtime.clock import Clock
-    from slayq.store.protocol import ClaimRequest, QueueLimit
+    from slayq.store.protocol import QueueLimit
 
 T = TypeVar("T")
 logger = logging.getLogger("slayq.store")
@@ -262,16 +262,12 @@ class PostgresStore:
         if limit <= 0 or (queues is not None and not any(g.names for g in queues)):
             return []
 
+        request = ClaimRequest(
+            list(queues) if queues is not None else None, limit, lease_for, owner
+        )
+
         async def body(conn: psycopg.AsyncConnection[Any]) -> list[Claim]:
-            return await _claim.claim(
-                conn,
-                queues=queues,
-                limit=limit,
-                lease_for=lease_for,
-                owner=owner,
-                now=self._now(),
-                channel=self.channel,
-            )
+            return await _claim.claim(conn, request, now=self._now(), channel=self.channel)
 
         return await self._run("claim runs", body)
 
