@@ -95,7 +95,10 @@ class LiveStream(Response):
         self.changed.set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        # Response declared the empty body's length (0); a stream has none, and an HTTP
+        # server refuses a body longer than declared (the browser then only polled).
+        headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         async with anyio.create_task_group() as group:
 
             async def until_gone() -> None:

@@ -13,6 +13,8 @@ def test_a_sent_event_appears_in_the_runs_list_without_a_reload(
 ) -> None:
     page.goto(dashboard.page_url("/runs"))
     expect(page.locator("table[data-testid=runs-table]")).to_be_attached()
+    # Through the Server-Sent Events stream, not the polling fallback.
+    expect(page.locator("body")).to_have_attribute("data-live", "connected")
     navigations: list[str] = []
     page.on(
         "framenavigated",
