@@ -1,0 +1,52 @@
+"""A queue's concurrency is cluster-wide. A worker that holds all of it refills the slots
+its commits free in the same batch, so once a second it leaves them for a moment to the
+other workers serving the queue: a second worker gets runs too instead of starving."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import anyio
+import pytest
+
+import slayq
+from slayq import step
+from slayq.client import Client
+from slayq.model import RunId
+from slayq.store.memory import MemoryStore
+from slayq.store.protocol import QueueLimit
+from slayq.worker import Worker
+
+pytestmark = pytest.mark.anyio
+
+LIMIT = [QueueLimit(names=["general"], concurrency=2)]
+
+
+async def all_completed(client: Client, ids: list[RunId]) -> None:
+    for run_id in ids:
+        while True:
+            if (await client.get_run(run_id)).status == "completed":
+                break
+            await anyio.sleep(0.05)
+
+
+async def test_a_second_worker_gets_runs_of_a_limit_the_first_holds() -> None:
+    @slayq.function(event="t/work")
+    async def work(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
+        yield step.run("nap", anyio.sleep, 0.02)
+
+    client = Client([work], store=MemoryStore())
+    ids = [await client.send_event("t/work") for _ in range(160)]
+    first = Worker(client, queues=LIMIT, owner="first", poll_interval=timedelta(seconds=1))
+    second = Worker(client, queues=LIMIT, owner="second", poll_interval=timedelta(milliseconds=10))
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(first.run)
+            await first.started.wait()
+            await anyio.sleep(0.1)  # the first holds both slots, refilling them as runs end
+            group.start_soon(second.run)
+            await all_completed(client, [i for i in ids if i])
+            first.stop()
+            second.stop()
+    owners = {(await client.get_run(i)).history[0].owner for i in ids if i}
+    assert owners == {"first", "second"}
