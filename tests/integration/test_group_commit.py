@@ -12,11 +12,10 @@ import pytest
 
 import slayq
 from slayq import step
-from slayq.client import Client
-from slayq.model import Lease, RunId, Transition
+from slayq.model import Lease, Transition
 from slayq.store.postgres import PostgresStore
 from slayq.store.protocol import Batch, ClaimRequest
-from slayq.worker import Worker
+from tests.integration.workers import finished, running
 
 pytestmark = pytest.mark.anyio
 
@@ -43,13 +42,6 @@ class RecordingStore(PostgresStore):
         return result
 
 
-async def completed(client: Client, run_id: RunId) -> None:
-    while True:
-        if (await client.get_run(run_id)).status == "completed":
-            return
-        await anyio.sleep(0.02)
-
-
 async def test_no_step_handler_starts_before_its_predecessors_commit_returned(
     pg_url: str,
 ) -> None:
@@ -68,20 +60,10 @@ async def test_no_step_handler_starts_before_its_predecessors_commit_returned(
         yield slayq.finish("ok")
 
     store = RecordingStore(pg_url, log)
-    client = Client([steps], store=store)
-    await client.open()
-    try:
+    async with running(store, [steps], concurrency=RUNS) as client:
         ids = [await client.send_event("test/steps", {"i": i}) for i in range(RUNS)]
-        worker = Worker(client, concurrency=RUNS)
-        async with anyio.create_task_group() as group:
-            group.start_soon(worker.run)
-            with anyio.fail_after(60):
-                for run_id in ids:
-                    assert run_id is not None
-                    await completed(client, run_id)
-            worker.stop()
-    finally:
-        await client.aclose()
+        for run_id in ids:
+            assert (await finished(client, run_id, seconds=60)).status == "completed"
 
     assert max(store.sizes) > 1, f"no batch held more than one commit: {store.sizes}"
     position = {entry: i for i, entry in enumerate(log)}

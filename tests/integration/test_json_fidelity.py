@@ -25,7 +25,7 @@ from slayq.runtime.ids import new_run_id
 from slayq.store.postgres import PostgresStore
 from slayq.store.protocol import QueueLimit
 from tests.contract.helpers import LEASE, start
-from tests.integration.test_worker_postgres import finished, running
+from tests.integration.workers import finished, running
 
 pytestmark = pytest.mark.anyio
 
@@ -42,7 +42,7 @@ async def test_a_function_looping_over_a_step_dict_survives_a_retry(pg_url: str)
             raise RuntimeError("the shop was down")
         yield slayq.finish(placed)
 
-    async with running(pg_url, [order_all]) as client:
+    async with running(PostgresStore(pg_url), [order_all]) as client:
         run = await finished(client, await client.send_event("shop/order"))
     assert (run.status, run.attempts) == ("completed", 2), run.error
     assert run.result == ["PEAR", "FIG", "APPLE"]

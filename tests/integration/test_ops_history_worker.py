@@ -8,7 +8,8 @@ import pytest
 
 import slayq
 from slayq import step
-from tests.integration.test_worker_postgres import finished, running
+from slayq.store.postgres import PostgresStore
+from tests.integration.workers import finished, running
 
 pytestmark = pytest.mark.anyio
 
@@ -26,7 +27,7 @@ async def test_a_retried_run_keeps_each_attempts_error_and_what_it_did(pg_url: s
         yield step.run("store", store)
         yield slayq.finish("ok")
 
-    async with running(pg_url, [flaky]) as client:
+    async with running(PostgresStore(pg_url), [flaky]) as client:
         run = await finished(client, await client.send_event("hist/flaky"))
     assert (run.status, run.attempts) == ("completed", 3)
     assert [(a.number, a.outcome, a.replayed, a.executed) for a in run.history] == [

@@ -24,7 +24,7 @@ from slayq.runtime.ids import first_id_at, new_run_id
 from slayq.store.postgres import PostgresStore, _migrations, _ops_runs
 from tests.contract.helpers import new_run, starting
 from tests.integration.servers import SECRET
-from tests.integration.test_worker_postgres import finished, running
+from tests.integration.workers import finished, running
 
 pytestmark = pytest.mark.anyio
 
@@ -61,7 +61,7 @@ def order_function(calls: Counter[str], broken: list[bool]) -> slayq.Function:
 async def test_a_worker_retries_only_the_failed_step_and_reruns_from_a_step(pg_url: str) -> None:
     calls: Counter[str] = Counter()
     broken = [True]
-    async with running(pg_url, [order_function(calls, broken)]) as client:
+    async with running(PostgresStore(pg_url), [order_function(calls, broken)]) as client:
         run_id = await client.send_event("shop/order", {"n": 4})
         failed = await finished(client, run_id)
         assert (failed.status, failed.attempts, failed.max_attempts) == ("failed", 2, 2)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,17 +24,14 @@ import slayq
 from slayq import step
 from slayq.client import Client
 from slayq.errors import StoreError
-from slayq.model import RunId, RunInfo
-from slayq.runtime.retry import RetryPolicy
 from slayq.store.postgres import PostgresStore
 from slayq.store.postgres._connect import Target
-from slayq.worker import Worker
 from tests.integration.servers import REPO, free_port, start_app, start_server, stop, wait_until_up
+from tests.integration.workers import finished
+from tests.integration.workers import running as run_functions
 from tests.pgbouncer import PgBouncer
 
 pytestmark = pytest.mark.anyio
-
-FAST_RETRY = RetryPolicy(base=timedelta(milliseconds=100), cap=timedelta(seconds=1))
 
 
 class Ref(msgspec.Struct):
@@ -63,29 +59,8 @@ async def ping(ctx: slayq.Context[slayq.EmptyEvent]) -> str:
     return "pong"
 
 
-@asynccontextmanager
-async def running(store: PostgresStore, **options: Any) -> AsyncIterator[Client]:
-    client = Client([steps, flow, ping], store=store)
-    await client.open()
-    worker = Worker(client, retry_policy=FAST_RETRY, **options)
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(worker.run)
-            await worker.started.wait()
-            yield client
-            worker.stop()
-    finally:
-        await client.aclose()
-
-
-async def finished(client: Client, run_id: RunId | None, seconds: float = 20) -> RunInfo:
-    assert run_id is not None
-    with anyio.fail_after(seconds):
-        while True:
-            run = await client.get_run(run_id)
-            if run.status in ("completed", "failed", "cancelled"):
-                return run
-            await anyio.sleep(0.05)
+def running(store: PostgresStore, **options: Any) -> AbstractAsyncContextManager[Client]:
+    return run_functions(store, [steps, flow, ping], **options)
 
 
 def leaves(error: BaseException) -> list[BaseException]:

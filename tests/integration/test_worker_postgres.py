@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import anyio
@@ -16,41 +14,12 @@ import pytest
 import slayq
 from slayq import step
 from slayq.client import Client
-from slayq.model import RunId, RunInfo
-from slayq.runtime.retry import RetryPolicy
+from slayq.model import RunId
 from slayq.store.postgres import PostgresStore
-from slayq.worker import Worker
+from tests.integration import workers
+from tests.integration.workers import finished, running
 
 pytestmark = pytest.mark.anyio
-
-FAST_RETRY = RetryPolicy(base=timedelta(milliseconds=100), cap=timedelta(seconds=1))
-
-
-@asynccontextmanager
-async def running(
-    url: str, functions: list[slayq.Function], **options: object
-) -> AsyncIterator[Client]:
-    client = Client(functions, store=PostgresStore(url))
-    await client.open()
-    worker = Worker(client, retry_policy=FAST_RETRY, **options)
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(worker.run)
-            await worker.started.wait()
-            yield client
-            worker.stop()
-    finally:
-        await client.aclose()
-
-
-async def finished(client: Client, run_id: RunId | None, seconds: float = 20) -> RunInfo:
-    assert run_id is not None
-    with anyio.fail_after(seconds):
-        while True:
-            run = await client.get_run(run_id)
-            if run.status in ("completed", "failed", "cancelled"):
-                return run
-            await anyio.sleep(0.02)
 
 
 class Text(msgspec.Struct):
@@ -74,7 +43,7 @@ async def test_the_three_step_retry_runs_finished_steps_once(pg_url: str) -> Non
         c = yield step.run("third-step", third)
         yield slayq.finish(f"{a} {b} {c}")
 
-    async with running(pg_url, [three]) as client:
+    async with running(PostgresStore(pg_url), [three]) as client:
         run = await finished(client, await client.send_event("test/event", {"text": "pg"}))
     assert (run.status, run.result, run.attempts) == ("completed", "hello world pg", 2)
     assert calls == {"1": 1, "2": 1, "3": 2}
@@ -102,7 +71,7 @@ async def test_sleep_wait_invoke_and_cancel_on_the_real_clock(pg_url: str) -> No
         yield step.sleep("cool-down", "200ms")
         yield slayq.finish({"shout": shout, "by": approval["by"] if approval else None})
 
-    async with running(pg_url, [callee, flow]) as client:
+    async with running(PostgresStore(pg_url), [callee, flow]) as client:
         ok = await client.send_event("flow", {"ref": "a"})
         doomed = await client.send_event("flow", {"ref": "b"})
         # Sent right away: long before the run reaches its wait. It must not be missed.
@@ -120,7 +89,9 @@ async def test_an_idle_worker_is_woken_by_notification_not_polling(pg_url: str) 
     async def ping(ctx: slayq.Context[slayq.EmptyEvent]) -> str:
         return "pong"
 
-    async with running(pg_url, [ping], poll_interval=timedelta(seconds=60)) as client:
+    async with running(
+        PostgresStore(pg_url), [ping], poll_interval=timedelta(seconds=60)
+    ) as client:
         await anyio.sleep(0.5)  # let the worker go idle, waiting on its 60 s poll
         began = time.monotonic()
         run = await finished(client, await client.send_event("ping"), seconds=10)
@@ -177,13 +148,13 @@ async def test_a_worker_and_a_served_app_keep_each_others_schedules(pg_url: str)
             cursor = await conn.execute("select event, app from slayq.schedules order by event")
             return [(event, app) for event, app in await cursor.fetchall()]
 
-    async with running(pg_url, [nightly]) as worker_client:
+    async with running(PostgresStore(pg_url), [nightly]) as worker_client:
         app = Client([hourly], store=PostgresStore(pg_url), endpoint="http://app.test/slay")
         async with app:  # the app starts while the worker runs: both schedules exist
             assert await stored() == [
                 ("app/hourly", "http://app.test/slay"),
                 ("worker/nightly", worker_client.app),
             ]
-    async with running(pg_url, [nightly]):  # the worker restarts
+    async with running(PostgresStore(pg_url), [nightly]):  # the worker restarts
         assert [event for event, _ in await stored()] == ["app/hourly", "worker/nightly"]
-    assert worker_client.app == __name__  # the module that made the client names the app
+    assert worker_client.app == workers.__name__  # the module that made the client names it

@@ -15,7 +15,8 @@ import pytest
 
 import slayq
 from slayq import step
-from tests.integration.test_worker_postgres import finished, running
+from slayq.store.postgres import PostgresStore
+from tests.integration.workers import finished, running
 
 pytestmark = pytest.mark.anyio
 
@@ -47,7 +48,7 @@ async def test_values_the_database_cannot_hold_fail_the_run_at_once_naming_them(
     async def long_name(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
         yield step.run("x" * 3000, count, "long")
 
-    async with running(pg_url, [nul_step, forever, long_name]) as client:
+    async with running(PostgresStore(pg_url), [nul_step, forever, long_name]) as client:
         runs = {
             event: await finished(client, await client.send_event(event, {}))
             for event in ("test/nul-step", "test/forever", "test/long-name")
@@ -70,6 +71,6 @@ async def test_an_idempotency_key_too_long_to_index_is_refused_at_send(pg_url: s
     async def keyed(ctx: slayq.Context[Order]) -> None:
         return None
 
-    async with running(pg_url, [keyed]) as client:
+    async with running(PostgresStore(pg_url), [keyed]) as client:
         with pytest.raises(slayq.InputError, match=r"key .* over 500 bytes"):
             await client.send_event("test/keyed", {"id": "1"}, key="k" * 3000)
