@@ -24,30 +24,45 @@ from slayq.errors import (
 )
 from slayq.model import AttemptInfo, ErrorInfo, RunId, RunInfo, StepRecord
 from slayq.runtime.commands import finish
+from slayq.runtime.flow import (
+    Batch,
+    Concurrency,
+    Debounce,
+    Idempotency,
+    RateLimit,
+    Singleton,
+    Throttle,
+)
 from slayq.runtime.functions import Context, EmptyEvent, Function, Match, Workflow, function
 from slayq.runtime.limits import SizeLimits
 from slayq.telemetry.logs import log_context
 
 __all__ = [
     "AttemptInfo",
+    "Batch",
     "Client",
+    "Concurrency",
     "ConfigError",
     "Context",
+    "Debounce",
     "DurationError",
     "EmptyEvent",
     "ErrorInfo",
     "EventDataError",
     "Function",
     "FunctionDefinitionError",
+    "Idempotency",
     "InputError",
     "InvokeError",
     "LeaseLostError",
     "Match",
     "NoRetryError",
     "NondeterminismError",
+    "RateLimit",
     "RunId",
     "RunInfo",
     "RunNotFoundError",
+    "Singleton",
     "SizeLimits",
     "SlayqError",
     "StepDefinitionError",
@@ -57,6 +72,7 @@ __all__ = [
     "StoreError",
     "StoreInputError",
     "StoreUnavailableError",
+    "Throttle",
     "UnknownEventError",
     "Workflow",
     "finish",

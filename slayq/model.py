@@ -68,6 +68,67 @@ class ParentLink(msgspec.Struct, frozen=True):
     step: str
 
 
+class FlowSlot(msgspec.Struct, frozen=True):
+    """A concurrency limit: at most ``limit`` runs of ``bucket`` hold a lease at once."""
+
+    bucket: str
+    limit: int
+
+
+class FlowRate(msgspec.Struct, frozen=True):
+    """A GCRA rate: one start per ``interval`` on average, ``burst`` more at once."""
+
+    bucket: str
+    interval: timedelta
+    burst: int
+
+
+class FlowWindow(msgspec.Struct, frozen=True):
+    """Debounce: due ``period`` after the bucket's last event, at most ``timeout`` after
+    its first (None: no bound)."""
+
+    bucket: str
+    period: timedelta
+    timeout: timedelta | None = None
+
+
+class FlowBatch(msgspec.Struct, frozen=True):
+    """Events of ``bucket`` collected into one run: due when ``max_size`` arrived or
+    ``timeout`` after the first."""
+
+    bucket: str
+    max_size: int
+    timeout: timedelta
+
+
+class FlowSingleton(msgspec.Struct, frozen=True):
+    """At most one unfinished run of ``bucket``: a new one is skipped or cancels it."""
+
+    bucket: str
+    mode: Literal["skip", "cancel"] = "skip"
+
+
+class FlowOnce(msgspec.Struct, frozen=True):
+    """Idempotency: the first run of ``bucket`` answers for ``ttl``."""
+
+    bucket: str
+    ttl: timedelta
+
+
+class Flow(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A run's flow controls, resolved by the client when the run is created (see
+    ``slayq.runtime.flow``). Claim-time: ``concurrency``, ``throttle``; send-time: the rest.
+    A bucket names the function and the key's value, e.g. ``sync customer_id=42``."""
+
+    concurrency: list[FlowSlot] = []
+    throttle: FlowRate | None = None
+    rate_limit: FlowRate | None = None
+    debounce: FlowWindow | None = None
+    batch: FlowBatch | None = None
+    singleton: FlowSingleton | None = None
+    idempotency: FlowOnce | None = None
+
+
 class NewRun(msgspec.Struct, frozen=True):
     """A run to create, fully resolved by the client (stores know no functions).
 
@@ -95,6 +156,8 @@ class NewRun(msgspec.Struct, frozen=True):
     # The W3C trace context (traceparent, tracestate) of the code that sent the event,
     # so the run's spans continue its trace; None without OpenTelemetry.
     trace: dict[str, str] | None = None
+    # Flow controls (``Flow``); None for a function with none, so plain runs carry nothing.
+    flow: Flow | None = None
 
 
 class OutgoingEvent(msgspec.Struct, frozen=True):

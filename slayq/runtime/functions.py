@@ -11,6 +11,16 @@ import msgspec
 from slayq.errors import EventDataError, FunctionDefinitionError
 from slayq.runtime.cron import CronSpec
 from slayq.runtime.durations import Duration, parse_timeout
+from slayq.runtime.flow import (
+    Batch,
+    Concurrency,
+    Debounce,
+    FlowSpec,
+    Idempotency,
+    RateLimit,
+    Singleton,
+    Throttle,
+)
 from slayq.runtime.names import name_problem
 
 if TYPE_CHECKING:
@@ -36,16 +46,29 @@ T = TypeVar("T")
 class Context(Generic[T]):
     """What a function run gets: its event, decoded data, run id and attempt number.
 
+    A function with ``batch=`` gets the events of its batch as ``events``, in the order
+    they were sent (``data`` is the first of them); any other function gets ``[data]``.
+
     ``attempt`` is 1 on the first run of the function and grows by one with every retry.
     ``retry`` is the same number under Slay Q's name, so ported code such as
     ``if ctx.retry == 1: raise ...`` fails on the first run only, as it did there.
     """
 
-    __slots__ = ("attempt", "data", "event", "max_attempts", "run_id")
+    __slots__ = ("attempt", "data", "event", "events", "max_attempts", "run_id")
 
-    def __init__(self, *, event: str, data: T, run_id: RunId, attempt: int, max_attempts: int):
+    def __init__(
+        self,
+        *,
+        event: str,
+        data: T,
+        run_id: RunId,
+        attempt: int,
+        max_attempts: int,
+        events: list[T] | None = None,
+    ):
         self.event = event
         self.data = data
+        self.events: list[T] = [data] if events is None else events
         self.run_id = run_id
         self.attempt = attempt
         self.max_attempts = max_attempts
@@ -83,6 +106,13 @@ class Function:
         waits_on: Sequence[Match],
         invokes: Sequence[str],
         step_timeout: Duration | None = None,
+        concurrency: Sequence[Concurrency] | Concurrency | None = None,
+        throttle: Throttle | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        batch: Batch | None = None,
+        singleton: Singleton | None = None,
+        idempotency: Idempotency | None = None,
     ) -> None:
         where = f"@slayq.function(event={event!r})"
         if not isinstance(event, str) or not event.strip():
@@ -132,6 +162,23 @@ class Function:
             raise FunctionDefinitionError(
                 f"{where}: cron functions get no data, so their schema must have no required "
                 f"fields (use slayq.EmptyEvent), but {schema.__name__} has some"
+            )
+        self.flow = FlowSpec(
+            where=where,
+            schema=schema,
+            has_cancel_on=bool(cancel_on),
+            has_waits_on=bool(waits_on),
+            concurrency=concurrency,
+            throttle=throttle,
+            rate_limit=rate_limit,
+            debounce=debounce,
+            batch=batch,
+            singleton=singleton,
+            idempotency=idempotency,
+        )
+        if self.flow.is_batch and self.cron is not None:
+            raise FunctionDefinitionError(
+                f"{where}: batch cannot be combined with cron: a tick is one run of no events"
             )
         self.handler = handler
         self.name: str = getattr(handler, "__qualname__", event)
@@ -195,6 +242,13 @@ def function(
     waits_on: Sequence[Match] = (),
     invokes: Sequence[str] = (),
     step_timeout: Duration | None = None,
+    concurrency: Sequence[Concurrency] | Concurrency | None = None,
+    throttle: Throttle | None = None,
+    rate_limit: RateLimit | None = None,
+    debounce: Debounce | None = None,
+    batch: Batch | None = None,
+    singleton: Singleton | None = None,
+    idempotency: Idempotency | None = None,
 ) -> Callable[[Handler], Function]:
     """Declare a workflow function that runs when ``event`` is sent.
 
@@ -202,6 +256,10 @@ def function(
     again (so it runs at most ``retries + 1`` times). ``step_timeout`` bounds each
     ``step.run`` handler (and the whole body of a function without steps); the default
     ``None`` sets no limit. A step over it fails the attempt with ``StepTimeoutError``.
+
+    ``concurrency``, ``throttle``, ``rate_limit``, ``debounce``, ``batch``, ``singleton``
+    and ``idempotency`` are flow controls (docs/flow-control.md); each ``key`` is a field
+    path into the event data, checked against ``schema`` here.
     """
     # Checked here, so a bad timeout is raised at the decorator line.
     parse_timeout(step_timeout, what=f"@slayq.function(event={event!r}): step_timeout")
@@ -219,6 +277,13 @@ def function(
             waits_on=waits_on,
             invokes=invokes,
             step_timeout=step_timeout,
+            concurrency=concurrency,
+            throttle=throttle,
+            rate_limit=rate_limit,
+            debounce=debounce,
+            batch=batch,
+            singleton=singleton,
+            idempotency=idempotency,
         )
 
     return register

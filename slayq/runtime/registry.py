@@ -188,6 +188,7 @@ class Registry:
             endpoint=self.endpoint,
             may_wait=bool(fn.waits_on),
             trace=inject(fn.event) if traced else None,
+            flow=fn.flow.resolve(fn.event, payload),
         )
 
     def schedules(self) -> list[Schedule]:

@@ -275,12 +275,17 @@ class Execution:
         await anyio.lowlevel.checkpoint()  # a loop of these must not starve other runs
 
     def _context(self) -> Context[Any]:
+        events = None
+        if self.function.flow.is_batch:
+            # A batch run's data is {"events": [...]}, as the store collected them.
+            events = [self.function.decode(item) for item in self._data.get("events", [])]
         return Context(
             event=self.function.event,
-            data=self.function.decode(self._data),
+            data=events[0] if events else self.function.decode(self._data),
             run_id=self.run_id,
             attempt=self.attempt,
             max_attempts=self._max_attempts,
+            events=events,
         )
 
     def _commands_of(self, yielded: object) -> list[StepCommand]:

@@ -49,6 +49,7 @@ from slayq.runtime.run_filters import (
 )
 from slayq.store._one_by_one import commit_one_by_one
 from slayq.store._schedule_sets import checked_schedules
+from slayq.store.memory._admit import admit
 from slayq.store.protocol import EVENT_LOG_GRACE
 
 if TYPE_CHECKING:
@@ -116,7 +117,10 @@ class MemoryCore:
                         run.event_cursor = max(run.event_cursor, seq)
         if event.run is None:
             return None
-        return self._create(event.run, now)
+        decision = admit(self, event.run, now)
+        if decision.run is None:
+            return decision.answer
+        return self._create(decision.run, now)
 
     def _create(self, new: NewRun, now: datetime) -> RunId:
         if new.key is not None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from slayq.model import CancelRule, NewRun, PendingStep, RunId, StepRecord
+from slayq.model import CancelRule, Flow, NewRun, PendingStep, RunId, StepRecord
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -64,6 +64,7 @@ class _RunRow(msgspec.Struct):
     endpoint: str | None
     may_wait: bool
     trace: dict[str, str] | None
+    flow: Flow | None
 
 
 def run_rows(
@@ -93,6 +94,7 @@ def run_rows(
             endpoint=run.endpoint,
             may_wait=run.may_wait,
             trace=run.trace,
+            flow=run.flow,
         )
         for idx, run, cursor in runs
     ]

@@ -73,6 +73,7 @@ def backlog(queue: str) -> str:
 EVENT_LOCKS = 0x736C_0001
 QUEUE_LOCKS = 0x736C_0002
 SCHEDULE_LOCKS = 0x736C_0003
+FLOW_LOCKS = 0x736C_0004  # send-time flow control buckets (see _admit)
 
 # Locks sorted by key so that two transactions never wait on each other in a cycle.
 # An event name is locked shared by senders of logged events and exclusively by a run
@@ -113,7 +114,8 @@ with {head}x as (
     from json_to_recordset(%(rows)s::json) as t(
         idx int, cursor bigint, id uuid, event text, data json, queue text, priority int,
         max_attempts int, key text, delay_us bigint, run_at timestamptz, parent_id uuid,
-        parent_step text, cancel_on json, endpoint text, may_wait boolean, trace json)
+        parent_step text, cancel_on json, endpoint text, may_wait boolean, trace json,
+        flow json)
     where {only}
 ),
 base as (
@@ -123,12 +125,12 @@ base as (
 inserted as (
     insert into runs (id, event, data, queue, priority, max_attempts, key, parent_run_id,
                       parent_step, created_at, updated_at, run_at, event_cursor, endpoint,
-                      may_wait, trace, cancel_on)
+                      may_wait, trace, cancel_on, flow)
     select x.id, x.event, x.data, x.queue, x.priority, x.max_attempts, x.key,
            x.parent_id, x.parent_step, {now}, {now},
            coalesce(x.run_at, {now} + coalesce(x.delay_us, 0) * interval '1 microsecond'),
            coalesce(x.cursor, base.seq), x.endpoint, x.may_wait, x.trace,
-           case when json_array_length(x.cancel_on) > 0 then x.cancel_on end
+           case when json_array_length(x.cancel_on) > 0 then x.cancel_on end, x.flow
     from x, base
     order by x.idx
     on conflict (event, key) where key is not null do nothing

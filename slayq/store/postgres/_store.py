@@ -36,6 +36,7 @@ from slayq.store.postgres import (
 )
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres import _run_queries as rq
+from slayq.store.postgres._admit import admit, decided_at_send
 from slayq.store.postgres._codec import dump, valid_id
 from slayq.store.postgres._connect import (
     LOCAL_SETTINGS,
@@ -234,6 +235,8 @@ class PostgresStore:
             return []
 
         async def body(conn: psycopg.AsyncConnection[Any]) -> list[RunId | None]:
+            if decided_at_send(events):
+                return await self._send_admitted(conn, events)
             ingest = Ingest(events, now=self._now(), channel=self.channel)
             # Most events cancel and wake nothing: one statement then, no transaction.
             if ingest.may_be_quiet():
@@ -248,6 +251,20 @@ class PostgresStore:
             return await ingest.run_ids(conn)
 
         return await self._run("send events", body)
+
+    async def _send_admitted(
+        self, conn: psycopg.AsyncConnection[Any], events: Sequence[OutgoingEvent]
+    ) -> list[RunId | None]:
+        """A batch with send-time flow control: the features decide what each run becomes
+        (``_admit``), then the batch is ingested, all in one transaction."""
+        async with conn.pipeline() as pipeline, conn.transaction():
+            admission = await admit(conn, pipeline, events, now=self._now())
+            ingest = Ingest(admission.events, now=self._now(), channel=self.channel)
+            await lock_event_names(conn, shared=ingest.logged_names)
+            await ingest.start(conn)
+            await pipeline.sync()
+            await ingest.apply(conn, pipeline)
+        return admission.answer(await ingest.run_ids(conn))
 
     # -- claiming and committing -------------------------------------------------------
 
