@@ -26,6 +26,7 @@ PAGES = (
     "getting-started.md",
     "functions.md",
     "steps.md",
+    "flow-control.md",
     "testing.md",
     "errors.md",
     "operations.md",
