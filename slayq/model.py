@@ -313,6 +313,10 @@ class RunInfo(msgspec.Struct, frozen=True):
     history: list[AttemptInfo] = []
     # The run this one was made from by ``rerun`` (it copied that run's memo).
     forked_from: RunId | None = None
+    # Its flow controls (``NewRun.flow``), and why they hold it back now, if they do
+    # ("waiting for a concurrency slot of customer_id=42 (2 of 2 running)"): get_run only.
+    flow: Flow | None = None
+    held_back: str | None = None
 
 
 # -- operations: runs --

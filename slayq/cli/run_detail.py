@@ -24,6 +24,7 @@ def show_run(run: RunInfo) -> None:
             ("forked from", run.forked_from or ""),
             ("created", f"{when(run.created_at)} ({ago(run.created_at)})"),
             ("due", when(run.run_at) if run.status in ("queued", "sleeping") else ""),
+            ("held back", run.held_back or ""),
             ("updated", when(run.updated_at)),
             ("finished", when(run.finished_at)),
             ("data", json_text(run.data)),

@@ -1,0 +1,67 @@
+"""Why a run has not started: the words the operations API and the dashboard show.
+
+Stores know what holds a run back (a full concurrency bucket, a throttle's next start);
+this turns that into one line a person reads, the same from every store:
+"waiting for a concurrency slot of customer_id=42 (2 of 2 running)",
+"throttled until 2025-01-01 12:03:05Z", "collecting a batch: 37 of 100 events".
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import TYPE_CHECKING, Any
+
+from slayq.runtime.flow import bucket_label
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+
+    from slayq.model import Flow, FlowSlot
+
+# Statuses in which a run waits for its run_at to start (or resume).
+_TIMED = ("queued", "sleeping", "waiting")
+
+
+def held_back(
+    *,
+    event: str,
+    status: str,
+    run_at: datetime | None,
+    data: dict[str, Any],
+    flow: Flow | None,
+    now: datetime,
+    full: Sequence[tuple[FlowSlot, int]] = (),
+    throttled_until: datetime | None = None,
+) -> str | None:
+    """What holds the run back, or None if nothing does (or it has no flow control).
+
+    ``full`` lists the run's concurrency buckets that have no free slot, each with how
+    many runs hold one; ``throttled_until`` is when its throttle lets it start."""
+    if flow is None or status not in _TIMED or run_at is None:
+        return None
+    if run_at > now:
+        if status != "queued":
+            return None
+        if flow.batch is not None:
+            size = len(data.get("events", ()))
+            return (
+                f"collecting a batch: {size} of {flow.batch.max_size} events; starts at "
+                f"{_clock(run_at)} or when full"
+            )
+        if flow.debounce is not None:
+            return f"debounced: starts at {_clock(run_at)} unless another event comes first"
+        return None
+    reasons = [
+        f"waiting for a concurrency slot of {bucket_label(event, slot.bucket)} "
+        f"({holders} of {slot.limit} running)"
+        for slot, holders in full
+    ]
+    if throttled_until is not None and throttled_until > now:
+        reasons.append(f"throttled until {_clock(throttled_until)}")
+    return "; ".join(reasons) or None
+
+
+def _clock(when: datetime) -> str:
+    """As the dashboard and the CLI show times: UTC to the second."""
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
