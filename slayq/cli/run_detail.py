@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from slayq.cli.output import ago, error_line, fields, json_text, span, table, when
+from slayq.runtime.flow_status import describe_flow
 
 if TYPE_CHECKING:
     from slayq.model import AttemptInfo, PendingStep, RunInfo, StepRecord
@@ -24,6 +25,7 @@ def show_run(run: RunInfo) -> None:
             ("forked from", run.forked_from or ""),
             ("created", f"{when(run.created_at)} ({ago(run.created_at)})"),
             ("due", when(run.run_at) if run.status in ("queued", "sleeping") else ""),
+            ("flow control", "\n".join(describe_flow(run.event, run.flow))),
             ("held back", run.held_back or ""),
             ("updated", when(run.updated_at)),
             ("finished", when(run.finished_at)),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
+from slayq.runtime.durations import short_duration
 from slayq.runtime.flow import bucket_label
 
 if TYPE_CHECKING:
@@ -65,3 +66,41 @@ def held_back(
 def _clock(when: datetime) -> str:
     """As the dashboard and the CLI show times: UTC to the second."""
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def describe_flow(event: str, flow: Flow | None) -> list[str]:
+    """A run's flow controls, one line each: ``concurrency customer_id=42: 2 at once``."""
+    if flow is None:
+        return []
+
+    def key(bucket: str) -> str:
+        return bucket_label(event, bucket)
+
+    lines = [f"concurrency {key(s.bucket)}: {s.limit} at once" for s in flow.concurrency]
+    if flow.throttle is not None:
+        t = flow.throttle
+        burst = f", {t.burst} more at once" if t.burst else ""
+        lines.append(f"throttle {key(t.bucket)}: a start every {short_duration(t.interval)}{burst}")
+    if flow.rate_limit is not None:
+        r = flow.rate_limit
+        limit = r.burst + 1
+        lines.append(
+            f"rate limit {key(r.bucket)}: {limit} per {short_duration(r.interval * limit)}"
+        )
+    if flow.debounce is not None:
+        d = flow.debounce
+        most = f", at most {short_duration(d.timeout)} after the first" if d.timeout else ""
+        lines.append(
+            f"debounce {key(d.bucket)}: {short_duration(d.period)} after the last event{most}"
+        )
+    if flow.batch is not None:
+        b = flow.batch
+        lines.append(
+            f"batch {key(b.bucket)}: up to {b.max_size} events or {short_duration(b.timeout)}"
+        )
+    if flow.singleton is not None:
+        lines.append(f"singleton {key(flow.singleton.bucket)}: {flow.singleton.mode}")
+    if flow.idempotency is not None:
+        once = flow.idempotency
+        lines.append(f"idempotency {key(once.bucket)}: for {short_duration(once.ttl)}")
+    return lines

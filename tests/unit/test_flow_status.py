@@ -79,3 +79,30 @@ def test_nothing_holds_back_a_run_without_flow_a_running_one_or_a_free_one() -> 
     assert (
         held_back(event="s", status="sleeping", run_at=later, data={}, flow=flow, now=NOW) is None
     )
+
+
+def test_each_control_reads_as_one_line_with_its_key() -> None:
+    from slayq.model import FlowOnce, FlowSingleton
+    from slayq.runtime.flow_status import describe_flow
+
+    flow = Flow(
+        concurrency=[SLOT],
+        throttle=FlowRate(bucket="sync", interval=timedelta(seconds=1), burst=5),
+        rate_limit=FlowRate(bucket="sync customer_id=42", interval=timedelta(hours=1), burst=3),
+        debounce=FlowWindow(
+            bucket='sync doc="d"', period=timedelta(minutes=5), timeout=timedelta(minutes=30)
+        ),
+        singleton=FlowSingleton(bucket="sync user_id=7", mode="cancel"),
+        idempotency=FlowOnce(bucket='sync order_id="o-1"', ttl=timedelta(hours=24)),
+    )
+    assert describe_flow("sync", flow) == [
+        "concurrency customer_id=42: 2 at once",
+        "throttle (all runs): a start every 1s, 5 more at once",
+        "rate limit customer_id=42: 4 per 4h",
+        'debounce doc="d": 5m after the last event, at most 30m after the first',
+        "singleton user_id=7: cancel",
+        'idempotency order_id="o-1": for 1d',
+    ]
+    batch = Flow(batch=FlowBatch(bucket="b", max_size=100, timeout=timedelta(seconds=5)))
+    assert describe_flow("b", batch) == ["batch (all runs): up to 100 events or 5s"]
+    assert describe_flow("b", None) == []

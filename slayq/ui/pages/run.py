@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from slayq.errors import InputError, RunNotFoundError
 from slayq.model import FINISHED_STATUSES, RunFilter, RunId
+from slayq.runtime.flow_status import describe_flow
 from slayq.ui.state import Page, dashboard
 from slayq.ui.timeline import copied_steps, lanes
 
@@ -37,6 +38,7 @@ async def run(request: Request) -> Page:
             "copied": copied_steps(found),
             "children": children.runs,
             "more_children": children.next_cursor is not None,
+            "flow_lines": describe_flow(found.event, found.flow),
             "can_retry": found.status in ("failed", "cancelled"),
             "can_cancel": found.status not in FINISHED_STATUSES,
         },
