@@ -210,6 +210,17 @@ async def test_a_run_that_started_and_was_queued_again_is_not_joined(
     assert (await store.get_run(claim.lease.run_id)).data == {"doc": "a", "rev": 1}
 
 
+async def test_a_rerun_of_a_pending_run_is_never_joined(store: Store) -> None:
+    (pending,) = await store.send_events([edit("a", 1)])
+    assert pending is not None
+    copy = edit("a", 1).run
+    assert copy is not None
+    fork = await store.fork_run(copy, source=pending, before_step=None, actor="ops")
+    (joined,) = await store.send_events([edit("a", 2)])
+    assert joined == pending != fork
+    assert (await store.get_run(fork)).data == {"doc": "a", "rev": 1}
+
+
 async def test_the_debounced_run_cancels_on_the_last_events_rules(
     store: Store, clock: VirtualClock
 ) -> None:

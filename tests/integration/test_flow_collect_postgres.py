@@ -4,6 +4,7 @@ racing a claim that holds the pending run's row."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import anyio
 import msgspec
@@ -53,6 +54,26 @@ async def test_a_worker_runs_batches_of_events(pg_url: str) -> None:
         )
         results = [(await finished(client, run_id)).result for run_id in dict.fromkeys(ids)]
     assert results == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+async def test_a_batch_filled_by_later_sends_wakes_an_idle_worker(pg_url: str) -> None:
+    """The send that fills a batch makes it due at once and tells the queue's listeners:
+    the worker polls every 30 s and the batch's timeout is 30 s, yet it runs now."""
+
+    @slayq.function(
+        event="usage/slow",
+        schema=Usage,
+        batch=slayq.Batch(max_size=3, timeout="30s"),
+    )
+    async def slow(ctx: slayq.Context[Usage]) -> slayq.Workflow:
+        yield slayq.finish([e.n for e in ctx.events])
+
+    store = PostgresStore(pg_url)
+    async with running(store, [slow], poll_interval=timedelta(seconds=30)) as client:
+        ids = [await client.send_event("usage/slow", {"account": "a", "n": n}) for n in range(3)]
+        assert ids == [ids[0]] * 3
+        run = await finished(client, ids[0], seconds=10)
+    assert run.result == [0, 1, 2]
 
 
 async def test_a_worker_runs_a_burst_of_edits_once(pg_url: str) -> None:

@@ -2,7 +2,8 @@
 
 A bucket's *open* batch is its newest run (index ``runs_flow_batch``, migration 0014) if
 that run never started (still queued, never leased: ``lease_token`` is set by the first
-claim and never cleared) and is not full. Events join it in the order sent; those that
+claim and never cleared; a rerun's copy is never one) and is not full. Events join it in
+the order sent; those that
 do not fit open new batches (``slayq.store._collect.plan``: the rules the memory store
 shares). A batch run's data is ``{"events": [...]}``; it is due ``timeout`` after its
 first event, or at once when full. Every event answers the id of the batch it joined.
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
     from slayq.model import FlowBatch, NewRun
     from slayq.store.postgres._admit import Admission
 
-# Per bucket, its newest run if it never started, locked, with its event count and size.
+# Per bucket, its newest run if it never started, locked, with its event count and size
+# as it is once locked (FOR UPDATE re-reads a row another transaction changed).
 LOCK_OPEN = compact("""
 select t.bucket, r.id::text, json_array_length(r.data -> 'events'), octet_length(r.data::text)
 from unnest(%(buckets)s::text[]) as t(bucket)
@@ -51,7 +53,8 @@ for update of r
 """)
 
 # The locked batches take their new events (``items``: their data, comma-separated; may
-# be empty), and those now full are due: their queues' listeners are told.
+# be empty) before the array's closing "]}", and those now full are due: their queues'
+# listeners are told.
 APPEND = compact(f"""
 with t as (
     select * from unnest(%(ids)s::uuid[], %(items)s::text[], %(full)s::bool[])

@@ -1,12 +1,13 @@
 """Debounce at send time: a burst of events of one bucket makes one run.
 
 The bucket's *pending* run is its newest run (index ``runs_flow_debounce``, migration
-0014) if that run never started: still queued and never leased (``lease_token`` is set
-by the first claim and never cleared, so a run that ran and was requeued does not count).
-An event of the bucket joins it: the run takes the event's data and cancel rules and is
-due ``period`` from now, but never later than ``timeout`` after its creation (the first
-event). Without a pending run, the event starts one, due ``period`` from now. Every
-event answers the id of the run it joined or started.
+0014; a rerun's copy is never one) if that run never started: still queued and never
+leased (``lease_token`` is set by the first claim and never cleared, so a run that ran
+and was queued again does not count). An event of the bucket joins it: the run takes
+the event's data and cancel rules and is due ``period`` from now, but never later than
+``timeout`` after its creation (the first event). Without a pending run, the event
+starts one, due ``period`` from now. Every event answers the id of the run it joined
+or started.
 
 ``admit`` holds the bucket's advisory lock, so senders of one bucket are decided one
 after another. A claimer takes no such lock: it may lease the pending run while we
