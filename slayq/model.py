@@ -94,11 +94,14 @@ class FlowWindow(msgspec.Struct, frozen=True):
 
 class FlowBatch(msgspec.Struct, frozen=True):
     """Events of ``bucket`` collected into one run: due when ``max_size`` arrived or
-    ``timeout`` after the first."""
+    ``timeout`` after the first. The run's data (``{"events": [...]}``) stays within
+    ``max_bytes`` of JSON: an event that would take it over opens the next batch. The
+    client passes its ``SizeLimits.event_data_bytes`` (512 KiB by default)."""
 
     bucket: str
     max_size: int
     timeout: timedelta
+    max_bytes: int = 512 * 1024
 
 
 class FlowSingleton(msgspec.Struct, frozen=True):

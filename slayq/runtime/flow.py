@@ -26,6 +26,7 @@ from slayq.model import (
     FlowWindow,
 )
 from slayq.runtime.durations import Duration, parse_duration
+from slayq.runtime.limits import DEFAULT_LIMITS
 from slayq.runtime.names import MAX_NAME_BYTES
 
 if TYPE_CHECKING:
@@ -182,9 +183,16 @@ class FlowSpec:
     def is_batch(self) -> bool:
         return self.batch is not None
 
-    def resolve(self, event: str, data: dict[str, Any]) -> Flow | None:
+    def resolve(
+        self,
+        event: str,
+        data: dict[str, Any],
+        *,
+        batch_bytes: int = DEFAULT_LIMITS.event_data_bytes,
+    ) -> Flow | None:
         """The buckets of a run with ``data`` (validated, as stored); None without any
-        flow control, so plain runs carry nothing."""
+        flow control, so plain runs carry nothing. A batch run's data is held to
+        ``batch_bytes``, the client's limit on one event's data."""
 
         def bucket(path: list[str]) -> str:
             return _bucket(event, path, data)
@@ -205,7 +213,12 @@ class FlowSpec:
             debounce = FlowWindow(bucket=bucket(path), period=period, timeout=timeout)
         if self.batch is not None:
             spec_b, path, timeout = self.batch
-            batch = FlowBatch(bucket=bucket(path), max_size=spec_b.max_size, timeout=timeout)
+            batch = FlowBatch(
+                bucket=bucket(path),
+                max_size=spec_b.max_size,
+                timeout=timeout,
+                max_bytes=batch_bytes,
+            )
         if self.singleton is not None:
             spec_s, path = self.singleton
             singleton = FlowSingleton(bucket=bucket(path), mode=spec_s.mode)

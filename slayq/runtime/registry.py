@@ -188,7 +188,7 @@ class Registry:
             endpoint=self.endpoint,
             may_wait=bool(fn.waits_on),
             trace=inject(fn.event) if traced else None,
-            flow=fn.flow.resolve(fn.event, payload),
+            flow=fn.flow.resolve(fn.event, payload, batch_bytes=self.limits.event_data_bytes),
         )
 
     def schedules(self) -> list[Schedule]:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from slayq.store.memory import _flow_collect
+
 if TYPE_CHECKING:
     from datetime import datetime
 
@@ -29,6 +31,8 @@ Feature = Callable[["MemoryCore", "NewRun", "datetime"], Decision]
 
 # Filled in feature by feature: idempotency, rate limit, singleton, debounce, batch.
 FEATURES: list[Feature] = []
+# Debounce and batch last: an event the others answer joins no burst or batch.
+FEATURES += [_flow_collect.debounce, _flow_collect.batch]
 
 
 def admit(core: MemoryCore, run: NewRun, now: datetime) -> Decision:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from slayq.store.postgres import _flow_batch, _flow_debounce
 from slayq.store.postgres import _queries as q
 
 if TYPE_CHECKING:
@@ -37,10 +38,12 @@ if TYPE_CHECKING:
 
 class Admission:
     """The batch as the features leave it: ``events`` to ingest, and per event index
-    the id to answer instead of its new run's."""
+    the id to answer instead of its new run's. ``channel`` is the store's, for features
+    that make runs due (their queues' listeners are told)."""
 
-    def __init__(self, events: Sequence[OutgoingEvent]) -> None:
+    def __init__(self, events: Sequence[OutgoingEvent], *, channel: str) -> None:
         self.events = list(events)
+        self.channel = channel
         self.answers: dict[int, RunId | None] = {}
 
     def pending(self) -> list[tuple[int, NewRun]]:
@@ -67,6 +70,11 @@ Feature = Callable[
 # Filled in feature by feature (idempotency, rate limit, singleton, debounce, batch), each
 # a module of its own: (name, the buckets of a run it decides on, its decision).
 FEATURES: list[tuple[str, Callable[[NewRun], list[str]], Feature]] = []
+# Debounce and batch last: an event the others answer joins no burst or batch.
+FEATURES += [
+    ("debounce", _flow_debounce.buckets, _flow_debounce.decide),
+    ("batch", _flow_batch.buckets, _flow_batch.decide),
+]
 
 
 def decided_at_send(events: Sequence[OutgoingEvent]) -> bool:
@@ -80,9 +88,10 @@ async def admit(
     events: Sequence[OutgoingEvent],
     *,
     now: datetime | None,
+    channel: str,
 ) -> Admission:
     """Lock the batch's flow buckets, then let each feature decide (see the module doc)."""
-    admission = Admission(events)
+    admission = Admission(events, channel=channel)
     names = sorted({b for e in events if e.run is not None for b in _buckets(e.run)})
     if names:
         lock = {"ns": q.FLOW_LOCKS, "names": names, "exclusive": [True] * len(names)}

@@ -258,7 +258,7 @@ class PostgresStore:
         """A batch with send-time flow control: the features decide what each run becomes
         (``_admit``), then the batch is ingested, all in one transaction."""
         async with conn.pipeline() as pipeline, conn.transaction():
-            admission = await admit(conn, pipeline, events, now=self._now())
+            admission = await admit(conn, pipeline, events, now=self._now(), channel=self.channel)
             ingest = Ingest(admission.events, now=self._now(), channel=self.channel)
             await lock_event_names(conn, shared=ingest.logged_names)
             await ingest.start(conn)
