@@ -476,3 +476,24 @@ def _one_bucket(event: OutgoingEvent) -> OutgoingEvent:
     assert batch is not None
     flow = Flow(batch=msgspec.structs.replace(batch, bucket="usage/recorded (all runs)"))
     return msgspec.structs.replace(event, run=msgspec.structs.replace(event.run, flow=flow))
+
+
+@pytest.mark.parametrize("outcome", ["continue", "completed"])
+async def test_events_a_run_sends_in_a_commit_join_batches_as_a_clients_do(
+    store: Store, outcome: str
+) -> None:
+    from slayq.model import Completed, Continue, StepRecord
+
+    await start(store, event="orders/sync")
+    sender = await claim_one(store)
+    sent = [item("a", 1), item("a", 2)]
+    steps = [StepRecord(name="send", kind="send")]
+    done = Continue() if outcome == "continue" else Completed(result=None)
+    await store.commit(sender.lease, Transition(steps=steps, outcome=done, sent=sent))
+    (batch,) = await runs_of(store, "usage/recorded")
+    assert (await store.get_run(batch.id)).data == {
+        "events": [{"account": "a", "n": 1}, {"account": "a", "n": 2}]
+    }
+    # and a later client send joins the same batch
+    (answer,) = await store.send_events([item("a", 3)])
+    assert answer == batch.id

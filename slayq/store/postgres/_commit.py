@@ -25,6 +25,7 @@ from slayq.store.postgres._codec import (
     run_rows,
     step_rows,
 )
+from slayq.store.postgres._admit import admit, decided_at_send
 from slayq.store.postgres._ingest import Ingest, lock_event_names
 
 if TYPE_CHECKING:
@@ -45,7 +46,11 @@ async def commit(
         _check(row, lease)
         if row is not None and not (row[1] and _finishes(outcome)):
             return
-    ingest = Ingest(transition.sent, now=now, channel=channel) if transition.sent else None
+    sent = transition.sent
+    # Sends with send-time flow control (a rate limit, a debounce...) are decided as a
+    # client's are; what that leaves is ingested (see _admit), in this transaction.
+    admitted = bool(sent) and decided_at_send(sent)
+    ingest = Ingest(sent, now=now, channel=channel) if sent and not admitted else None
     waits = (
         [p.event for p in outcome.pending if p.kind == "wait" and p.event is not None]
         if isinstance(outcome, Suspend)
@@ -53,6 +58,9 @@ async def commit(
     )
     held: AsyncCursor[Any]
     async with conn.pipeline() as pipeline, conn.transaction():
+        if admitted:
+            admission = await admit(conn, pipeline, sent, now=now, channel=channel)
+            ingest = Ingest(admission.events, now=now, channel=channel)
         await lock_event_names(conn, shared=ingest.logged_names if ingest else (), exclusive=waits)
         counts = {"replayed": transition.replayed, "executed": len(transition.steps)}
         held = await conn.execute(rq.HELD_ROW, {"id": lease.run_id, "token": lease.token} | counts)
