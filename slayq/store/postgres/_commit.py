@@ -18,6 +18,7 @@ from slayq.errors import LeaseLostError
 from slayq.model import CANCELLED, Completed, Continue, Failed, Lease, Outcome, Suspend, Transition
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres import _run_queries as rq
+from slayq.store.postgres._admit import admit, decided_at_send
 from slayq.store.postgres._codec import (
     due_now,
     dump,
@@ -25,7 +26,6 @@ from slayq.store.postgres._codec import (
     run_rows,
     step_rows,
 )
-from slayq.store.postgres._admit import admit, decided_at_send
 from slayq.store.postgres._ingest import Ingest, lock_event_names
 
 if TYPE_CHECKING:
