@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from slayq.errors import ConfigError, InputError, UnknownEventError
+from slayq.errors import ConfigError, EventDataError, InputError, UnknownEventError
 from slayq.runtime.durations import parse_duration
 from slayq.runtime.limits import DEFAULT_LIMITS, SizeLimits
 from slayq.runtime.registry import Registry
@@ -22,11 +23,12 @@ from slayq.transport.wire import DEFAULT_LIMITS as DEFAULT_BODY_LIMITS
 from slayq.transport.wire import Limits
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Sequence
     from datetime import datetime
 
     from slayq.model import (
         AuditEntry,
+        NewRun,
         QueueInfo,
         RunId,
         RunInfo,
@@ -252,11 +254,28 @@ class Client:
                 f"run {run_id} is of event {source.event!r}, which no function of this "
                 "client runs: rerun it from the app that has the function"
             )
-        payload = self.registry.payload(fn, source.data if data is None else data)
-        new = self.registry.new_run(fn, payload, key=None, delay=None, run_at=None)
+        given = source.data if data is None else data
+        if fn.flow.is_batch:
+            new = self._batch_rerun(fn, given)
+        else:
+            payload = self.registry.payload(fn, given)
+            new = self.registry.new_run(fn, payload, key=None, delay=None, run_at=None)
         return await self.store.fork_run(
             new, source=run_id, before_step=from_step, actor=actor or DEFAULT_ACTOR
         )
+
+    def _batch_rerun(self, fn: Function, given: object) -> NewRun:
+        """A batch function's run stands for its events: ``{"events": [...]}``, each
+        checked against the schema; the copy is a batch of its own (never joined)."""
+        events = given.get("events") if isinstance(given, Mapping) else None
+        if not isinstance(events, list) or not events:
+            raise EventDataError(
+                f"event {fn.event!r} is batched: a rerun's data must be "
+                f'{{"events": [...]}} with at least one event, got {given!r:.200}'
+            )
+        payloads = [self.registry.payload(fn, event) for event in events]
+        new = self.registry.new_run(fn, payloads[0], key=None, delay=None, run_at=None)
+        return msgspec.structs.replace(new, data={"events": payloads})
 
     async def cancel(self, run_id: RunId, *, actor: str | None = None) -> bool:
         """Cancel a run (kept, marked ``cancelled``); False if it had already finished."""

@@ -146,3 +146,24 @@ def test_a_batch_is_full_at_max_size_or_when_the_next_event_does_not_fit() -> No
     assert plan(BATCH, [99], (1, 20)) == Plan(joining=0, open_full=True, new=[(0, 1, False)])
     assert plan(BATCH, [5], (3, 30)) == Plan(joining=1, open_full=True, new=[])
     assert plan(BATCH, [5], (4, 30)) == Plan(joining=0, open_full=False, new=[(0, 1, False)])
+
+
+async def test_a_batch_run_reruns_as_a_batch_of_the_same_events() -> None:
+    from slayq.client import Client
+    from slayq.errors import EventDataError
+    from slayq.store.memory import MemoryStore
+
+    client = Client([record], store=MemoryStore())
+    first = await client.send_event("usage/recorded", {"account": "a", "n": 1})
+    await client.send_event("usage/recorded", {"account": "a", "n": 2})
+    assert first is not None
+    copy = await client.rerun(first)
+    assert (await client.get_run(copy)).data == {
+        "events": [{"account": "a", "n": 1}, {"account": "a", "n": 2}]
+    }
+    edited = await client.rerun(first, data={"events": [{"account": "a", "n": 9}]})
+    assert (await client.get_run(edited)).data == {"events": [{"account": "a", "n": 9}]}
+    with pytest.raises(EventDataError, match=r"is batched: a rerun's data must be"):
+        await client.rerun(first, data={"account": "a", "n": 3})
+    with pytest.raises(EventDataError, match="does not match"):
+        await client.rerun(first, data={"events": [{"account": 5}]})
