@@ -181,6 +181,17 @@ async def test_two_events_of_one_bucket_in_a_batch_start_one_run(store: Store) -
     assert await send_one(store, flowed(idempotency=once())) == a.id
 
 
+async def test_concurrent_senders_of_one_idempotency_bucket_start_one_run(
+    store: Store, clock: VirtualClock
+) -> None:
+    async with senders(store, clock, 12) as stores:
+        for round_ in range(5):
+            runs = [flowed(idempotency=once(f"order={round_}")) for _ in range(12)]
+            answers = await all_at_once(stores, runs)
+            assert len(set(answers)) == 1 and answers[0] in {r.id for r in runs}
+    assert len(await runs_of(store)) == 5
+
+
 async def test_an_event_that_started_nothing_leaves_no_idempotency_answer(
     store: Store, clock: VirtualClock
 ) -> None:
@@ -328,22 +339,25 @@ async def test_expired_rate_and_idempotency_rows_are_pruned_with_finished_runs(
 
 
 async def test_a_singleton_skip_answers_the_unfinished_run_until_it_finishes(
-    store: Store,
+    store: Store, clock: VirtualClock
 ) -> None:
     first = await send_one(store, flowed({"n": 1}, singleton=single("skip")))
     assert first is not None
-    assert await send_one(store, flowed({"n": 2}, singleton=single("skip"))) == first
-    claim = await claim_one(store)  # running
-    assert await send_one(store, flowed(singleton=single("skip"))) == first
+    assert await send_one(store, flowed({"n": 2}, singleton=single("skip"))) == first  # queued
+    claim = await claim_one(store)
+    assert await send_one(store, flowed(singleton=single("skip"))) == first  # running
     nap = PendingStep(name="nap", kind="sleep", delay=timedelta(minutes=5))
-    await store.commit(claim.lease, Transition(steps=[], outcome=Suspend([nap])))  # sleeping
-    assert await send_one(store, flowed(singleton=single("skip"))) == first
+    await store.commit(claim.lease, Transition(steps=[], outcome=Suspend([nap])))
+    assert await send_one(store, flowed(singleton=single("skip"))) == first  # sleeping
     other = await send_one(store, flowed(singleton=single("skip", bucket="user=2")))
     assert other not in (None, first)
-    await store.cancel_run(first)
+    clock.advance(timedelta(minutes=5))
+    claim = next(c for c in await claim_all(store) if c.lease.run_id == first)
+    await store.commit(claim.lease, Transition(steps=[], outcome=Completed("done")))
     second = await send_one(store, flowed({"n": 3}, singleton=single("skip")))
     assert second not in (None, first, other)
-    assert sorted(await active(store)) == sorted([second, other])
+    assert (await store.get_run(first)).status == "completed"
+    assert await send_one(store, flowed({"n": 4}, singleton=single("skip"))) == second
 
 
 async def test_a_singleton_cancel_fences_the_holder_and_starts_its_own(
