@@ -79,6 +79,18 @@ class Store(Protocol):
         match it, keep it in the event log if it is ``logged``, then start its run. Returns,
         per event, the id of the run it started, or of the run that already had the same
         idempotency key for that event, or None if it starts no run.
+
+        A run with send-time flow controls (``NewRun.flow``) starts only as they decide,
+        in this order, exactly under concurrent senders; the event is ingested whatever
+        they decide. A run whose ``key`` is taken is a repeated send: no control sees it.
+
+        - ``idempotency``: within ``ttl`` of a bucket's first event, its events answer
+          what the first was answered with (unless None) and start nothing.
+        - ``rate_limit``: an event over the bucket's rate (GCRA) starts nothing; None.
+        - ``singleton``: with an unfinished run in the bucket, ``skip`` answers the oldest
+          and starts nothing; ``cancel`` cancels them (as ``cancel_run``) and starts.
+
+        Sent events of a ``commit`` are decided the same way.
         """
         ...
 
@@ -277,7 +289,8 @@ class Store(Protocol):
         ``waits_on``; a run sees the events past its cursor) and it is older than
         ``EVENT_LOG_GRACE``, or once it is older than ``older_than`` whoever might see it.
         So a wait sees the matching events sent since its run started or its previous
-        wait was answered, up to the retention.
+        wait was answered, up to the retention. That call also forgets the expired
+        idempotency answers and rate-limit states, which decide nothing any more.
         """
         ...
 

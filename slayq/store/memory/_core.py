@@ -49,6 +49,7 @@ from slayq.runtime.run_filters import (
 )
 from slayq.store._one_by_one import commit_one_by_one
 from slayq.store._schedule_sets import checked_schedules
+from slayq.store.memory import _flow_once, _flow_rate_limit
 from slayq.store.memory._admit import admit
 from slayq.store.protocol import EVENT_LOG_GRACE
 
@@ -88,6 +89,10 @@ class MemoryCore:
         self._schedules: dict[str, _Schedule] = {}
         self._paused: set[str] = set()
         self._audit: list[AuditEntry] = []
+        # Send-time flow control (``_admit``): per bucket, the idempotency answer and its
+        # expiry, and the rate limit's theoretical arrival time.
+        self.once: dict[str, tuple[RunId, datetime]] = {}
+        self.rate_tats: dict[str, datetime] = {}
 
     # -- events ------------------------------------------------------------------------
 
@@ -149,6 +154,7 @@ class MemoryCore:
             event_cursor=self._event_seq,
             may_wait=new.may_wait,
             trace=new.trace,
+            flow=new.flow,
         )
         return new.id
 
@@ -532,6 +538,8 @@ class MemoryCore:
                 self._keys.pop((run.event, run.key), None)
         if len(old) < batch:  # caught up with the runs, as the Postgres store prunes
             self._prune_events(older_than)
+            _flow_once.prune(self, self.clock.now())
+            _flow_rate_limit.prune(self, self.clock.now())
         return len(old)
 
     def _prune_events(self, older_than: timedelta) -> None:

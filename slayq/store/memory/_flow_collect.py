@@ -16,9 +16,7 @@ from weakref import WeakKeyDictionary
 import msgspec
 
 from slayq.store._collect import batch_run, debounce_run, plan
-
-# The module, not its names: ``_admit`` imports this one to list its features.
-from slayq.store.memory import _admit
+from slayq.store.memory._decision import Decision
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -32,28 +30,28 @@ if TYPE_CHECKING:
 _NEWEST: WeakKeyDictionary[MemoryCore, dict[tuple[str, str], RunId]] = WeakKeyDictionary()
 
 
-def debounce(core: MemoryCore, run: NewRun, now: datetime) -> _admit.Decision:
+def debounce(core: MemoryCore, run: NewRun, now: datetime) -> Decision:
     window = run.flow.debounce if run.flow is not None else None
     if window is None:
-        return _admit.Decision(run)
+        return Decision(run)
     newest = _NEWEST.setdefault(core, {})
     pending = _unstarted(core, newest.get(("debounce", window.bucket)))
     if pending is None:
         started = debounce_run(run, run, window)
         newest[("debounce", window.bucket)] = started.id
-        return _admit.Decision(started)
+        return Decision(started)
     due = now + window.period
     if window.timeout is not None:
         due = min(due, pending.created_at + window.timeout)
     pending.data, pending.cancel_on = run.data, list(run.cancel_on)
     pending.run_at, pending.updated_at = due, now
-    return _admit.Decision(None, pending.id)
+    return Decision(None, pending.id)
 
 
-def batch(core: MemoryCore, run: NewRun, now: datetime) -> _admit.Decision:
+def batch(core: MemoryCore, run: NewRun, now: datetime) -> Decision:
     spec = run.flow.batch if run.flow is not None else None
     if spec is None:
-        return _admit.Decision(run)
+        return Decision(run)
     newest = _NEWEST.setdefault(core, {})
     open_run = _unstarted(core, newest.get(("batch", spec.bucket)))
     size = (
@@ -70,11 +68,11 @@ def batch(core: MemoryCore, run: NewRun, now: datetime) -> _admit.Decision:
         open_run.updated_at = now
     if at.joining:
         assert open_run is not None
-        return _admit.Decision(None, open_run.id)
+        return Decision(None, open_run.id)
     ((_, _, full),) = at.new
     started = batch_run(run, spec, [run.data], full=full)
     newest[("batch", spec.bucket)] = started.id
-    return _admit.Decision(started)
+    return Decision(started)
 
 
 def _unstarted(core: MemoryCore, run_id: RunId | None) -> _Run | None:

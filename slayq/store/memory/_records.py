@@ -17,6 +17,7 @@ from slayq.model import (
     CancelRule,
     ErrorInfo,
     Failed,
+    Flow,
     OutgoingEvent,
     ParentLink,
     PendingStep,
@@ -68,6 +69,7 @@ class _Run:
     event_cursor: int
     may_wait: bool
     trace: dict[str, str] | None = None
+    flow: Flow | None = None
     status: RunStatus = "queued"
     attempt: int = 1
     steps: list[StepRecord] = field(default_factory=list)

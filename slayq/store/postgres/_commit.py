@@ -6,7 +6,9 @@ its own. The rest (waits, invocations, sent events, answering a caller) run as a
 pipelined transaction: the first statement locks the run and checks the lease, and
 every later statement that changes the run repeats the check in its WHERE clause, so a
 lost lease makes them no-ops before ``LeaseLostError`` is raised. Sent events need the
-lease checked before they are ingested, which costs a round trip.
+lease checked before they are ingested, which costs a round trip; sent runs with
+send-time flow control are first decided as ``send_events`` decides them (``_admit``),
+which costs another.
 """
 
 from __future__ import annotations
@@ -46,11 +48,6 @@ async def commit(
         _check(row, lease)
         if row is not None and not (row[1] and _finishes(outcome)):
             return
-    sent = transition.sent
-    # Sends with send-time flow control (a rate limit, a debounce...) are decided as a
-    # client's are; what that leaves is ingested (see _admit), in this transaction.
-    admitted = bool(sent) and decided_at_send(sent)
-    ingest = Ingest(sent, now=now, channel=channel) if sent and not admitted else None
     waits = (
         [p.event for p in outcome.pending if p.kind == "wait" and p.event is not None]
         if isinstance(outcome, Suspend)
@@ -58,9 +55,14 @@ async def commit(
     )
     held: AsyncCursor[Any]
     async with conn.pipeline() as pipeline, conn.transaction():
-        if admitted:
-            admission = await admit(conn, pipeline, sent, now=now, channel=channel)
-            ingest = Ingest(admission.events, now=now, channel=channel)
+        # Sent runs with send-time flow control are decided first, their bucket locks
+        # taken before any other (as ``send_events`` takes them); if the lease turns out
+        # lost, the transaction and so the decisions are rolled back.
+        admission = None
+        if decided_at_send(transition.sent):
+            admission = await admit(conn, pipeline, transition.sent, now=now, channel=channel)
+        sent = admission.events if admission is not None else transition.sent
+        ingest = Ingest(sent, now=now, channel=channel) if sent else None
         await lock_event_names(conn, shared=ingest.logged_names if ingest else (), exclusive=waits)
         counts = {"replayed": transition.replayed, "executed": len(transition.steps)}
         held = await conn.execute(rq.HELD_ROW, {"id": lease.run_id, "token": lease.token} | counts)
@@ -72,6 +74,8 @@ async def commit(
             await pipeline.sync()
             _check(await held.fetchone(), lease)
             await ingest.apply(conn, pipeline)
+            if admission is not None:
+                await admission.finish(conn)
         await _apply(conn, lease, outcome, now=now, channel=channel)
     if ingest is None:
         _check(await held.fetchone(), lease)

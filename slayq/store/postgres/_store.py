@@ -36,7 +36,7 @@ from slayq.store.postgres import (
 )
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres import _run_queries as rq
-from slayq.store.postgres._admit import admit, decided_at_send
+from slayq.store.postgres._admit import admit, decided_at_send, prune_flow_sends
 from slayq.store.postgres._codec import dump, valid_id
 from slayq.store.postgres._connect import (
     LOCAL_SETTINGS,
@@ -258,12 +258,14 @@ class PostgresStore:
         """A batch with send-time flow control: the features decide what each run becomes
         (``_admit``), then the batch is ingested, all in one transaction."""
         async with conn.pipeline() as pipeline, conn.transaction():
-            admission = await admit(conn, pipeline, events, now=self._now(), channel=self.channel)
-            ingest = Ingest(admission.events, now=self._now(), channel=self.channel)
+            now = self._now()
+            admission = await admit(conn, pipeline, events, now=now, channel=self.channel)
+            ingest = Ingest(admission.events, now=now, channel=self.channel)
             await lock_event_names(conn, shared=ingest.logged_names)
             await ingest.start(conn)
             await pipeline.sync()
             await ingest.apply(conn, pipeline)
+            await admission.finish(conn)
         return admission.answer(await ingest.run_ids(conn))
 
     # -- claiming and committing -------------------------------------------------------
@@ -573,6 +575,7 @@ class PostgresStore:
             deleted = await self._retention.delete_runs(conn, older_than, batch, self._now())
             if deleted < batch:  # caught up with the runs: prune the event log, whole
                 await self._retention.prune_events(conn, older_than, self._now())
+                await prune_flow_sends(conn, self._now())
             return deleted
 
         return await self._run("delete finished runs", body)
