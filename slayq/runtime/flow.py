@@ -173,6 +173,15 @@ class FlowSpec:
                     f"{where}: Singleton mode must be 'skip' or 'cancel', got {singleton.mode!r}"
                 )
             self.singleton = (singleton, self._path(singleton.key, "Singleton"))
+            if debounce is not None:
+                # The pending debounce run would count as the key's one active run, so
+                # every later event would skip it (or cancel it) instead of joining it.
+                raise FunctionDefinitionError(
+                    f"{where}: singleton cannot be combined with debounce: debounce keeps "
+                    "one pending run per key already, and a singleton would stop later "
+                    "events from joining it; to keep runs of a key from overlapping, add "
+                    "concurrency=slayq.Concurrency(limit=1, key=...)"
+                )
         self.idempotency: tuple[Idempotency, list[str], timedelta] | None = None
         if idempotency is not None:
             self._expect(idempotency, Idempotency, "idempotency")

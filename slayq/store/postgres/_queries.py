@@ -73,7 +73,8 @@ def backlog(queue: str) -> str:
 EVENT_LOCKS = 0x736C_0001
 QUEUE_LOCKS = 0x736C_0002
 SCHEDULE_LOCKS = 0x736C_0003
-FLOW_LOCKS = 0x736C_0004  # send-time flow control buckets (see _admit)
+FLOW_LOCKS = 0x736C_0005  # send-time flow control buckets (see _admit)
+# (0x736C_0004 is the migrations' lock, _migrations._LOCK_NAMESPACE)
 
 # Locks sorted by key so that two transactions never wait on each other in a cycle.
 # An event name is locked shared by senders of logged events and exclusively by a run
