@@ -116,6 +116,10 @@ def test_throttle_and_rate_limit_resolve_to_gcra_rates() -> None:
             {"idempotency": slayq.Idempotency(key="", ttl="1h")},
             "Idempotency key must be a field path",
         ),
+        (
+            {"singleton": slayq.Singleton(), "debounce": slayq.Debounce(period="1m")},
+            "singleton cannot be combined with debounce",
+        ),
     ],
 )
 def test_bad_flow_controls_are_refused_when_the_function_is_defined(
