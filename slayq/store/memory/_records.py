@@ -17,6 +17,7 @@ from slayq.model import (
     CancelRule,
     ErrorInfo,
     Failed,
+    Flow,
     OutgoingEvent,
     ParentLink,
     PendingStep,
@@ -27,6 +28,7 @@ from slayq.model import (
     StepRecord,
     Suspend,
 )
+from slayq.store._flow_claims import fair_bucket
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -68,6 +70,7 @@ class _Run:
     event_cursor: int
     may_wait: bool
     trace: dict[str, str] | None = None
+    flow: Flow | None = None
     status: RunStatus = "queued"
     attempt: int = 1
     steps: list[StepRecord] = field(default_factory=list)
@@ -85,6 +88,11 @@ class _Run:
     replayed: int = 0
     executed: int = 0
     history: list[AttemptInfo] = field(default_factory=list)
+
+    @property
+    def gated(self) -> bool:
+        """Under a concurrency key or a throttle: claimed by ``_flow.claim_gated``."""
+        return fair_bucket(self.flow) is not None
 
 
 @dataclass(frozen=True)
