@@ -1,7 +1,7 @@
 """Claim-time flow control, decided the same way by every store.
 
 A run under concurrency keys or a throttle (``model.Flow.concurrency``, ``.throttle``) is
-*gated*: a claim takes it only after the store's plain runs, and only when
+*gated*: a claim takes it only after the plain runs it takes, and only when
 
 - every concurrency bucket it is under has fewer than its limit of runs holding an
   unexpired lease (sleeping and waiting runs hold none);
@@ -10,29 +10,31 @@ A run under concurrency keys or a throttle (``model.Flow.concurrency``, ``.throt
   (a resume, a retry, a takeover): those are never throttled.
 
 Each run takes its turn in one *fair bucket*: its first concurrency bucket, else its
-throttle's. A bucket offers its first due runs, as many as it has room for (``offer``),
-and the claim walks them round robin (``choose``): every bucket's first run before any
-bucket's second, the bucket served longest ago first. A bucket that is full, or a
-throttle that is spent, never holds back another bucket's runs.
+throttle's. A claim visits a queue's fair buckets round robin, in name order from the
+bucket after the queue's cursor (where the previous claim stopped), and stops
+after ``limit`` buckets that can offer a run (``offer``): a full bucket, or one whose
+first starts a throttle holds back (and which has nothing else due), is skipped and
+holds back no other. Each bucket offers its first due runs, as many as it has room for,
+first starts apart from the others (so first starts held back never hold back a
+resume). The claim then takes every visited bucket's first run before any bucket's
+second (``choose``), each only if all its limits have room.
 
 The stores gather the candidates (the memory store from its dicts, PostgreSQL with an
-index per bucket, see ``postgres._flow_claim``) and apply the decision; the decision
-itself is here, so both prove the same semantics.
+index per bucket, see ``postgres._flow_claim``) and apply the decision; the rules are
+here, so both prove the same semantics.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import groupby
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable
     from datetime import datetime
 
     from slayq.model import Flow, FlowRate, RunId
-
-_NEVER_SERVED = -1
 
 
 def fair_bucket(flow: Flow | None) -> str | None:
@@ -71,68 +73,116 @@ class Candidate:
 
 
 @dataclass
-class Bucket:
-    """What a claim knows of a bucket: the lease token of its last claim (``served``;
-    round robin serves the bucket served longest ago first) and, for a throttle, its
-    GCRA theoretical arrival time ``tat`` (None: never used, or long ago)."""
+class Throttle:
+    """A throttle bucket's GCRA state: its theoretical arrival time (None: unused), and
+    until when a first start is held back (set by the claim that held one back)."""
 
-    served: int | None = None
     tat: datetime | None = None
-    # Set by ``choose``: a first start was held back by this throttle until then.
     blocked_until: datetime | None = None
 
 
-def room(candidate: Candidate, held: dict[str, int], limit: int) -> int:
-    """How many runs the candidate's fair bucket may start: the room under its
-    concurrency limit, at most ``limit`` (a throttle-only bucket: ``limit``)."""
-    flow = candidate.flow
+@dataclass
+class Offer:
+    """What a claim may take: the takeovers (expired leases, tried first: their runs had
+    started), the runs the visited buckets offer, each bucket's turn (its place in its
+    queue's round) and per queue the last bucket that offered runs."""
+
+    takeovers: list[Candidate] = field(default_factory=list)
+    runs: list[Candidate] = field(default_factory=list)
+    turns: dict[str, int] = field(default_factory=dict)
+    cursors: dict[str, str] = field(default_factory=dict)
+
+
+def room(flow: Flow, held: dict[str, int], limit: int) -> int:
+    """How many runs a fair bucket may start: the room under its concurrency limit, at
+    most ``limit`` (a bucket of a throttle alone: ``limit``)."""
     if not flow.concurrency:
         return limit
     first = flow.concurrency[0]
     return max(0, min(limit, first.limit - held.get(first.bucket, 0)))
 
 
-def offer(candidates: Iterable[Candidate], held: dict[str, int], limit: int) -> list[Candidate]:
-    """The runs each fair bucket puts forward: its first due runs in claim order, as many
-    as ``room`` allows. Runs started before and first starts are offered apart, each up
-    to the room, so first starts that a throttle holds back never hold back a resume."""
-    offered: list[Candidate] = []
-    by_bucket = sorted(candidates, key=lambda c: (c.bucket, c.started, c.order))
-    for _, runs in groupby(by_bucket, key=lambda c: (c.bucket, c.started)):
-        stream = list(runs)
-        offered += stream[: room(stream[0], held, limit)]
-    return offered
+def held_back(run: Candidate, throttles: dict[str, Throttle], now: datetime) -> bool:
+    """Whether a first start's throttle held one back until later than now."""
+    throttle = run.flow.throttle
+    if run.started or throttle is None:
+        return False
+    until = throttles.get(throttle.bucket, Throttle()).blocked_until
+    return until is not None and until > now
+
+
+def offer(
+    candidates: Iterable[Candidate],
+    *,
+    held: dict[str, int],
+    throttles: dict[str, Throttle],
+    cursors: dict[str, str],
+    limit: int,
+    now: datetime,
+) -> Offer:
+    """Visit each queue's fair buckets round robin from its cursor, until ``limit`` of
+    them offered runs: up to ``room`` of its runs started before and up to ``room`` of
+    its first starts (none while their throttle holds one back), each in claim order.
+    Every expired lease is offered, as a takeover."""
+    made = Offer()
+    timed: list[Candidate] = []
+    for run in candidates:
+        (made.takeovers if run.expired else timed).append(run)
+    made.takeovers.sort(key=lambda c: c.order)
+    by_queue = sorted(timed, key=lambda c: (c.queue, c.bucket, c.started, c.order))
+    for queue, runs in groupby(by_queue, key=lambda c: c.queue):
+        buckets = {b: list(r) for b, r in groupby(runs, key=lambda c: c.bucket)}
+        cursor = cursors.get(queue)
+        names = sorted(buckets)
+        if cursor is not None:  # the buckets after the cursor, then from the first on
+            names = [b for b in names if b > cursor] + [b for b in names if b <= cursor]
+        visited = 0
+        for name in names:
+            if visited >= limit:
+                break
+            stream = buckets[name]
+            space = room(stream[0].flow, held, limit)
+            started = [r for r in stream if r.started][:space]
+            first = [r for r in stream if not r.started][:space]
+            if first and held_back(first[0], throttles, now):
+                first = []
+            if not started and not first:
+                continue
+            made.runs += started + first
+            made.turns[name] = visited
+            made.cursors[queue] = name
+            visited += 1
+    return made
 
 
 def choose(
-    offered: Sequence[Candidate],
+    offered: Offer,
     *,
     held: dict[str, int],
-    buckets: dict[str, Bucket],
+    throttles: dict[str, Throttle],
     free: dict[str, list[int]] | None,
     limit: int,
     now: datetime,
 ) -> list[Candidate]:
-    """The runs to claim, in claim order: round robin over the fair buckets (each
-    bucket's first run, the bucket served longest ago first, then every bucket's second,
-    and so on), each taken only if all its limits have room.
+    """The runs to claim, in claim order: the takeovers, then each visited bucket's first
+    run, in turn, then each one's second, and so on; each taken only if all its limits
+    have room.
 
-    ``held`` (runs holding a lease, per concurrency bucket), ``buckets`` (per fair and
-    throttle bucket) and ``free`` (a queue's group's free slots, shared by the group's
-    queues; None: no queue limits) are updated as runs are taken.
+    ``held`` (runs holding a lease, per concurrency bucket), ``throttles`` and ``free``
+    (a queue's group's free slots, one counter shared by the group's queues; None: no
+    queue limits) are updated as runs are taken.
     """
     rank: dict[RunId, int] = {}  # a run's place in its bucket's offer
-    taken: dict[str, int] = {}  # how many of a bucket's runs are ranked so far
-    for run in sorted(offered, key=lambda c: (c.bucket, c.order)):
-        rank[run.run_id] = taken.get(run.bucket, 0)
-        taken[run.bucket] = rank[run.run_id] + 1
+    ranked: dict[str, int] = {}  # how many of a bucket's runs are ranked so far
+    for run in sorted(offered.runs, key=lambda c: (c.bucket, c.order)):
+        rank[run.run_id] = ranked.get(run.bucket, 0)
+        ranked[run.bucket] = rank[run.run_id] + 1
 
     def turn(run: Candidate) -> tuple[int, int, tuple[int, datetime, int]]:
-        served = buckets.get(run.bucket, Bucket()).served
-        return (rank[run.run_id], _NEVER_SERVED if served is None else served, run.order)
+        return (rank[run.run_id], offered.turns[run.bucket], run.order)
 
     chosen: list[Candidate] = []
-    for run in sorted(offered, key=turn):
+    for run in [*offered.takeovers, *sorted(offered.runs, key=turn)]:
         if len(chosen) >= limit:
             break
         slots = free.get(run.queue) if free is not None else None
@@ -141,7 +191,7 @@ def choose(
         if any(held.get(s.bucket, 0) >= s.limit for s in run.flow.concurrency):
             continue
         throttle = run.flow.throttle if not run.started else None
-        if throttle is not None and not _pace(buckets, throttle, now):
+        if throttle is not None and not _pace(throttles, throttle, now):
             continue
         for slot in run.flow.concurrency:
             held[slot.bucket] = held.get(slot.bucket, 0) + 1
@@ -151,11 +201,11 @@ def choose(
     return chosen
 
 
-def _pace(buckets: dict[str, Bucket], throttle: FlowRate, now: datetime) -> bool:
+def _pace(throttles: dict[str, Throttle], throttle: FlowRate, now: datetime) -> bool:
     """GCRA: a start is allowed while the bucket's theoretical arrival time is at most
     ``burst`` intervals ahead of now; each start moves it one interval on. So ``burst +
     1`` start at once, then one per interval. A start held back marks when it may go."""
-    state = buckets.setdefault(throttle.bucket, Bucket())
+    state = throttles.setdefault(throttle.bucket, Throttle())
     tat = max(state.tat or now, now)
     tolerance = throttle.interval * throttle.burst
     if tat - now > tolerance:
@@ -166,8 +216,14 @@ def _pace(buckets: dict[str, Bucket], throttle: FlowRate, now: datetime) -> bool
     return True
 
 
-def served(buckets: dict[str, Bucket], chosen: Sequence[Candidate], tokens: Sequence[int]) -> None:
-    """Record, per fair bucket, the lease token of its last claimed run (round robin)."""
-    for run, token in zip(chosen, tokens, strict=True):
-        state = buckets.setdefault(run.bucket, Bucket())
-        state.served = max(state.served or _NEVER_SERVED, token)
+def cursors(offered: Offer, chosen: Iterable[Candidate]) -> dict[str, str]:
+    """Where each queue's next round starts after: the last bucket in turn a run was
+    taken from; if none was, the last one visited (which all held something back)."""
+    moved = dict(offered.cursors)
+    last: dict[str, int] = {}
+    for run in chosen:
+        turn = offered.turns.get(run.bucket)
+        if turn is not None and turn >= last.get(run.queue, -1):
+            last[run.queue] = turn
+            moved[run.queue] = run.bucket
+    return moved

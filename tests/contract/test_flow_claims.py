@@ -28,6 +28,7 @@ from slayq.model import (
     NewRun,
     PendingStep,
     RunId,
+    Schedule,
     Suspend,
     Transition,
 )
@@ -323,3 +324,49 @@ async def test_keys_and_throttles_together(store: Store, clock: VirtualClock) ->
     clock.advance(timedelta(seconds=1))
     (third,) = await claim_all(store)
     assert third.data["customer"] not in keys(claims)  # the key with room, not a full one
+
+
+# -- every way a run is made -----------------------------------------------------------
+
+
+async def test_a_cron_run_is_held_to_its_key(store: Store, clock: VirtualClock) -> None:
+    template = msgspec.structs.replace(keyed("cron", limit=1), event="flow/tick")
+    schedule = Schedule(event="flow/tick", cron="* * * * *", template=template)
+    await store.set_schedules([schedule], app="worker", events=["flow/tick"])
+    clock.advance(timedelta(minutes=1))
+    assert len(await store.fire_schedules()) == 1
+    (held,) = await claim_all(store)
+    await store.extend_leases([held.lease], timedelta(minutes=5))
+    clock.advance(timedelta(minutes=1))
+    assert len(await store.fire_schedules()) == 1
+    assert await claim_all(store) == []  # the previous tick still holds the key
+    await store.commit(held.lease, done())
+    assert len(await claim_all(store)) == 1
+
+
+async def test_a_rerun_is_held_to_its_key(store: Store) -> None:
+    (original,) = await send(store, [keyed("a", limit=1)])
+    (claim,) = await claim_all(store)
+    await store.commit(claim.lease, done())
+    (again,) = await send(store, [keyed("a", limit=1)])
+    (holder,) = await claim_all(store)
+    assert holder.lease.run_id == again
+    fork = await store.fork_run(keyed("a", limit=1), source=original, before_step=None, actor="t")
+    assert await claim_all(store) == []
+    await store.commit(holder.lease, done())
+    (rerun,) = await claim_all(store)
+    assert rerun.lease.run_id == fork
+
+
+async def test_a_full_queue_group_keeps_the_keys_turns(store: Store) -> None:
+    for key in "abc":
+        await send(store, [keyed(key, limit=5) for _ in range(3)])
+    group = [QueueLimit(names=["general"], concurrency=1)]
+
+    async def turn() -> object:
+        (claim,) = await store.claim(queues=group, limit=5, lease_for=LEASE, owner="w")
+        assert await store.claim(queues=group, limit=5, lease_for=LEASE, owner="w") == []
+        await store.commit(claim.lease, done())
+        return claim.data["customer"]
+
+    assert [await turn() for _ in range(6)] == ["a", "b", "c", "a", "b", "c"]

@@ -56,7 +56,7 @@ from slayq.store.protocol import EVENT_LOG_GRACE
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
 
-    from slayq.store._flow_claims import Bucket
+    from slayq.store._flow_claims import Throttle
     from slayq.store.protocol import Batch, ClaimRequest, QueueLimit
 
 
@@ -90,8 +90,10 @@ class MemoryCore:
         self._schedules: dict[str, _Schedule] = {}
         self._paused: set[str] = set()
         self._audit: list[AuditEntry] = []
-        # Concurrency keys and throttles: round robin and GCRA state (see _flow_claims).
-        self.flow_buckets: dict[str, Bucket] = {}
+        # Concurrency keys and throttles (see _flow_claims): per queue the last bucket a
+        # claim visited (round robin), per throttle its GCRA state.
+        self.flow_cursors: dict[str, str] = {}
+        self.flow_throttles: dict[str, Throttle] = {}
 
     # -- events ------------------------------------------------------------------------
 
@@ -554,6 +556,12 @@ class MemoryCore:
                 self._keys.pop((run.event, run.key), None)
         if len(old) < batch:  # caught up with the runs, as the Postgres store prunes
             self._prune_events(older_than)
+            now = self.clock.now()  # a throttle whose time passed is as good as new
+            self.flow_throttles = {
+                name: state
+                for name, state in self.flow_throttles.items()
+                if state.tat is None or state.tat >= now
+            }
         return len(old)
 
     def _prune_events(self, older_than: timedelta) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from slayq.store._flow_claims import Candidate, choose, offer, served
+from slayq.store._flow_claims import Candidate, choose, cursors, offer
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -33,8 +33,8 @@ def claim_gated(
     queue's group's free slots; None: every queue, without limits)."""
     candidates: list[Candidate] = []
     for run in due:
-        if free is not None and run.queue not in free:
-            continue
+        if free is not None and (run.queue not in free or free[run.queue][0] <= 0):
+            continue  # a queue whose group is full is not visited: its buckets keep their turn
         assert run.flow is not None
         if run.status == "running" and run.attempt >= run.max_attempts:
             # Its lease ran out on its last attempt: it fails, and needs no slot for that.
@@ -53,9 +53,12 @@ def claim_gated(
             )
         )
     held = held_slots(core, now)
-    offered = offer(candidates, held, limit)
-    buckets = core.flow_buckets
-    chosen = choose(offered, held=held, buckets=buckets, free=free, limit=limit, now=now)
+    throttles = core.flow_throttles
+    offered = offer(
+        candidates, held=held, throttles=throttles, cursors=core.flow_cursors, limit=limit, now=now
+    )
+    chosen = choose(offered, held=held, throttles=throttles, free=free, limit=limit, now=now)
+    core.flow_cursors.update(cursors(offered, chosen))
     claims: list[Claim] = []
     for candidate in chosen:
         run = core._runs[candidate.run_id]
@@ -63,7 +66,6 @@ def claim_gated(
         if candidate.expired:
             core._take_over(run, now)  # not its last attempt: it goes on with the next
         claims.append(core._lease(run, owner, lease_for, now, taken_over_from))
-    served(buckets, chosen, [claim.lease.token for claim in claims])
     return claims
 
 
@@ -84,7 +86,7 @@ def flow_wakeups(core: MemoryCore, now: datetime) -> list[datetime]:
     """When a gated run may become claimable: a future due time, or the end of a
     throttle's hold (due gated runs held back by a full key wake with the commit or the
     lease expiry that frees the slot)."""
-    times = [b.blocked_until for b in core.flow_buckets.values() if b.blocked_until is not None]
+    times = [t.blocked_until for t in core.flow_throttles.values() if t.blocked_until is not None]
     for run in core._runs.values():
         if run.queue in core._paused:
             continue

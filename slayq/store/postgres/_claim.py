@@ -17,7 +17,7 @@ from slayq.store.postgres import _queries as q
 from slayq.store.postgres._codec import dump, load_memo
 from slayq.store.postgres._flow_claim import GATED_QUEUES, claim_gated
 from slayq.store.postgres._history import ended_attempt
-from slayq.store.postgres._queries import GROUPS, NOW, PAIRS, TIMED, compact, leased
+from slayq.store.postgres._queries import GENERIC_PLANS, GROUPS, NOW, PAIRS, TIMED, compact, leased
 from slayq.store.postgres._run_queries import STEP_JSON
 
 if TYPE_CHECKING:
@@ -154,9 +154,6 @@ from steps as s
 where s.run_id = any(%(ids)s::uuid[])
 group by s.run_id
 """)
-
-
-GENERIC_PLANS = "select set_config('plan_cache_mode', %(mode)s, true)"
 
 
 def group_params(queues: Sequence[QueueLimit] | None) -> dict[str, Any]:

@@ -90,6 +90,10 @@ def leased(token: str = "nextval('lease_tokens')") -> str:
 
 CLOCK = f"select {NOW}"
 
+# The claim's statements are planned once for any parameters (a generic plan), not
+# afresh on each claim (see ``_claim.claim_in_transaction``); local to the transaction.
+GENERIC_PLANS = "select set_config('plan_cache_mode', %(mode)s, true)"
+
 
 def backlog(queue: str) -> str:
     """Whether runs of ``queue`` are due and waiting: a run that leaves the running state

@@ -252,7 +252,7 @@ RUN_FOR_UPDATE = "select id from runs where id = %(id)s::uuid for update"
 
 # Gated runs (flow control) count from their due time only while it is ahead: one due
 # now and not claimed waits for a slot (freed by a commit, which notifies, or by a lease
-# expiring, counted here) or for its throttle (flow_buckets.blocked_until).
+# expiring, counted here) or for its throttle (flow_throttles.blocked_until).
 NEXT_WAKEUP = compact(f"""
 with recursive {PAIRS}
 select least(
@@ -276,7 +276,7 @@ select least(
          limit 1
      ) as gated on true
      where p.queue not in (select queue from paused_queues)),
-    (select min(blocked_until) from flow_buckets where blocked_until > {NOW})
+    (select min(blocked_until) from flow_throttles where blocked_until > {NOW})
 )
 """)
 

@@ -573,6 +573,7 @@ class PostgresStore:
             deleted = await self._retention.delete_runs(conn, older_than, batch, self._now())
             if deleted < batch:  # caught up with the runs: prune the event log, whole
                 await self._retention.prune_events(conn, older_than, self._now())
+                await self._retention.prune_throttles(conn, self._now())
             return deleted
 
         return await self._run("delete finished runs", body)

@@ -9,20 +9,21 @@ alter table runs add column gated boolean not null default false;
 alter table runs add column flow_key text;
 
 -- The queues that have ever had a gated run: a claim of other queues never looks further
--- for gated runs (a few rows, read with an index probe per claim).
-create table flow_queues (queue text primary key);
+-- for gated runs (a few rows, read with an index probe per claim). ``cursor``: the last
+-- bucket a claim of the queue visited; the next one starts after it (round robin).
+create table flow_queues (queue text primary key, cursor text);
 
--- Per bucket: the lease token of its last claim (round robin serves the bucket served
--- longest ago first) and, for a throttle, its GCRA state: the theoretical arrival time,
--- and until when a first start is held back (next_wakeup reads the earliest).
-create table flow_buckets (
+-- A throttle's GCRA state: its theoretical arrival time, and until when a first start
+-- is held back (claims skip the bucket's first starts until then; next_wakeup reads the
+-- earliest). Kept while in use: delete_finished drops the idle ones.
+create table flow_throttles (
     bucket text primary key,
-    served bigint,
-    tat timestamptz,
-    blocked_until timestamptz,
-    updated_at timestamptz not null
+    tat timestamptz not null,
+    blocked_until timestamptz
 );
-create index flow_buckets_blocked on flow_buckets (blocked_until) where blocked_until is not null;
+create index flow_throttles_blocked on flow_throttles (blocked_until)
+    where blocked_until is not null;
+create index flow_throttles_idle on flow_throttles (tat);
 
 -- A trigger, so every way a run is inserted (sent, invoked, fired by a schedule, rerun)
 -- gets the columns without its statement knowing; plain runs (flow is null) skip it.
