@@ -51,11 +51,13 @@ from slayq.store._one_by_one import commit_one_by_one
 from slayq.store._schedule_sets import checked_schedules
 from slayq.store.memory import _flow_once, _flow_rate_limit
 from slayq.store.memory._admit import admit
+from slayq.store.memory._flow import claim_gated, flow_wakeups
 from slayq.store.protocol import EVENT_LOG_GRACE
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
 
+    from slayq.store._flow_claims import Throttle
     from slayq.store.protocol import Batch, ClaimRequest, QueueLimit
 
 
@@ -93,6 +95,10 @@ class MemoryCore:
         # expiry, and the rate limit's theoretical arrival time.
         self.once: dict[str, tuple[RunId, datetime]] = {}
         self.rate_tats: dict[str, datetime] = {}
+        # Concurrency keys and throttles (see _flow_claims): per queue the last bucket a
+        # claim visited (round robin), per throttle its GCRA state.
+        self.flow_cursors: dict[str, str] = {}
+        self.flow_throttles: dict[str, Throttle] = {}
 
     # -- events ------------------------------------------------------------------------
 
@@ -184,39 +190,54 @@ class MemoryCore:
         for run in due:
             if len(claims) >= limit:
                 break
+            if run.gated:
+                continue  # claimed below, under its flow controls
             slot = capacity.get(run.queue)
             if queues is not None and (slot is None or slot[0] <= 0):
                 continue
             taken_over_from = run.owner if run.status == "running" else None
             if run.status == "running" and not self._take_over(run, now):
                 continue
-            run.attempt_started_at, run.replayed, run.executed = now, 0, 0
-            for pending in list(run.pending.values()):
-                self._resolve(run, pending.step.name, now, output=None, wake=False)
             if slot is not None:
                 slot[0] -= 1
-            run.status = "running"
-            run.token = next(self._tokens)
-            run.owner = owner
-            run.lease_expires_at = now + lease_for
-            run.heartbeat_at = now
-            run.updated_at = now
-            claims.append(
-                Claim(
-                    lease=Lease(run_id=run.id, token=run.token, expires_at=run.lease_expires_at),
-                    event=run.event,
-                    data=_copy(run.data),
-                    queue=run.queue,
-                    attempt=run.attempt,
-                    max_attempts=run.max_attempts,
-                    memo=[_memo_record(step) for step in run.steps],
-                    endpoint=run.endpoint,
-                    taken_over_from=taken_over_from,
-                    trace=run.trace,
-                    due_at=run.run_at or now,
-                )
-            )
+            claims.append(self._lease(run, owner, lease_for, now, taken_over_from))
+        gated = [run for run in due if run.gated]
+        if gated and len(claims) < limit:
+            slots = capacity if queues is not None else None
+            claims += claim_gated(self, gated, slots, limit - len(claims), lease_for, owner, now)
         return claims
+
+    def _lease(
+        self,
+        run: _Run,
+        owner: str,
+        lease_for: timedelta,
+        now: datetime,
+        taken_over_from: str | None,
+    ) -> Claim:
+        """Lease a due run to ``owner``: pending steps left expired (they resolve to None)."""
+        run.attempt_started_at, run.replayed, run.executed = now, 0, 0
+        for pending in list(run.pending.values()):
+            self._resolve(run, pending.step.name, now, output=None, wake=False)
+        run.status = "running"
+        run.token = next(self._tokens)
+        run.owner = owner
+        run.lease_expires_at = now + lease_for
+        run.heartbeat_at = now
+        run.updated_at = now
+        return Claim(
+            lease=Lease(run_id=run.id, token=run.token, expires_at=run.lease_expires_at),
+            event=run.event,
+            data=_copy(run.data),
+            queue=run.queue,
+            attempt=run.attempt,
+            max_attempts=run.max_attempts,
+            memo=[_memo_record(step) for step in run.steps],
+            endpoint=run.endpoint,
+            taken_over_from=taken_over_from,
+            trace=run.trace,
+            due_at=run.run_at or now,
+        )
 
     def _is_due(self, run: _Run, now: datetime) -> bool:
         if run.status == "running":
@@ -507,14 +528,16 @@ class MemoryCore:
         return started
 
     async def next_wakeup(self) -> datetime | None:
+        now = self.clock.now()
         times = [s.next_at for s in self._schedules.values()]
         for run in self._runs.values():
             if run.queue in self._paused:
                 continue  # nothing of it becomes due before the resume, which notifies
             if run.status == "running" and run.lease_expires_at is not None:
                 times.append(run.lease_expires_at)
-            elif run.status not in FINISHED_STATUSES and run.run_at is not None:
+            elif run.status not in FINISHED_STATUSES and run.run_at is not None and not run.gated:
                 times.append(run.run_at)
+        times += flow_wakeups(self, now)
         return min(times, default=None)
 
     async def due_by_queue(self) -> dict[str, int]:
@@ -540,6 +563,12 @@ class MemoryCore:
             self._prune_events(older_than)
             _flow_once.prune(self, self.clock.now())
             _flow_rate_limit.prune(self, self.clock.now())
+            now = self.clock.now()  # a throttle whose time passed is as good as new
+            self.flow_throttles = {
+                name: state
+                for name, state in self.flow_throttles.items()
+                if state.tat is None or state.tat >= now
+            }
         return len(old)
 
     def _prune_events(self, older_than: timedelta) -> None:

@@ -28,6 +28,7 @@ from slayq.model import (
     StepRecord,
     Suspend,
 )
+from slayq.store._flow_claims import fair_bucket
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -87,6 +88,11 @@ class _Run:
     replayed: int = 0
     executed: int = 0
     history: list[AttemptInfo] = field(default_factory=list)
+
+    @property
+    def gated(self) -> bool:
+        """Under a concurrency key or a throttle: claimed by ``_flow.claim_gated``."""
+        return fair_bucket(self.flow) is not None
 
 
 @dataclass(frozen=True)

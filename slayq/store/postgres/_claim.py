@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 from slayq.model import CANCELLED, LEASE_EXPIRED, Claim, Lease, RunId
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres._codec import dump, load_memo
+from slayq.store.postgres._flow_claim import GATED_QUEUES, claim_gated
 from slayq.store.postgres._history import ended_attempt
-from slayq.store.postgres._queries import NOW, PAIRS, TIMED, compact
+from slayq.store.postgres._queries import GENERIC_PLANS, GROUPS, NOW, PAIRS, TIMED, compact, leased
 from slayq.store.postgres._run_queries import STEP_JSON
 
 if TYPE_CHECKING:
@@ -28,28 +29,14 @@ if TYPE_CHECKING:
     from slayq.store.protocol import ClaimRequest, QueueLimit
 
 
-# Queue groups: ``member`` lists every (queue, group) to count held slots by,
-# ``route`` the group whose slots each queue uses. Due runs come from a loose scan over
+# Queue groups: see ``GROUPS``. Due runs come from a loose scan over
 # the (queue, priority) pairs of the runs_due index, then each pair's due runs in
 # order, so a million runs sleeping until next year cost nothing here. Paused queues
 # are dropped from the pairs before their runs are read (one hashed subplan over a few
 # rows), and their expired leases are left alone: nothing of a paused queue is claimed.
 CLAIM = compact(f"""
 with recursive
-member as (select * from unnest(%(member_queues)s::text[], %(member_groups)s::int[]) as m(queue, grp)),
-held as (
-    select m.grp, count(*) as n
-    from member as m
-    join runs as r on r.queue = m.queue
-    where r.status = 'running' and r.lease_expires_at > {NOW}
-    group by m.grp
-),
-route as (
-    select q.queue, q.grp, greatest(g.concurrency - coalesce(h.n, 0), 0) as free
-    from unnest(%(route_queues)s::text[], %(route_groups)s::int[]) as q(queue, grp)
-    join unnest(%(concurrency)s::int[]) with ordinality as g(concurrency, grp) on g.grp = q.grp
-    left join held as h on h.grp = q.grp
-),
+{GROUPS},
 {PAIRS},
 due as (
     select d.*, null::text as previous_owner
@@ -59,7 +46,7 @@ due as (
         select r.id, r.queue, r.priority, r.run_at, r.seq
         from runs as r
         where r.queue = p.queue and r.priority = p.priority
-          and r.status in {TIMED} and r.run_at <= {NOW}
+          and r.status in {TIMED} and not r.gated and r.run_at <= {NOW}
         order by r.run_at, r.seq
         limit case when %(all)s then %(limit)s else least(%(limit)s, coalesce(c.free, 0)) end
         for update of r skip locked
@@ -71,7 +58,7 @@ expired as (
     select r.id, r.queue, r.priority, r.run_at, r.seq, r.lease_owner as previous_owner,
            r.attempt >= r.max_attempts as exhausted
     from runs as r
-    where r.status = 'running' and r.lease_expires_at <= {NOW}
+    where r.status = 'running' and r.lease_expires_at <= {NOW} and not r.gated
       and (%(all)s or r.queue in (select queue from route))
       and r.queue not in (select queue from paused_queues)
     for update of r skip locked
@@ -106,19 +93,7 @@ doomed as (
     where exhausted and (%(all)s or nth_in_group < free) and nth < %(limit)s
 ),
 claimed as (
-    update runs as r set
-        status = 'running',
-        lease_token = nextval('lease_tokens'),
-        lease_owner = %(owner)s,
-        lease_expires_at = {NOW} + %(lease_for)s::interval,
-        heartbeat_at = {NOW},
-        updated_at = {NOW},
-        -- taking over an expired lease: its holder is presumed dead, an attempt is spent
-        attempt = case when r.status = 'running' then r.attempt + 1 else r.attempt end,
-        error = case when r.status = 'running' then %(lease_expired)s::json else r.error end,
-        -- a takeover's ended attempt is recorded by END_EXPIRED, which then sets this
-        attempt_started_at = case when r.status = 'running' then r.attempt_started_at
-                                  else {NOW} end
+    update runs as r set {leased()}
     -- by index, whatever the planner expects of chosen: the plan is generic (see claim())
     where r.id = any(array(select id from chosen))
     returning r.id, r.lease_token, r.lease_expires_at, r.event, r.data, r.queue, r.attempt,
@@ -179,9 +154,6 @@ from steps as s
 where s.run_id = any(%(ids)s::uuid[])
 group by s.run_id
 """)
-
-
-GENERIC_PLANS = "select set_config('plan_cache_mode', %(mode)s, true)"
 
 
 def group_params(queues: Sequence[QueueLimit] | None) -> dict[str, Any]:
@@ -255,9 +227,15 @@ async def claim_in_transaction(
     # 220k due). Local to the statement: other statements keep the server's choice.
     await conn.execute(GENERIC_PLANS, {"mode": "force_generic_plan"})
     cursor = await conn.execute(CLAIM, params)
-    await conn.execute(GENERIC_PLANS, {"mode": "auto"})
+    # Resets the mode, and names the claimed queues where gated runs (flow control)
+    # are due: CLAIM leaves them to claim_gated, with the slots it left.
+    gated = await conn.execute(GATED_QUEUES, params)
     await pipeline.sync()
     rows = await cursor.fetchall()
+    gated_queues: list[str] = (await gated.fetchone() or (None, []))[1]
+    left = limit - sum(1 for row in rows if row[1] is not None)
+    if gated_queues and left > 0:
+        rows += await claim_gated(conn, pipeline, request, gated_queues, params | {"limit": left})
     # In claim order: a claimed run has a lease token (row[1]); a run that failed
     # instead has none, and names its caller (row[10]) if it was invoked.
     claimed = [row for row in rows if row[1] is not None]

@@ -52,36 +52,44 @@ audit as (
 select count(pg_notify(%(channel)s, queue)) from resumed
 """)
 
-# Per (queue, priority) pair of runs_due (a loose index scan), counts read from indexes
-# alone: what is due now and since when, and what is not due yet from runs_due; of those,
-# the waiting ones from runs_waiting (the rest sleep). Running runs come from runs_leased
-# (as many as are in flight).
+# Per (queue, priority) pair of runs_due (a loose index scan), plain and gated (flow
+# control) runs apart, as runs_due holds them, counts read from indexes alone: what is
+# due now and since when, and what is not due yet from runs_due; of those, the waiting
+# ones from runs_waiting (the rest sleep). Running runs come from runs_leased (as many
+# as are in flight).
 LIST_QUEUES = compact(f"""
 with recursive {PAIRS},
-timed as (
-    select p.queue, sum(d.n) as due, min(d.oldest) as oldest,
-           sum(later.n + never.n - w.later) as sleeping, sum(w.later) as waiting
+counts as (
+    select p.queue, p.priority, sum(d.n) as due, min(d.oldest) as oldest,
+           sum(later.n + never.n) as later
     from pairs as p
+    cross join (values (false), (true)) as g(gated)
     cross join lateral (
         select count(*) as n, min(r.run_at) as oldest from runs as r
         where r.queue = p.queue and r.priority = p.priority and r.status in {TIMED}
-          and r.run_at <= {NOW}
+          and r.gated = g.gated and r.run_at <= {NOW}
     ) as d
     cross join lateral (
         select count(*) as n from runs as r
         where r.queue = p.queue and r.priority = p.priority and r.status in {TIMED}
-          and r.run_at > {NOW}
+          and r.gated = g.gated and r.run_at > {NOW}
     ) as later
     cross join lateral (
         select count(*) as n from runs as r
         where r.queue = p.queue and r.priority = p.priority and r.status in {TIMED}
-          and r.run_at is null
+          and r.gated = g.gated and r.run_at is null
     ) as never
+    group by p.queue, p.priority
+),
+timed as (
+    select c.queue, sum(c.due) as due, min(c.oldest) as oldest,
+           sum(c.later - w.later) as sleeping, sum(w.later) as waiting
+    from counts as c
     cross join lateral (
         select count(*) - count(*) filter (where r.run_at <= {NOW}) as later from runs as r
-        where r.queue = p.queue and r.priority = p.priority and r.status = 'waiting'
+        where r.queue = c.queue and r.priority = c.priority and r.status = 'waiting'
     ) as w
-    group by p.queue
+    group by c.queue
 ),
 running as (select queue, count(*) as n from runs where status = 'running' group by queue),
 names as (

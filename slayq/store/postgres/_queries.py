@@ -52,18 +52,59 @@ PAIRS = f"""pairs(queue, priority) as (
     ) as nxt
 )"""
 HELD = "status = 'running' and lease_token = %(token)s"
+
+# The queue groups of a claim: ``member`` lists every (queue, group) to count held slots
+# by, ``route`` the group whose slots each queue uses and how many are free.
+GROUPS = f"""member as (select * from unnest(%(member_queues)s::text[], %(member_groups)s::int[]) as m(queue, grp)),
+held as (
+    select m.grp, count(*) as n
+    from member as m
+    join runs as r on r.queue = m.queue
+    where r.status = 'running' and r.lease_expires_at > {NOW}
+    group by m.grp
+),
+route as (
+    select q.queue, q.grp, greatest(g.concurrency - coalesce(h.n, 0), 0) as free
+    from unnest(%(route_queues)s::text[], %(route_groups)s::int[]) as q(queue, grp)
+    join unnest(%(concurrency)s::int[]) with ordinality as g(concurrency, grp) on g.grp = q.grp
+    left join held as h on h.grp = q.grp
+)"""
+
+
+def leased(token: str = "nextval('lease_tokens')") -> str:
+    """What a claim sets on the runs it takes (``update runs as r set ...``)."""
+    return f"""
+        status = 'running',
+        lease_token = {token},
+        lease_owner = %(owner)s,
+        lease_expires_at = {NOW} + %(lease_for)s::interval,
+        heartbeat_at = {NOW},
+        updated_at = {NOW},
+        -- taking over an expired lease: its holder is presumed dead, an attempt is spent
+        attempt = case when r.status = 'running' then r.attempt + 1 else r.attempt end,
+        error = case when r.status = 'running' then %(lease_expired)s::json else r.error end,
+        -- a takeover's ended attempt is recorded by END_EXPIRED, which then sets this
+        attempt_started_at = case when r.status = 'running' then r.attempt_started_at
+                                  else {NOW} end"""
+
+
 CLOCK = f"select {NOW}"
+
+# The claim's statements are planned once for any parameters (a generic plan), not
+# afresh on each claim (see ``_claim.claim_in_transaction``); local to the transaction.
+GENERIC_PLANS = "select set_config('plan_cache_mode', %(mode)s, true)"
 
 
 def backlog(queue: str) -> str:
     """Whether runs of ``queue`` are due and waiting: a run that leaves the running state
     then frees a slot someone may be waiting for, so its queue is notified. A hint
     (polling stays the safety net), so it reads one index entry: the queue's first in
-    claim order. Runs due behind a lower priority's future ones go unannounced."""
+    claim order, plain runs before gated ones (flow control). Runs due behind a lower
+    priority's future ones, or gated ones behind plain ones, go unannounced."""
     return f"""exists (
         select 1 from (
             select run_at from runs where queue = {queue} and status in {TIMED}
-            order by queue, priority, run_at limit 1
+            order by queue, priority, gated, run_at limit 1
         ) as b
         where b.run_at <= {NOW}
     )"""

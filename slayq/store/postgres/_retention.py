@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from slayq.store.postgres import _run_queries as rq
+from slayq.store.postgres._flow_claim import PRUNE_THROTTLES
 from slayq.store.protocol import EVENT_LOG_GRACE
 
 if TYPE_CHECKING:
@@ -77,4 +78,13 @@ class Retention:
             if through is not None:
                 self._events_through = max(self._events_through, int(through))
             if prunable < _EVENT_BATCH:
+                return pruned
+
+    async def prune_throttles(self, conn: AsyncConnection[Any], now: datetime | None) -> int:
+        """Drop the throttles' state that no longer holds anything back, in batches."""
+        pruned = 0
+        while True:
+            cursor = await conn.execute(PRUNE_THROTTLES, {"now": now, "batch": _EVENT_BATCH})
+            pruned += cursor.rowcount
+            if cursor.rowcount < _EVENT_BATCH:
                 return pruned

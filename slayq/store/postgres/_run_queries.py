@@ -250,35 +250,48 @@ where r.id = %(id)s::uuid
 
 RUN_FOR_UPDATE = "select id from runs where id = %(id)s::uuid for update"
 
+# Gated runs (flow control) count from their due time only while it is ahead: one due
+# now and not claimed waits for a slot (freed by a commit, which notifies, or by a lease
+# expiring, counted here) or for its throttle (flow_throttles.blocked_until).
 NEXT_WAKEUP = compact(f"""
 with recursive {PAIRS}
 select least(
     (select min(next_at) from schedules),
     (select min(lease_expires_at) from runs
      where status = 'running' and queue not in (select queue from paused_queues)),
-    (select min(first.run_at)
+    (select min(least(plain.run_at, gated.run_at))
      from pairs as p
-     cross join lateral (
+     left join lateral (
          select run_at from runs
-         where queue = p.queue and priority = p.priority and status in {TIMED}
+         where queue = p.queue and priority = p.priority and status in {TIMED} and not gated
            and run_at is not null
          order by run_at
          limit 1
-     ) as first
-     where p.queue not in (select queue from paused_queues))
+     ) as plain on true
+     left join lateral (
+         select run_at from runs
+         where queue = p.queue and priority = p.priority and status in {TIMED} and gated
+           and run_at > {NOW}
+         order by run_at
+         limit 1
+     ) as gated on true
+     where p.queue not in (select queue from paused_queues)),
+    (select min(blocked_until) from flow_throttles where blocked_until > {NOW})
 )
 """)
 
 # Due but unclaimed runs per queue, to spot queues that nobody serves: per (queue,
-# priority) pair, only the due entries of runs_due are read, not the sleeping ones.
+# priority) pair, plain and gated, only the due entries of runs_due are read, not the
+# sleeping ones.
 DUE_BY_QUEUE = compact(f"""
 with recursive {PAIRS}
 select p.queue, sum(due.n)::bigint
 from pairs as p
+cross join (values (false), (true)) as g(gated)
 cross join lateral (
     select count(*) as n from runs
     where queue = p.queue and priority = p.priority and status in {TIMED}
-      and run_at <= {NOW}
+      and gated = g.gated and run_at <= {NOW}
 ) as due
 group by p.queue
 having sum(due.n) > 0

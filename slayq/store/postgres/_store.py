@@ -576,6 +576,7 @@ class PostgresStore:
             if deleted < batch:  # caught up with the runs: prune the event log, whole
                 await self._retention.prune_events(conn, older_than, self._now())
                 await prune_flow_sends(conn, self._now())
+                await self._retention.prune_throttles(conn, self._now())
             return deleted
 
         return await self._run("delete finished runs", body)
