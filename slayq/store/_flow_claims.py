@@ -30,11 +30,13 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import TYPE_CHECKING
 
+from slayq.runtime import flow_status
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from datetime import datetime
 
-    from slayq.model import Flow, FlowRate, RunId
+    from slayq.model import Flow, FlowRate, RunId, RunInfo
 
 
 def fair_bucket(flow: Flow | None) -> str | None:
@@ -216,6 +218,14 @@ def _pace(throttles: dict[str, Throttle], throttle: FlowRate, now: datetime) -> 
     return True
 
 
+def throttle_opens(throttle: FlowRate, state: Throttle | None) -> datetime | None:
+    """When the bucket's throttle lets the next first start go (``_pace``'s rule); None
+    if it has never started one."""
+    if state is None or state.tat is None:
+        return None
+    return state.tat - throttle.interval * throttle.burst
+
+
 def cursors(offered: Offer, chosen: Iterable[Candidate]) -> dict[str, str]:
     """Where each queue's next round starts after: the last bucket in turn a run was
     taken from; if none was, the last one visited (which all held something back)."""
@@ -227,3 +237,29 @@ def cursors(offered: Offer, chosen: Iterable[Candidate]) -> dict[str, str]:
             last[run.queue] = turn
             moved[run.queue] = run.bucket
     return moved
+
+
+def held_back_of(
+    run: RunInfo, held: dict[str, int], tat: datetime | None, now: datetime
+) -> str | None:
+    """``RunInfo.held_back`` of ``run``: ``held`` runs per concurrency bucket (as claims
+    count them), ``tat`` its throttle's GCRA state if it is a first start (else None)."""
+    flow = run.flow
+    if flow is None:
+        return None
+    full = [
+        (s, held.get(s.bucket, 0)) for s in flow.concurrency if held.get(s.bucket, 0) >= s.limit
+    ]
+    opens = None
+    if flow.throttle is not None and tat is not None:
+        opens = throttle_opens(flow.throttle, Throttle(tat=tat))
+    return flow_status.held_back(
+        event=run.event,
+        status=run.status,
+        run_at=run.run_at,
+        data=run.data,
+        flow=flow,
+        now=now,
+        full=full,
+        throttled_until=opens,
+    )

@@ -370,3 +370,27 @@ async def test_a_full_queue_group_keeps_the_keys_turns(store: Store) -> None:
         return claim.data["customer"]
 
     assert [await turn() for _ in range(6)] == ["a", "b", "c", "a", "b", "c"]
+
+
+async def test_get_run_says_which_key_holds_a_run_back_and_until_when(
+    store: Store, clock: VirtualClock
+) -> None:
+    holders = await send(store, [keyed(42, limit=1), keyed(42, limit=1)])
+    assert (await store.get_run(holders[1])).held_back is None, "no claim holds a slot yet"
+    (claim,) = await claim_all(store)
+    waiting = holders[1] if claim.lease.run_id == holders[0] else holders[0]
+    info = await store.get_run(waiting)
+    assert info.flow is not None and info.flow.concurrency[0].limit == 1
+    assert info.held_back == "waiting for a concurrency slot of customer=42 (1 of 1 running)"
+    await store.commit(claim.lease, done())
+    assert (await store.get_run(waiting)).held_back is None
+
+    # a throttle of one start a minute: the second first start waits a minute
+    start = clock.now()
+    ids = await send(store, [throttled(timedelta(minutes=1)), throttled(timedelta(minutes=1))])
+    claims = await claim_all(store)
+    assert {c.lease.run_id for c in claims} == {waiting, ids[0]}, (holders, ids)
+    later = (start + timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%SZ")
+    assert (await store.get_run(ids[1])).held_back == f"throttled until {later}"
+    # a run already started is never throttled
+    assert (await store.get_run(ids[0])).held_back is None

@@ -51,7 +51,7 @@ from slayq.store._one_by_one import commit_one_by_one
 from slayq.store._schedule_sets import checked_schedules
 from slayq.store.memory import _flow_once, _flow_rate_limit
 from slayq.store.memory._admit import admit
-from slayq.store.memory._flow import claim_gated, flow_wakeups
+from slayq.store.memory._flow import claim_gated, flow_wakeups, held_back_now
 from slayq.store.protocol import EVENT_LOG_GRACE
 
 if TYPE_CHECKING:
@@ -472,7 +472,11 @@ class MemoryCore:
     # -- reading and managing ----------------------------------------------------------
 
     async def get_run(self, run_id: RunId) -> RunInfo:
-        return _copy_struct(_info(self._get(run_id), steps=True))
+        run = self._get(run_id)
+        info = _info(run, steps=True)
+        if run.flow is not None:
+            info = msgspec.structs.replace(info, held_back=held_back_now(self, run, info))
+        return _copy_struct(info)
 
     def _get(self, run_id: RunId) -> _Run:
         run = self._runs.get(run_id)

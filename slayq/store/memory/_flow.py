@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from slayq.store._flow_claims import Candidate, choose, cursors, offer
+from slayq.store._flow_claims import Candidate, choose, cursors, held_back_of, offer
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from datetime import datetime, timedelta
 
-    from slayq.model import Claim
+    from slayq.model import Claim, RunInfo
     from slayq.store.memory._core import MemoryCore
     from slayq.store.memory._records import _Run
 
@@ -93,3 +93,12 @@ def flow_wakeups(core: MemoryCore, now: datetime) -> list[datetime]:
         if run.gated and run.status != "running" and run.run_at is not None:
             times.append(run.run_at)
     return [t for t in times if t > now]
+
+
+def held_back_now(core: MemoryCore, run: _Run, info: RunInfo) -> str | None:
+    """Why flow control holds ``run`` back now, in ``RunInfo.held_back``'s words."""
+    now = core.clock.now()
+    throttle = run.flow.throttle if run.flow is not None else None
+    state = core.flow_throttles.get(throttle.bucket) if throttle is not None else None
+    tat = state.tat if state is not None and run.token == 0 else None  # first starts only
+    return held_back_of(info, held_slots(core, now), tat, now)

@@ -135,6 +135,7 @@ def _info(run: _Run, *, steps: bool) -> RunInfo:
         endpoint=run.endpoint,
         history=[*run.history, *_running(run)] if steps else [],
         forked_from=run.forked_from,
+        flow=run.flow,
     )
 
 

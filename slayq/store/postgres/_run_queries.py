@@ -242,8 +242,27 @@ select json_build_object(
     'parent', case when r.parent_run_id is not null then
         json_build_object('run_id', r.parent_run_id, 'step', r.parent_step) end,
     'finished_at', r.finished_at, 'endpoint', r.endpoint, 'history', {HISTORY_JSON},
-    'forked_from', r.forked_from
+    'forked_from', r.forked_from, 'flow', r.flow
 )::text
+from runs as r
+where r.id = %(id)s::uuid
+""")
+
+# What may hold back a run under flow control (see RunInfo.held_back): per concurrency
+# bucket of it, the runs of its queue holding a lease (as the claim counts them), its
+# throttle's state if it is a first start (no lease token yet), and the store's now.
+FLOW_STATE = compact(f"""
+select
+    (select coalesce(json_object_agg(b.bucket, (
+        select count(*) from runs as h
+        cross join lateral json_array_elements(h.flow -> 'concurrency') as c(slot)
+        where h.queue = r.queue and h.status = 'running' and h.gated
+          and h.lease_expires_at > {NOW} and c.slot ->> 'bucket' = b.bucket)), '{{}}')
+     from (select s ->> 'bucket' as bucket
+           from json_array_elements(r.flow -> 'concurrency') as s) as b)::text,
+    (select t.tat from flow_throttles as t
+     where r.lease_token is null and t.bucket = r.flow -> 'throttle' ->> 'bucket'),
+    {NOW}
 from runs as r
 where r.id = %(id)s::uuid
 """)

@@ -22,6 +22,7 @@ from slayq.errors import (
 )
 from slayq.model import CANCELLED, Claim, Lease, OutgoingEvent, RunId, RunInfo, Schedule, Transition
 from slayq.runtime.run_filters import check_actor, check_filter, check_limit, decode_cursor
+from slayq.store._flow_claims import held_back_of
 from slayq.store._one_by_one import commit_one_by_one
 from slayq.store._queue_checks import checked_limit, checked_queue
 from slayq.store._run_stats import checked_window
@@ -74,6 +75,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 logger = logging.getLogger("slayq.store")
 _ATTEMPTS = 5  # a transaction chosen as a deadlock victim runs again, this many times in all
+_held = msgspec.json.Decoder(dict[str, int])
 _run_info = msgspec.json.Decoder(RunInfo)
 
 
@@ -378,15 +380,25 @@ class PostgresStore:
     # -- reading and managing ----------------------------------------------------------
 
     async def get_run(self, run_id: RunId) -> RunInfo:
-        async def body(conn: psycopg.AsyncConnection[Any]) -> str | None:
+        async def body(conn: psycopg.AsyncConnection[Any]) -> RunInfo | None:
             cursor = await conn.execute(rq.GET_RUN, {"id": run_id})
             row = await cursor.fetchone()
-            return None if row is None else str(row[0])
+            if row is None:
+                return None
+            info = _run_info.decode(str(row[0]))
+            if info.flow is not None and info.status in ("queued", "sleeping", "waiting"):
+                state = await conn.execute(rq.FLOW_STATE, {"id": run_id, "now": self._now()})
+                found = await state.fetchone()
+                if found is not None:
+                    held_json, tat, now = found
+                    line = held_back_of(info, _held.decode(held_json), tat, now)
+                    info = msgspec.structs.replace(info, held_back=line)
+            return info
 
-        text = await self._run(f"get run {run_id}", body) if valid_id(run_id) else None
-        if text is None:
+        info = await self._run(f"get run {run_id}", body) if valid_id(run_id) else None
+        if info is None:
             raise RunNotFoundError(f"no run has id {run_id!r}")
-        return _run_info.decode(text)
+        return info
 
     # -- operations: runs --
 
