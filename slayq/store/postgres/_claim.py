@@ -133,25 +133,31 @@ reset as (
 select count(*) from ending
 """)
 
-# A claimed run that was suspended: whatever is still pending has expired (it was due)
-# and resolves to null.
-EXPIRE_PENDING = compact(f"""
+# The memos of the claimed runs, in one statement. A claimed run that was suspended:
+# whatever is still pending has expired (it was due) and resolves to null, recorded as
+# a step here. A statement does not see the rows its own CTEs insert, so those join the
+# memo from the insert's RETURNING (their ids are the newest: they come last).
+MEMOS = compact(f"""
 with gone as (
     delete from pending where run_id = any(%(ids)s::uuid[])
     returning run_id, name, kind, pos, started_at
+),
+expired as (
+    insert into steps (run_id, name, kind, output, finished_at, started_at, duration, attempt)
+    select g.run_id, g.name, g.kind, 'null'::json, {NOW}, g.started_at, {NOW} - g.started_at,
+           r.attempt
+    from gone as g join runs as r on r.id = g.run_id
+    order by g.run_id, g.pos
+    on conflict (run_id, name) do nothing
+    returning run_id, id, name, kind, output, error, finished_at
 )
-insert into steps (run_id, name, kind, output, finished_at, started_at, duration, attempt)
-select g.run_id, g.name, g.kind, 'null'::json, {NOW}, g.started_at, {NOW} - g.started_at,
-       r.attempt
-from gone as g join runs as r on r.id = g.run_id
-order by g.run_id, g.pos
-on conflict (run_id, name) do nothing
-""")
-
-MEMOS = compact(f"""
 select s.run_id::text, json_agg({STEP_JSON} order by s.id)::text
-from steps as s
-where s.run_id = any(%(ids)s::uuid[])
+from (
+    select run_id, id, name, kind, output, error, finished_at
+    from steps where run_id = any(%(ids)s::uuid[])
+    union all
+    select * from expired
+) as s
 group by s.run_id
 """)
 
@@ -217,15 +223,16 @@ async def claim_in_transaction(
         "owner": request.owner,
         "lease_expired": dump(LEASE_EXPIRED),
     }
-    if queues is not None:
-        names = sorted(set(groups["member_queues"]))
-        lock = {"ns": q.QUEUE_LOCKS, "names": names, "exclusive": [True] * len(names)}
-        await conn.execute(q.LOCK_NAMES, lock)
     # Planned once for any parameters (a generic plan), not afresh on each claim: a
     # custom plan costs ~1.1 ms of planning for ~0.6 ms of execution, and the claim's
     # shape keeps the generic plan right at any table size (bench.claim_plans: 1.1M runs,
     # 220k due). Local to the statement: other statements keep the server's choice.
-    await conn.execute(GENERIC_PLANS, {"mode": "force_generic_plan"})
+    # Limited queues are locked first (see the module doc), in the same statement.
+    if queues is not None:
+        names = sorted(set(groups["member_queues"]))
+        await conn.execute(q.LOCK_QUEUES_GENERIC, {"ns": q.QUEUE_LOCKS, "names": names})
+    else:
+        await conn.execute(GENERIC_PLANS, {"mode": "force_generic_plan"})
     cursor = await conn.execute(CLAIM, params)
     # Resets the mode, and names the claimed queues where gated runs (flow control)
     # are due: CLAIM leaves them to claim_gated, with the slots it left.
@@ -270,7 +277,6 @@ async def claim_in_transaction(
     memos = None
     if claimed:
         ids = {"ids": [row[0] for row in claimed], "now": now}
-        await conn.execute(EXPIRE_PENDING, ids)
         memos = await conn.execute(MEMOS, ids)
     return ClaimedRuns(claimed, memos)
 

@@ -94,6 +94,14 @@ CLOCK = f"select {NOW}"
 # afresh on each claim (see ``_claim.claim_in_transaction``); local to the transaction.
 GENERIC_PLANS = "select set_config('plan_cache_mode', %(mode)s, true)"
 
+# A claim's queue locks (as LOCK_NAMES takes them, exclusive) and its switch to generic
+# plans, in one statement: one fewer per claim of limited queues.
+LOCK_QUEUES_GENERIC = compact("""
+select set_config('plan_cache_mode', 'force_generic_plan', true),
+       count(pg_advisory_xact_lock(%(ns)s, hashtext(t.name)))
+from (select * from unnest(%(names)s::text[]) as u(name) order by hashtext(u.name), u.name) as t
+""")
+
 
 def backlog(queue: str) -> str:
     """Whether runs of ``queue`` are due and waiting: a run that leaves the running state
