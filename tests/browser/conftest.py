@@ -5,8 +5,8 @@
   behind HTTP Basic auth (SLAY_Q_UI_USER / SLAY_Q_UI_PASSWORD) - the deployment users
   run. It serves no queue the tests use, so it never runs their functions;
 - an in-process worker (slayq.worker.Worker) in a thread of its own (an anyio blocking
-  portal), running tests/browser/functions.py, so that a test can count on the worker's
-  side which step handlers ran;
+  portal), serving every queue, running tests/browser/functions.py, so that a test can
+  count on the worker's side which step handlers ran (and hold one at a gate);
 - Debian's chromium, driven by Playwright's Python API through ``executable_path``
   (Playwright's own browser download is not used). ``bash scripts/test`` installs it
   (scripts/ensure-chromium); without it these tests fail, they never skip.
@@ -44,7 +44,7 @@ from slayq.runtime.retry import RetryPolicy
 from slayq.store.postgres import PostgresStore
 from slayq.worker import Worker
 from tests import pgutil
-from tests.browser.functions import FUNCTIONS
+from tests.browser.functions import FUNCTIONS, GATES
 from tests.integration.servers import REPO, free_port, start_server, stop, wait_until_up
 
 T = TypeVar("T")
@@ -131,6 +131,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
             try:
                 yield Dashboard(f"http://127.0.0.1:{port}/ui", portal, client)
             finally:
+                GATES.open_all()  # no handler left waiting for a test that failed
                 portal.call(worker.stop)
                 running.result(timeout=30)
         finally:

@@ -50,6 +50,43 @@ class HandlerCalls:
 CALLS = HandlerCalls()
 
 
+class Gates:
+    """A gate per order (a ``threading.Event``) that a step handler waits at until the test
+    opens it: the handler's run holds its lease, and so its concurrency slot, meanwhile."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._gates: dict[str, threading.Event] = {}
+        self._all_open = False
+
+    def _gate(self, order: str) -> threading.Event:
+        with self._lock:
+            gate = self._gates.setdefault(order, threading.Event())
+            if self._all_open:
+                gate.set()
+            return gate
+
+    def open(self, order: str) -> None:
+        self._gate(order).set()
+
+    def open_all(self) -> None:
+        """Every gate, now and later: the worker must not wait at one when it stops."""
+        with self._lock:
+            self._all_open = True
+            for gate in self._gates.values():
+                gate.set()
+
+    def wait(self, order: str, timeout: float) -> bool:
+        """Whether the gate of ``order`` opened within ``timeout`` seconds."""
+        return self._gate(order).wait(timeout)
+
+
+GATES = Gates()
+# How long a gated handler waits before it gives up (and its run fails): a test that
+# fails before opening its gate holds a worker slot no longer than this.
+GATE_TIMEOUT = 60.0
+
+
 class CardDeclinedError(Exception):
     """What the checkout's charge step raises until its order is fixed."""
 
@@ -114,6 +151,32 @@ async def reminder(ctx: slayq.Context[Order]) -> slayq.Workflow:
     yield slayq.finish("sent")
 
 
+class GateShutError(Exception):
+    """What a gated handler raises when its gate stayed shut for ``GATE_TIMEOUT``."""
+
+
+@slayq.function(
+    event="shop/fulfil",
+    schema=Order,
+    queue="fulfilment",
+    retries=0,
+    concurrency=slayq.Concurrency(limit=1, key="order"),
+)
+async def fulfil(ctx: slayq.Context[Order]) -> slayq.Workflow:
+    """One run per order at a time; its step waits at the order's gate (``GATES``), so a
+    second run of the order stays queued, held back by the concurrency key, until then."""
+    order = ctx.data.order
+
+    def pack() -> str:
+        CALLS.called(order, "pack")
+        if not GATES.wait(order, GATE_TIMEOUT):
+            raise GateShutError(f"the gate of order {order} stayed shut for {GATE_TIMEOUT:g} s")
+        return f"packed {order}"
+
+    packed = yield step.run("pack", pack)
+    yield slayq.finish(packed)
+
+
 class Nothing(msgspec.Struct):
     pass
 
@@ -124,4 +187,4 @@ async def nightly(ctx: slayq.Context[Nothing]) -> slayq.Workflow:
     yield slayq.finish("ok")
 
 
-FUNCTIONS = [ping, checkout, pipeline, ship, reminder, nightly]
+FUNCTIONS = [ping, checkout, pipeline, ship, reminder, fulfil, nightly]

@@ -1,23 +1,26 @@
 """A screenshot of every dashboard page at desktop and phone width, light and dark.
 
 Written to SLAY_Q_SCREENSHOTS (default .artifacts/screenshots/; ``bash scripts/test``
-prints the folder), and the first screen of the runs and run pages to its docs/ folder,
-from which docs/images/ was copied. Each page must load (200), raise no JavaScript error and fit a phone's
-width without scrolling the whole page sideways.
+prints the folder), and the first screen of the runs and run pages (a failed run, and a
+run held back by flow control) to its docs/ folder, from which docs/images/ was copied.
+Each page must load (200), raise no JavaScript error and fit a phone's width without
+scrolling the whole page sideways.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.conftest import Dashboard, open_context
-from tests.browser.functions import CALLS
+from tests.browser.functions import CALLS, GATES
 from tests.browser.pages import unique
 
-PAGES = ["overview", "runs", "run", "waits", "queues", "schedules", "workers", "audit"]
+# "held": the page of a run that flow control holds back (a concurrency key's slot taken).
+PAGES = ["overview", "runs", "run", "held", "waits", "queues", "schedules", "workers", "audit"]
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 # Small pictures for docs/images (copied from here by hand): the first screen of these
 # pages (of a run's page: down to the end of its timeline), one CSS pixel per pixel.
@@ -26,6 +29,8 @@ FOR_DOCS = {
     ("run", "desktop", "light"),
     ("runs", "phone", "dark"),
     ("run", "phone", "dark"),
+    ("held", "desktop", "light"),
+    ("held", "phone", "dark"),
 }
 
 
@@ -46,7 +51,23 @@ def for_docs(page: Page, path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def showcase(dashboard: Dashboard) -> dict[str, str]:
+def held(dashboard: Dashboard) -> Iterator[str]:
+    """A run queued behind the one slot of its concurrency key for the whole module: the
+    run holding the slot waits at its gate until then."""
+    order = unique("shot")
+    holder = dashboard.send("shop/fulfil", order)
+    try:
+        dashboard.wait_for(holder, "running")
+        run_id = dashboard.send("shop/fulfil", order)
+        assert dashboard.get_run(run_id).held_back is not None
+        yield run_id
+    finally:
+        GATES.open(order)
+    dashboard.wait_for(run_id, "completed")
+
+
+@pytest.fixture(scope="module")
+def showcase(dashboard: Dashboard, held: str) -> dict[str, str]:
     """Runs in every state for the pages to show; the path of each page."""
     done = [dashboard.send("shop/ping", unique("shot")) for _ in range(3)]
     report = dashboard.send("reports/build", unique("shot"))
@@ -65,6 +86,7 @@ def showcase(dashboard: Dashboard) -> dict[str, str]:
         "overview": "/",
         "runs": "/runs",
         "run": f"/runs/{failed}",
+        "held": f"/runs/{held}",
         "waits": "/waits",
         "queues": "/queues",
         "schedules": "/schedules",
@@ -99,6 +121,8 @@ def test_every_page_renders_and_is_captured(
             assert response is not None
             assert response.status == 200, name
             expect(page.locator("nav a[data-testid=nav-runs]")).to_be_attached()
+            if name == "held":
+                expect(page.locator("[data-testid=held-back]")).to_be_visible()
             overflow = page.evaluate(
                 "document.documentElement.scrollWidth - document.documentElement.clientWidth"
             )
