@@ -133,31 +133,25 @@ reset as (
 select count(*) from ending
 """)
 
-# The memos of the claimed runs, in one statement. A claimed run that was suspended:
-# whatever is still pending has expired (it was due) and resolves to null, recorded as
-# a step here. A statement does not see the rows its own CTEs insert, so those join the
-# memo from the insert's RETURNING (their ids are the newest: they come last).
-MEMOS = compact(f"""
+# A claimed run that was suspended: whatever is still pending has expired (it was due)
+# and resolves to null.
+EXPIRE_PENDING = compact(f"""
 with gone as (
     delete from pending where run_id = any(%(ids)s::uuid[])
     returning run_id, name, kind, pos, started_at
-),
-expired as (
-    insert into steps (run_id, name, kind, output, finished_at, started_at, duration, attempt)
-    select g.run_id, g.name, g.kind, 'null'::json, {NOW}, g.started_at, {NOW} - g.started_at,
-           r.attempt
-    from gone as g join runs as r on r.id = g.run_id
-    order by g.run_id, g.pos
-    on conflict (run_id, name) do nothing
-    returning run_id, id, name, kind, output, error, finished_at
 )
+insert into steps (run_id, name, kind, output, finished_at, started_at, duration, attempt)
+select g.run_id, g.name, g.kind, 'null'::json, {NOW}, g.started_at, {NOW} - g.started_at,
+       r.attempt
+from gone as g join runs as r on r.id = g.run_id
+order by g.run_id, g.pos
+on conflict (run_id, name) do nothing
+""")
+
+MEMOS = compact(f"""
 select s.run_id::text, json_agg({STEP_JSON} order by s.id)::text
-from (
-    select run_id, id, name, kind, output, error, finished_at
-    from steps where run_id = any(%(ids)s::uuid[])
-    union all
-    select * from expired
-) as s
+from steps as s
+where s.run_id = any(%(ids)s::uuid[])
 group by s.run_id
 """)
 
@@ -277,6 +271,7 @@ async def claim_in_transaction(
     memos = None
     if claimed:
         ids = {"ids": [row[0] for row in claimed], "now": now}
+        await conn.execute(EXPIRE_PENDING, ids)
         memos = await conn.execute(MEMOS, ids)
     return ClaimedRuns(claimed, memos)
 
