@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import slayq
 from slayq.model import FlowBatch
 from slayq.runtime.limits import SizeLimits
-from slayq.store._collect import WRAPPER_BYTES, Plan, plan
+from slayq.store._flow_collect import WRAPPER_BYTES, Plan, plan
 from slayq.testing import Harness
 
 pytestmark = pytest.mark.anyio

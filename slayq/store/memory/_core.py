@@ -51,7 +51,7 @@ from slayq.store._one_by_one import commit_one_by_one
 from slayq.store._schedule_sets import checked_schedules
 from slayq.store.memory import _flow_once, _flow_rate_limit
 from slayq.store.memory._admit import admit
-from slayq.store.memory._flow import claim_gated, flow_wakeups, held_back_now
+from slayq.store.memory._flow_claims import claim_gated, flow_wakeups, held_back_now
 from slayq.store.protocol import EVENT_LOG_GRACE
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
 """Debounce and batch in the memory store: the same rules as PostgreSQL's
-(``slayq.store._collect``), one event at a time.
+(``slayq.store._flow_collect``), one event at a time.
 
 Each bucket's newest debounce or batch run is remembered per store. It is *pending*
 (debounce) or *open* (batch) while it never started: still queued and never leased
@@ -15,7 +15,7 @@ from weakref import WeakKeyDictionary
 
 import msgspec
 
-from slayq.store._collect import batch_run, debounce_run, plan
+from slayq.store._flow_collect import batch_run, debounce_run, plan
 from slayq.store.memory._decision import Decision
 
 if TYPE_CHECKING:

@@ -91,7 +91,7 @@ class _Run:
 
     @property
     def gated(self) -> bool:
-        """Under a concurrency key or a throttle: claimed by ``_flow.claim_gated``."""
+        """Under a concurrency key or a throttle: claimed by ``_flow_claims.claim_gated``."""
         return fair_bucket(self.flow) is not None
 
 

@@ -4,7 +4,7 @@ A bucket's *open* batch is its newest run (index ``runs_flow_batch``, migration 
 that run never started (still queued, never leased: ``lease_token`` is set by the first
 claim and never cleared; a rerun's copy is never one) and is not full. Events join it in
 the order sent; those that
-do not fit open new batches (``slayq.store._collect.plan``: the rules the memory store
+do not fit open new batches (``slayq.store._flow_collect.plan``: the rules the memory store
 shares). A batch run's data is ``{"events": [...]}``; it is due ``timeout`` after its
 first event, or at once when full. Every event answers the id of the batch it joined.
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from slayq.model import RunId
-from slayq.store._collect import batch_run, plan
+from slayq.store._flow_collect import batch_run, plan
 from slayq.store.postgres._codec import dump
 from slayq.store.postgres._queries import NOW, compact
 

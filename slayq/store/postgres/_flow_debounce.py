@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from slayq.model import RunId
-from slayq.store._collect import debounce_run
+from slayq.store._flow_collect import debounce_run
 from slayq.store.postgres._codec import dump
 from slayq.store.postgres._queries import NOW, compact
 
