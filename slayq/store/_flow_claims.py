@@ -123,7 +123,9 @@ def offer(
     """Visit each queue's fair buckets round robin from its cursor, until ``limit`` of
     them offered runs: up to ``room`` of its runs started before and up to ``room`` of
     its first starts (none while their throttle holds one back), each in claim order.
-    Every expired lease is offered, as a takeover."""
+    When ``n`` buckets of a queue offer runs, each offers at most ``limit - n + 1`` of
+    each kind (enough to fill the claim if the others offer one each). Every expired
+    lease is offered, as a takeover."""
     made = Offer()
     timed: list[Candidate] = []
     for run in candidates:
@@ -136,9 +138,9 @@ def offer(
         names = sorted(buckets)
         if cursor is not None:  # the buckets after the cursor, then from the first on
             names = [b for b in names if b > cursor] + [b for b in names if b <= cursor]
-        visited = 0
+        offers: list[tuple[list[Candidate], list[Candidate]]] = []
         for name in names:
-            if visited >= limit:
+            if len(offers) >= limit:
                 break
             stream = buckets[name]
             space = room(stream[0].flow, held, limit)
@@ -148,10 +150,12 @@ def offer(
                 first = []
             if not started and not first:
                 continue
-            made.runs += started + first
-            made.turns[name] = visited
+            made.turns[name] = len(offers)
             made.cursors[queue] = name
-            visited += 1
+            offers.append((started, first))
+        cap = limit - len(offers) + 1
+        for started, first in offers:
+            made.runs += started[:cap] + first[:cap]
     return made
 
 

@@ -92,15 +92,16 @@ _STREAM = f"""
           and (r.lease_token is null) = s.fresh and r.run_at <= {NOW}
         order by r.run_at, r.seq"""
 
-# ``queues``: the gated queues to claim from, locked; those whose group is full are left
-# alone. The round robin of ``_flow_claims.offer``, as a recursive walk per queue over
-# its buckets with timed runs (a loose scan of runs_flow_keys) from the one after its
-# cursor, wrapping around once, until ``limit`` buckets offered runs: per bucket the
-# room under its key's limit (the held slots counted from the gated runs' unexpired
-# leases), whether a run started before is due, and whether a first start is due that
-# no throttle holds back. One row: the store's now, the offered runs with their bucket's
-# turn (takeovers: -1), the held slots per bucket, the free slots of each queue's group,
-# the throttles' state and the queues' new cursors.
+# ``queues``: the gated queues to claim from, locked. The round robin of
+# ``_flow_claims.offer``, as a recursive walk per queue over its buckets with timed runs
+# (a loose scan of runs_flow_keys) from the one after its cursor, wrapping around once,
+# until ``limit`` buckets offered runs (``offers``: how many; each offers at most
+# ``limit - n + 1`` of each kind, as ``offer``): per bucket the room under its key's
+# limit (the held slots counted from the gated runs' unexpired leases), whether a run
+# started before is due, and whether a first start is due that no throttle holds back.
+# One row: the store's now, the offered runs with their bucket's turn (takeovers: -1),
+# the held slots per bucket, the runs holding a lease per queue of the claim's groups
+# (``busy``), the throttles' state and the queues' last buckets that offered runs.
 FLOW_CANDIDATES = compact(f"""
 with recursive
 fq as (select queue, cursor from flow_queues where queue = any(%(queues)s::text[])),
@@ -119,7 +120,8 @@ slots as (
     group by 1
 ),
 walk(queue, cursor, key, wrapped, turns, room, started, fresh) as (
-    select fq.queue, fq.cursor, null::text, fq.cursor is null, 0, 0, false, false from fq
+    select fq.queue, fq.cursor, null::text collate "C", fq.cursor is null, 0, 0, false, false
+    from fq
     union all
     select w.queue, w.cursor, n.key, n.wrapped, w.turns + (e.room > 0)::int, e.room,
            e.started, e.fresh
@@ -157,11 +159,16 @@ walk(queue, cursor, key, wrapped, turns, room, started, fresh) as (
     where w.turns < %(limit)s and n.key is not null
       and (not n.wrapped or w.cursor is null or n.key <= w.cursor)
 ),
+offers as (select queue, max(turns) as n from walk group by queue),
 offered as (
     select r.id, w.turns - 1 as turn
     from walk as w
+    join offers as o on o.queue = w.queue
     cross join (values (false), (true)) as s(fresh)
-    cross join lateral (select r.id {_STREAM.format(queue="w.queue", key="w.key")} limit w.room) as r
+    cross join lateral (
+        select r.id {_STREAM.format(queue="w.queue", key="w.key")}
+        limit least(w.room, %(limit)s - o.n + 1)
+    ) as r
     where w.room > 0 and case when s.fresh then w.fresh else w.started end
     union all
     select r.id, -1 from runs as r

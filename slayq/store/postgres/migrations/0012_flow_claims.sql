@@ -4,14 +4,15 @@
 
 -- Set once, when the run is inserted (by the trigger below), from runs.flow: whether the
 -- run is gated, and the bucket it takes its turn in (its first concurrency key, else its
--- throttle's). Constant defaults and nullable columns: no rewrite of the table.
+-- throttle's). Constant defaults and nullable columns: no rewrite of the table. Buckets
+-- compare byte by byte (collate "C"): claims visit them in the order MemoryStore does.
 alter table runs add column gated boolean not null default false;
-alter table runs add column flow_key text;
+alter table runs add column flow_key text collate "C";
 
 -- The queues that have ever had a gated run: a claim of other queues never looks further
 -- for gated runs (a few rows, read with an index probe per claim). ``cursor``: the last
 -- bucket a claim of the queue visited; the next one starts after it (round robin).
-create table flow_queues (queue text primary key, cursor text);
+create table flow_queues (queue text primary key, cursor text collate "C");
 
 -- A throttle's GCRA state: its theoretical arrival time, and until when a first start
 -- is held back (claims skip the bucket's first starts until then; next_wakeup reads the
