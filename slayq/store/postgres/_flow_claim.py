@@ -43,41 +43,31 @@ if TYPE_CHECKING:
 
     from slayq.store.protocol import ClaimRequest
 
-# The claimed queues (every queue: all) that ever had gated runs and are not paused, and
-# of those the ones where some are due now: queued or suspended and due (per (queue,
-# priority) level of runs_due, gated = true: the first's due time, one probe each) or
-# under an expired lease (the earliest, one probe of runs_flow_leased).
-# It also resets the plan cache mode that the claim forced (``GENERIC_PLANS``).
-GATED_QUEUES = compact(f"""
-with recursive
-fq as (
+# The claimed queues (every queue: all) that ever had gated runs and are not paused: a
+# probe of a table of a few rows, so a claim of queues without gated runs pays nothing
+# more. It also resets the plan cache mode that the claim forced (``GENERIC_PLANS``).
+GATED_QUEUES = compact("""
+select set_config('plan_cache_mode', 'auto', true), array(
     select f.queue from flow_queues as f
     where (%(all)s or f.queue = any(%(route_queues)s::text[]))
       and f.queue not in (select queue from paused_queues)
-),
-levels(queue, priority) as (
-    select fq.queue, (select min(priority) from runs where queue = fq.queue and status in {TIMED})
-    from fq
-    union all
-    select l.queue, (select min(priority) from runs
-                     where queue = l.queue and status in {TIMED} and priority > l.priority)
-    from levels as l
-    where l.priority is not null
-)
-select set_config('plan_cache_mode', 'auto', true), array(
-    select fq.queue from fq
-    where (select min(r.lease_expires_at) from runs as r
-           where r.queue = fq.queue and r.status = 'running' and r.gated) <= {NOW}
-       or exists (select 1 from levels as l
-                  where l.queue = fq.queue and l.priority is not null
-                    and (select r.run_at from runs as r
-                         where r.queue = l.queue and r.priority = l.priority
-                           and r.status in {TIMED} and r.gated
-                         order by r.run_at
-                         limit 1) <= {NOW})
-    order by fq.queue
+    order by f.queue
 )
 """)
+
+# Of the gated queues, those where gated runs are due now: the earliest due time of
+# their timed gated runs (runs_flow_due) or of their gated leases (runs_flow_leased) has
+# come, a probe each. Without it, a queue of a million gated runs sleeping in their own
+# buckets would be walked through on every claim.
+_DUE = f"""
+fq as (
+    select f.queue, f.cursor from flow_queues f
+    where f.queue = any(%(queues)s::text[])
+      and least((select min(run_at) from runs
+                 where queue = f.queue and status in {TIMED} and gated and run_at is not null),
+                (select min(lease_expires_at) from runs
+                 where queue = f.queue and status = 'running' and gated)) <= {NOW}
+)"""
 
 # A candidate run, decoded as ``_Offered``: its bucket's turn (-1: a takeover) first.
 _CANDIDATE = f"""json_build_array(
@@ -103,8 +93,7 @@ _STREAM = f"""
 # the held slots per bucket, the runs holding a lease per queue of the claim's groups
 # (``busy``), the throttles' state and the queues' last buckets that offered runs.
 FLOW_CANDIDATES = compact(f"""
-with recursive
-fq as (select queue, cursor from flow_queues where queue = any(%(queues)s::text[])),
+with recursive {_DUE},
 busy as (
     select queue, count(*) as n from runs
     where queue = any(%(member_queues)s::text[]) and status = 'running'
@@ -123,22 +112,20 @@ walk(queue, cursor, key, wrapped, turns, room, started, fresh) as (
     select fq.queue, fq.cursor, null::text collate "C", fq.cursor is null, 0, 0, false, false
     from fq
     union all
-    select w.queue, w.cursor, n.key, n.wrapped, w.turns + (e.room > 0)::int, e.room,
-           e.started, e.fresh
+    select w.queue, w.cursor, n.key, w.wrapped or a.key is null, w.turns + (e.room > 0)::int,
+           e.room, e.started, e.fresh
     from walk as w
     cross join lateral (
         select min(flow_key) as key from runs
         where queue = w.queue and status in {TIMED} and gated
           and flow_key > coalesce(w.key, w.cursor, '')
-    ) as a
+    ) a
     cross join lateral (
-        select w.wrapped or a.key is null as wrapped,
-               case when a.key is not null then a.key
-                    when not w.wrapped then (select min(flow_key) from runs
-                                             where queue = w.queue and status in {TIMED}
-                                               and gated)
-               end as key
-    ) as n
+        -- the next bucket in name order, or the first again (once: then wrapped)
+        select coalesce(a.key, case when not w.wrapped then (
+            select min(flow_key) from runs where queue = w.queue and status in {TIMED} and gated
+        ) end) as key
+    ) n
     cross join lateral (
         -- room: none unless a stream is open (a first start: unless a throttle holds it)
         select bool_or(f.open and not s.fresh) as started, bool_or(f.open and s.fresh) as fresh,
@@ -157,7 +144,7 @@ walk(queue, cursor, key, wrapped, turns, room, started, fresh) as (
         ) as f
     ) as e
     where w.turns < %(limit)s and n.key is not null
-      and (not n.wrapped or w.cursor is null or n.key <= w.cursor)
+      and (w.cursor is null or a.key is not null and not w.wrapped or n.key <= w.cursor)
 ),
 offers as (select queue, max(turns) as n from walk group by queue),
 offered as (

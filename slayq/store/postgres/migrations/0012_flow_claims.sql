@@ -69,5 +69,10 @@ create index runs_due on runs (queue, priority, gated, run_at, seq)
 create index runs_flow_keys on runs (queue, flow_key, (lease_token is null), run_at, seq)
     where status in ('queued', 'sleeping', 'waiting') and gated;
 
+-- Whether a queue has gated runs due: the earliest due time, one probe. "run_at is not
+-- null" keeps the walk's loose scan (which names no run_at) off this index.
+create index runs_flow_due on runs (queue, run_at)
+    where status in ('queued', 'sleeping', 'waiting') and gated and run_at is not null;
+
 -- The gated runs holding a lease, by queue: their slots, and the leases that ran out.
 create index runs_flow_leased on runs (queue, lease_expires_at) where status = 'running' and gated;
