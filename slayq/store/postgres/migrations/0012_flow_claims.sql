@@ -10,8 +10,8 @@ alter table runs add column gated boolean not null default false;
 alter table runs add column flow_key text collate "C";
 
 -- The queues that have ever had a gated run: a claim of other queues never looks further
--- for gated runs (a few rows, read with an index probe per claim). ``cursor``: the last
--- bucket a claim of the queue visited; the next one starts after it (round robin).
+-- for gated runs (a few rows, read once per claim). ``cursor``: the last bucket a claim
+-- of the queue took a run from; the next claim starts after it (round robin).
 create table flow_queues (queue text primary key, cursor text collate "C");
 
 -- A throttle's GCRA state: its theoretical arrival time, and until when a first start
@@ -62,7 +62,7 @@ drop index runs_due;
 create index runs_due on runs (queue, priority, gated, run_at, seq)
     where status in ('queued', 'sleeping', 'waiting');
 
--- CLAIM_FLOW: the buckets of a queue that have timed runs (a loose scan over flow_key),
+-- FLOW_CANDIDATES: the buckets of a queue that have timed runs (a loose scan over flow_key),
 -- then each bucket's first due runs, its first starts (never claimed: no lease token
 -- yet) apart from the others. Only claims set lease_token, and they change the status
 -- too: indexing it costs no update its HOT (the lease extension's, say).
