@@ -73,7 +73,7 @@ class Candidate:
 
 
 @dataclass
-class Throttle:
+class ThrottleState:
     """A throttle bucket's GCRA state: its theoretical arrival time (None: unused), and
     until when a first start is held back (set by the claim that held one back)."""
 
@@ -102,12 +102,12 @@ def room(flow: Flow, held: dict[str, int], limit: int) -> int:
     return max(0, min(limit, first.limit - held.get(first.bucket, 0)))
 
 
-def held_back(run: Candidate, throttles: dict[str, Throttle], now: datetime) -> bool:
+def held_back(run: Candidate, throttles: dict[str, ThrottleState], now: datetime) -> bool:
     """Whether a first start's throttle held one back until later than now."""
     throttle = run.flow.throttle
     if run.started or throttle is None:
         return False
-    until = throttles.get(throttle.bucket, Throttle()).blocked_until
+    until = throttles.get(throttle.bucket, ThrottleState()).blocked_until
     return until is not None and until > now
 
 
@@ -115,7 +115,7 @@ def offer(
     candidates: Iterable[Candidate],
     *,
     held: dict[str, int],
-    throttles: dict[str, Throttle],
+    throttles: dict[str, ThrottleState],
     cursors: dict[str, str],
     limit: int,
     now: datetime,
@@ -163,7 +163,7 @@ def choose(
     offered: Offer,
     *,
     held: dict[str, int],
-    throttles: dict[str, Throttle],
+    throttles: dict[str, ThrottleState],
     free: dict[str, list[int]] | None,
     limit: int,
     now: datetime,
@@ -205,11 +205,11 @@ def choose(
     return chosen
 
 
-def _pace(throttles: dict[str, Throttle], throttle: FlowRate, now: datetime) -> bool:
+def _pace(throttles: dict[str, ThrottleState], throttle: FlowRate, now: datetime) -> bool:
     """GCRA: a start is allowed while the bucket's theoretical arrival time is at most
     ``burst`` intervals ahead of now; each start moves it one interval on. So ``burst +
     1`` start at once, then one per interval. A start held back marks when it may go."""
-    state = throttles.setdefault(throttle.bucket, Throttle())
+    state = throttles.setdefault(throttle.bucket, ThrottleState())
     tat = max(state.tat or now, now)
     tolerance = throttle.interval * throttle.burst
     if tat - now > tolerance:

@@ -5,24 +5,24 @@ bucket, by migration 0012's trigger when the run is inserted). ``CLAIM`` never t
 gated run nor reads past one: runs_due sorts them after the plain runs of each (queue,
 priority). The claim goes on here, in the same transaction, only when it has slots left
 and ``GATED_QUEUES`` (sent in place of the statement that resets the plan cache mode,
-so a claim of queues without gated runs costs no statement more) names queues where
-gated runs are due:
+so a claim of queues without gated runs costs no statement more) names claimed queues
+that have had gated runs:
 
-1. ``FLOW_CANDIDATES`` reads what the decision needs: each fair bucket's first due runs
-   (a loose scan over the buckets with timed runs, then per bucket up to its room, its
-   first starts apart from the others), the expired leases of gated runs, the slots
-   held per concurrency bucket (the unexpired leases of gated runs, by their buckets),
-   the queue groups' free slots and the buckets' round robin and throttle state.
-2. ``slayq.store._flow_claims`` decides, as for the memory store.
+1. ``FLOW_CANDIDATES`` keeps those where gated runs are due, and reads what the decision
+   needs: the buckets' offers (a walk over the buckets with timed runs from the queue's
+   cursor, as ``_flow_claims.offer``), the expired leases of gated runs, the slots held
+   per concurrency bucket (the unexpired leases of gated runs, by their buckets), the
+   runs holding a lease in the claim's queue groups and the throttles' state.
+2. ``slayq.store._flow_claims.choose`` decides, as for the memory store.
 3. ``CLAIM_FLOW`` leases the chosen runs (each still due, or still expired under the
-   lease token read; one changed meanwhile is left out) and records the buckets' state.
+   lease token read; one changed meanwhile is left out), moves the queues' cursors and
+   records the throttles' state.
 
 Exact across processes: every claim of a queue first takes that queue's transaction
 lock (``QUEUE_LOCKS``; a claim of every queue takes it here, before step 1), so the
 counting statement's snapshot includes every earlier claim's commit, and gated runs are
 claimed nowhere else. A bucket's runs share a queue: the bucket names the function.
-Two round trips more than a plain claim, for the queues that have gated runs due.
-"""
+Two round trips more than a plain claim, for the queues that have had gated runs."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from slayq.model import Flow, RunId
-from slayq.store._flow_claims import Candidate, Offer, Throttle, choose, cursors
+from slayq.store._flow_claims import Candidate, Offer, ThrottleState, choose, cursors
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres._queries import NOW, TIMED, compact, leased
 
@@ -198,6 +198,7 @@ pick as (
     where case when t.token is null then r.status in {TIMED} and r.run_at <= {NOW}
                else r.status = 'running' and r.lease_token = t.token
                     and r.lease_expires_at <= {NOW} end
+      and r.queue not in (select queue from paused_queues)  -- paused since GATED_QUEUES
     order by r.id
     for update of r skip locked
 ),
@@ -302,7 +303,7 @@ async def claim_gated(
     now, offered_json, held_json, busy_json, tats_json, cursors_json = row
     held = _counts.decode(held_json)
     free = _group_slots(request, _counts.decode(busy_json))
-    throttles = {name: Throttle(tat=tat) for name, tat in _tats.decode(tats_json).items()}
+    throttles = {name: ThrottleState(tat=tat) for name, tat in _tats.decode(tats_json).items()}
     tats = {name: state.tat for name, state in throttles.items()}
     # A queue whose group is full takes nothing, and its buckets keep their turn.
     open_queues = {name for name in queues if free is None or free.get(name, [0])[0] > 0}
@@ -367,7 +368,7 @@ def _throttle_of(candidate: Candidate) -> str | None:
 def _paced(
     offered: Offer,
     chosen: Sequence[Candidate],
-    throttles: dict[str, Throttle],
+    throttles: dict[str, ThrottleState],
     tats: dict[str, datetime | None],
     now: datetime,
 ) -> dict[str, list[Any]]:
