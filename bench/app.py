@@ -46,6 +46,19 @@ async def output(n: int, kb: int) -> int | str:
     return "x" * (kb * 1024) if kb else n
 
 
+class Keyed(msgspec.Struct):
+    i: int = 0
+    customer: int = 0
+
+
+# A no-op under a concurrency key (bench.bench_flow): at most 5 in flight per customer.
+@slayq.function(
+    event="bench/keyed", schema=Keyed, concurrency=slayq.Concurrency(limit=5, key="customer")
+)
+async def keyed(ctx: slayq.Context[Keyed]) -> slayq.Workflow:
+    yield step.run("noop", nothing, ctx.data.i)
+
+
 @slayq.function(event="bench/workflow", schema=Chain)
 async def workflow(ctx: slayq.Context[Chain]) -> slayq.Workflow:
     done = 0
@@ -70,7 +83,7 @@ async def latency(ctx: slayq.Context[Item]) -> slayq.Workflow:
 
 
 client = Client(
-    [noop, workflow, latency],
+    [noop, keyed, workflow, latency],
     store=PostgresStore(os.environ.get("SLAY_Q_DATABASE_URL", "")),
     endpoint=os.environ.get("BENCH_ENDPOINT"),
     body_limits=Limits(body_bytes=BODY_BYTES),

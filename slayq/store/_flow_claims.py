@@ -75,7 +75,7 @@ class Candidate:
 
 
 @dataclass
-class Throttle:
+class ThrottleState:
     """A throttle bucket's GCRA state: its theoretical arrival time (None: unused), and
     until when a first start is held back (set by the claim that held one back)."""
 
@@ -104,12 +104,12 @@ def room(flow: Flow, held: dict[str, int], limit: int) -> int:
     return max(0, min(limit, first.limit - held.get(first.bucket, 0)))
 
 
-def held_back(run: Candidate, throttles: dict[str, Throttle], now: datetime) -> bool:
+def held_back(run: Candidate, throttles: dict[str, ThrottleState], now: datetime) -> bool:
     """Whether a first start's throttle held one back until later than now."""
     throttle = run.flow.throttle
     if run.started or throttle is None:
         return False
-    until = throttles.get(throttle.bucket, Throttle()).blocked_until
+    until = throttles.get(throttle.bucket, ThrottleState()).blocked_until
     return until is not None and until > now
 
 
@@ -117,7 +117,7 @@ def offer(
     candidates: Iterable[Candidate],
     *,
     held: dict[str, int],
-    throttles: dict[str, Throttle],
+    throttles: dict[str, ThrottleState],
     cursors: dict[str, str],
     limit: int,
     now: datetime,
@@ -125,7 +125,9 @@ def offer(
     """Visit each queue's fair buckets round robin from its cursor, until ``limit`` of
     them offered runs: up to ``room`` of its runs started before and up to ``room`` of
     its first starts (none while their throttle holds one back), each in claim order.
-    Every expired lease is offered, as a takeover."""
+    When ``n`` buckets of a queue offer runs, each offers at most ``limit - n + 1`` of
+    each kind (enough to fill the claim if the others offer one each). Every expired
+    lease is offered, as a takeover."""
     made = Offer()
     timed: list[Candidate] = []
     for run in candidates:
@@ -138,9 +140,9 @@ def offer(
         names = sorted(buckets)
         if cursor is not None:  # the buckets after the cursor, then from the first on
             names = [b for b in names if b > cursor] + [b for b in names if b <= cursor]
-        visited = 0
+        offers: list[tuple[list[Candidate], list[Candidate]]] = []
         for name in names:
-            if visited >= limit:
+            if len(offers) >= limit:
                 break
             stream = buckets[name]
             space = room(stream[0].flow, held, limit)
@@ -150,10 +152,12 @@ def offer(
                 first = []
             if not started and not first:
                 continue
-            made.runs += started + first
-            made.turns[name] = visited
+            made.turns[name] = len(offers)
             made.cursors[queue] = name
-            visited += 1
+            offers.append((started, first))
+        cap = limit - len(offers) + 1
+        for started, first in offers:
+            made.runs += started[:cap] + first[:cap]
     return made
 
 
@@ -161,7 +165,7 @@ def choose(
     offered: Offer,
     *,
     held: dict[str, int],
-    throttles: dict[str, Throttle],
+    throttles: dict[str, ThrottleState],
     free: dict[str, list[int]] | None,
     limit: int,
     now: datetime,
@@ -203,11 +207,11 @@ def choose(
     return chosen
 
 
-def _pace(throttles: dict[str, Throttle], throttle: FlowRate, now: datetime) -> bool:
+def _pace(throttles: dict[str, ThrottleState], throttle: FlowRate, now: datetime) -> bool:
     """GCRA: a start is allowed while the bucket's theoretical arrival time is at most
     ``burst`` intervals ahead of now; each start moves it one interval on. So ``burst +
     1`` start at once, then one per interval. A start held back marks when it may go."""
-    state = throttles.setdefault(throttle.bucket, Throttle())
+    state = throttles.setdefault(throttle.bucket, ThrottleState())
     tat = max(state.tat or now, now)
     tolerance = throttle.interval * throttle.burst
     if tat - now > tolerance:

@@ -109,6 +109,10 @@ class Store(Protocol):
         (expired ones resolve to None), or running under a lease that expired (its holder
         is presumed dead; this counts as a failed attempt). ``queues=None`` claims from
         every queue without limits.
+
+        Runs under concurrency keys or a throttle (``NewRun.flow``) take the slots the
+        plain runs left, within their limits, keys taking turns: see
+        ``slayq.store._flow_claims``. A throttle holds back first starts only.
         """
         ...
 
@@ -273,7 +277,10 @@ class Store(Protocol):
 
     async def next_wakeup(self) -> datetime | None:
         """The earliest time at which something becomes due, or None. Paused queues are
-        left out: nothing of theirs is due before ``resume_queue``, which notifies."""
+        left out: nothing of theirs is due before ``resume_queue``, which notifies. Runs
+        under flow control count from their due time while it is ahead, and a throttle
+        holding back a first start from when it lets one go; one waiting for a slot of
+        its key wakes with the commit (or the lease expiry) that frees it."""
         ...
 
     async def due_by_queue(self) -> dict[str, int]:

@@ -8,6 +8,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
+from bench import bench_flow
 from bench.bench_growth import growth, measure
 from bench.bench_postgres import one_round
 from bench.bench_ui import measure as measure_pages
@@ -79,6 +80,12 @@ async def test_bench_postgres_round_gives_every_figure() -> None:
         "latency_ms",
     }
     assert all(value > 0 for value in figures["latency_ms"].values())
+
+
+async def test_bench_flow_round_gives_both_figures() -> None:
+    figures = await bench_flow.one_round(runs=200, keys=20)
+    assert set(figures) == {"noop_runs_per_s", "keyed_runs_per_s"}
+    assert all(value > 0 for value in figures.values())
 
 
 @pytest.mark.parametrize("via", ["worker", "server"])

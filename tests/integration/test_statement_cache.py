@@ -13,12 +13,16 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import msgspec
 import psycopg._queries as pg_queries
 import pytest
 
 from slayq.model import (
     Completed,
     Continue,
+    Flow,
+    FlowRate,
+    FlowSlot,
     PendingStep,
     StepRecord,
     Suspend,
@@ -75,6 +79,12 @@ async def test_claims_commits_and_sends_parse_from_the_cache(
         ]
         result = await store.commit_batch(batch, claims=[request])
         assert result.errors == [None, None, None]
+        # Flow control: a run under a concurrency key and a throttle takes the gated claim.
+        slot = FlowSlot(bucket="test/run k=1", limit=1)
+        rate = FlowRate(bucket="test/run", interval=timedelta(seconds=1), burst=0)
+        gated = msgspec.structs.replace(new_run(), flow=Flow(concurrency=[slot], throttle=rate))
+        await store.send_events([starting(gated)])
+        assert [c.lease.run_id for c in await claim_all(store)] == [gated.id]
         await store.next_wakeup()
         await store.fire_schedules()
         await store.delete_finished(timedelta(days=7))

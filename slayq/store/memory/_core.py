@@ -57,7 +57,7 @@ from slayq.store.protocol import EVENT_LOG_GRACE
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
 
-    from slayq.store._flow_claims import Throttle
+    from slayq.store._flow_claims import ThrottleState
     from slayq.store.protocol import Batch, ClaimRequest, QueueLimit
 
 
@@ -98,7 +98,7 @@ class MemoryCore:
         # Concurrency keys and throttles (see _flow_claims): per queue the last bucket a
         # claim visited (round robin), per throttle its GCRA state.
         self.flow_cursors: dict[str, str] = {}
-        self.flow_throttles: dict[str, Throttle] = {}
+        self.flow_throttles: dict[str, ThrottleState] = {}
 
     # -- events ------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ that anyone holds under an unexpired lease. Two claimers counting at once could 
 the same free slot, so a claim first takes an exclusive transaction-scoped advisory lock
 per queue it claims from; the count runs in a later statement, whose snapshot includes
 every claim that held the lock before. Claims from unrelated queues do not wait on each
-other; ``queues=None`` claims without limits and takes no lock.
+other; ``queues=None`` claims without limits and takes no lock. Runs under flow control
+are claimed after the plain ones, in the same transaction, by ``_flow_claim``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from slayq.store.protocol import ClaimRequest, QueueLimit
 
 
+# Gated runs (flow control: runs.gated) are left to ``_flow_claim``: runs_due sorts them
+# after the plain runs of each (queue, priority), and ``not r.gated`` is part of the due
+# scan's index condition, so they are never read here; their expired leases are left too.
 # Queue groups: see ``GROUPS``. Due runs come from a loose scan over
 # the (queue, priority) pairs of the runs_due index, then each pair's due runs in
 # order, so a million runs sleeping until next year cost nothing here. Paused queues

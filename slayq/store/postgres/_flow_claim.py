@@ -5,24 +5,24 @@ bucket, by migration 0012's trigger when the run is inserted). ``CLAIM`` never t
 gated run nor reads past one: runs_due sorts them after the plain runs of each (queue,
 priority). The claim goes on here, in the same transaction, only when it has slots left
 and ``GATED_QUEUES`` (sent in place of the statement that resets the plan cache mode,
-so a claim of queues without gated runs costs no statement more) names queues where
-gated runs are due:
+so a claim of queues without gated runs costs no statement more) names claimed queues
+that have had gated runs:
 
-1. ``FLOW_CANDIDATES`` reads what the decision needs: each fair bucket's first due runs
-   (a loose scan over the buckets with timed runs, then per bucket up to its room, its
-   first starts apart from the others), the expired leases of gated runs, the slots
-   held per concurrency bucket (the unexpired leases of gated runs, by their buckets),
-   the queue groups' free slots and the buckets' round robin and throttle state.
-2. ``slayq.store._flow_claims`` decides, as for the memory store.
+1. ``FLOW_CANDIDATES`` keeps those where gated runs are due, and reads what the decision
+   needs: the buckets' offers (a walk over the buckets with timed runs from the queue's
+   cursor, as ``_flow_claims.offer``), the expired leases of gated runs, the slots held
+   per concurrency bucket (the unexpired leases of gated runs, by their buckets), the
+   runs holding a lease in the claim's queue groups and the throttles' state.
+2. ``slayq.store._flow_claims.choose`` decides, as for the memory store.
 3. ``CLAIM_FLOW`` leases the chosen runs (each still due, or still expired under the
-   lease token read; one changed meanwhile is left out) and records the buckets' state.
+   lease token read; one changed meanwhile is left out), moves the queues' cursors and
+   records the throttles' state.
 
 Exact across processes: every claim of a queue first takes that queue's transaction
 lock (``QUEUE_LOCKS``; a claim of every queue takes it here, before step 1), so the
 counting statement's snapshot includes every earlier claim's commit, and gated runs are
 claimed nowhere else. A bucket's runs share a queue: the bucket names the function.
-Two round trips more than a plain claim, for the queues that have gated runs due.
-"""
+Two round trips more than a plain claim, for the queues that have had gated runs."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from slayq.model import Flow, RunId
-from slayq.store._flow_claims import Candidate, Offer, Throttle, choose, cursors
+from slayq.store._flow_claims import Candidate, Offer, ThrottleState, choose, cursors
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres._queries import NOW, TIMED, compact, leased
 
@@ -43,41 +43,31 @@ if TYPE_CHECKING:
 
     from slayq.store.protocol import ClaimRequest
 
-# The claimed queues (every queue: all) that ever had gated runs and are not paused, and
-# of those the ones where some are due now: queued or suspended and due (per (queue,
-# priority) level of runs_due, gated = true: the first's due time, one probe each) or
-# under an expired lease (the earliest, one probe of runs_flow_leased).
-# It also resets the plan cache mode that the claim forced (``GENERIC_PLANS``).
-GATED_QUEUES = compact(f"""
-with recursive
-fq as (
+# The claimed queues (every queue: all) that ever had gated runs and are not paused: a
+# probe of a table of a few rows, so a claim of queues without gated runs pays nothing
+# more. It also resets the plan cache mode that the claim forced (``GENERIC_PLANS``).
+GATED_QUEUES = compact("""
+select set_config('plan_cache_mode', 'auto', true), array(
     select f.queue from flow_queues as f
     where (%(all)s or f.queue = any(%(route_queues)s::text[]))
       and f.queue not in (select queue from paused_queues)
-),
-levels(queue, priority) as (
-    select fq.queue, (select min(priority) from runs where queue = fq.queue and status in {TIMED})
-    from fq
-    union all
-    select l.queue, (select min(priority) from runs
-                     where queue = l.queue and status in {TIMED} and priority > l.priority)
-    from levels as l
-    where l.priority is not null
-)
-select set_config('plan_cache_mode', 'auto', true), array(
-    select fq.queue from fq
-    where (select min(r.lease_expires_at) from runs as r
-           where r.queue = fq.queue and r.status = 'running' and r.gated) <= {NOW}
-       or exists (select 1 from levels as l
-                  where l.queue = fq.queue and l.priority is not null
-                    and (select r.run_at from runs as r
-                         where r.queue = l.queue and r.priority = l.priority
-                           and r.status in {TIMED} and r.gated
-                         order by r.run_at
-                         limit 1) <= {NOW})
-    order by fq.queue
+    order by f.queue
 )
 """)
+
+# Of the gated queues, those where gated runs are due now: the earliest due time of
+# their timed gated runs (runs_flow_due) or of their gated leases (runs_flow_leased) has
+# come, a probe each. Without it, a queue of a million gated runs sleeping in their own
+# buckets would be walked through on every claim.
+_DUE = f"""
+fq as (
+    select f.queue, f.cursor from flow_queues f
+    where f.queue = any(%(queues)s::text[])
+      and least((select min(run_at) from runs
+                 where queue = f.queue and status in {TIMED} and gated and run_at is not null),
+                (select min(lease_expires_at) from runs
+                 where queue = f.queue and status = 'running' and gated)) <= {NOW}
+)"""
 
 # A candidate run, decoded as ``_Offered``: its bucket's turn (-1: a takeover) first.
 _CANDIDATE = f"""json_build_array(
@@ -92,18 +82,18 @@ _STREAM = f"""
           and (r.lease_token is null) = s.fresh and r.run_at <= {NOW}
         order by r.run_at, r.seq"""
 
-# ``queues``: the gated queues to claim from, locked; those whose group is full are left
-# alone. The round robin of ``_flow_claims.offer``, as a recursive walk per queue over
-# its buckets with timed runs (a loose scan of runs_flow_keys) from the one after its
-# cursor, wrapping around once, until ``limit`` buckets offered runs: per bucket the
-# room under its key's limit (the held slots counted from the gated runs' unexpired
-# leases), whether a run started before is due, and whether a first start is due that
-# no throttle holds back. One row: the store's now, the offered runs with their bucket's
-# turn (takeovers: -1), the held slots per bucket, the free slots of each queue's group,
-# the throttles' state and the queues' new cursors.
+# ``queues``: the gated queues to claim from, locked. The round robin of
+# ``_flow_claims.offer``, as a recursive walk per queue over its buckets with timed runs
+# (a loose scan of runs_flow_keys) from the one after its cursor, wrapping around once,
+# until ``limit`` buckets offered runs (``offers``: how many; each offers at most
+# ``limit - n + 1`` of each kind, as ``offer``): per bucket the room under its key's
+# limit (the held slots counted from the gated runs' unexpired leases), whether a run
+# started before is due, and whether a first start is due that no throttle holds back.
+# One row: the store's now, the offered runs with their bucket's turn (takeovers: -1),
+# the held slots per bucket, the runs holding a lease per queue of the claim's groups
+# (``busy``), the throttles' state and the queues' last buckets that offered runs.
 FLOW_CANDIDATES = compact(f"""
-with recursive
-fq as (select queue, cursor from flow_queues where queue = any(%(queues)s::text[])),
+with recursive {_DUE},
 busy as (
     select queue, count(*) as n from runs
     where queue = any(%(member_queues)s::text[]) and status = 'running'
@@ -119,24 +109,23 @@ slots as (
     group by 1
 ),
 walk(queue, cursor, key, wrapped, turns, room, started, fresh) as (
-    select fq.queue, fq.cursor, null::text, fq.cursor is null, 0, 0, false, false from fq
+    select fq.queue, fq.cursor, null::text collate "C", fq.cursor is null, 0, 0, false, false
+    from fq
     union all
-    select w.queue, w.cursor, n.key, n.wrapped, w.turns + (e.room > 0)::int, e.room,
-           e.started, e.fresh
+    select w.queue, w.cursor, n.key, w.wrapped or a.key is null, w.turns + (e.room > 0)::int,
+           e.room, e.started, e.fresh
     from walk as w
     cross join lateral (
         select min(flow_key) as key from runs
         where queue = w.queue and status in {TIMED} and gated
           and flow_key > coalesce(w.key, w.cursor, '')
-    ) as a
+    ) a
     cross join lateral (
-        select w.wrapped or a.key is null as wrapped,
-               case when a.key is not null then a.key
-                    when not w.wrapped then (select min(flow_key) from runs
-                                             where queue = w.queue and status in {TIMED}
-                                               and gated)
-               end as key
-    ) as n
+        -- the next bucket in name order, or the first again (once: then wrapped)
+        select coalesce(a.key, case when not w.wrapped then (
+            select min(flow_key) from runs where queue = w.queue and status in {TIMED} and gated
+        ) end) as key
+    ) n
     cross join lateral (
         -- room: none unless a stream is open (a first start: unless a throttle holds it)
         select bool_or(f.open and not s.fresh) as started, bool_or(f.open and s.fresh) as fresh,
@@ -155,13 +144,18 @@ walk(queue, cursor, key, wrapped, turns, room, started, fresh) as (
         ) as f
     ) as e
     where w.turns < %(limit)s and n.key is not null
-      and (not n.wrapped or w.cursor is null or n.key <= w.cursor)
+      and (w.cursor is null or a.key is not null and not w.wrapped or n.key <= w.cursor)
 ),
+offers as (select queue, max(turns) as n from walk group by queue),
 offered as (
     select r.id, w.turns - 1 as turn
     from walk as w
+    join offers as o on o.queue = w.queue
     cross join (values (false), (true)) as s(fresh)
-    cross join lateral (select r.id {_STREAM.format(queue="w.queue", key="w.key")} limit w.room) as r
+    cross join lateral (
+        select r.id {_STREAM.format(queue="w.queue", key="w.key")}
+        limit least(w.room, %(limit)s - o.n + 1)
+    ) as r
     where w.room > 0 and case when s.fresh then w.fresh else w.started end
     union all
     select r.id, -1 from runs as r
@@ -204,6 +198,7 @@ pick as (
     where case when t.token is null then r.status in {TIMED} and r.run_at <= {NOW}
                else r.status = 'running' and r.lease_token = t.token
                     and r.lease_expires_at <= {NOW} end
+      and r.queue not in (select queue from paused_queues)  -- paused since GATED_QUEUES
     order by r.id
     for update of r skip locked
 ),
@@ -308,7 +303,7 @@ async def claim_gated(
     now, offered_json, held_json, busy_json, tats_json, cursors_json = row
     held = _counts.decode(held_json)
     free = _group_slots(request, _counts.decode(busy_json))
-    throttles = {name: Throttle(tat=tat) for name, tat in _tats.decode(tats_json).items()}
+    throttles = {name: ThrottleState(tat=tat) for name, tat in _tats.decode(tats_json).items()}
     tats = {name: state.tat for name, state in throttles.items()}
     # A queue whose group is full takes nothing, and its buckets keep their turn.
     open_queues = {name for name in queues if free is None or free.get(name, [0])[0] > 0}
@@ -373,7 +368,7 @@ def _throttle_of(candidate: Candidate) -> str | None:
 def _paced(
     offered: Offer,
     chosen: Sequence[Candidate],
-    throttles: dict[str, Throttle],
+    throttles: dict[str, ThrottleState],
     tats: dict[str, datetime | None],
     now: datetime,
 ) -> dict[str, list[Any]]:

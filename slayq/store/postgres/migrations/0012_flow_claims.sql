@@ -4,14 +4,15 @@
 
 -- Set once, when the run is inserted (by the trigger below), from runs.flow: whether the
 -- run is gated, and the bucket it takes its turn in (its first concurrency key, else its
--- throttle's). Constant defaults and nullable columns: no rewrite of the table.
+-- throttle's). Constant defaults and nullable columns: no rewrite of the table. Buckets
+-- compare byte by byte (collate "C"): claims visit them in the order MemoryStore does.
 alter table runs add column gated boolean not null default false;
-alter table runs add column flow_key text;
+alter table runs add column flow_key text collate "C";
 
 -- The queues that have ever had a gated run: a claim of other queues never looks further
--- for gated runs (a few rows, read with an index probe per claim). ``cursor``: the last
--- bucket a claim of the queue visited; the next one starts after it (round robin).
-create table flow_queues (queue text primary key, cursor text);
+-- for gated runs (a few rows, read once per claim). ``cursor``: the last bucket a claim
+-- of the queue took a run from; the next claim starts after it (round robin).
+create table flow_queues (queue text primary key, cursor text collate "C");
 
 -- A throttle's GCRA state: its theoretical arrival time, and until when a first start
 -- is held back (claims skip the bucket's first starts until then; next_wakeup reads the
@@ -61,12 +62,17 @@ drop index runs_due;
 create index runs_due on runs (queue, priority, gated, run_at, seq)
     where status in ('queued', 'sleeping', 'waiting');
 
--- CLAIM_FLOW: the buckets of a queue that have timed runs (a loose scan over flow_key),
+-- FLOW_CANDIDATES: the buckets of a queue that have timed runs (a loose scan over flow_key),
 -- then each bucket's first due runs, its first starts (never claimed: no lease token
 -- yet) apart from the others. Only claims set lease_token, and they change the status
 -- too: indexing it costs no update its HOT (the lease extension's, say).
 create index runs_flow_keys on runs (queue, flow_key, (lease_token is null), run_at, seq)
     where status in ('queued', 'sleeping', 'waiting') and gated;
+
+-- Whether a queue has gated runs due: the earliest due time, one probe. "run_at is not
+-- null" keeps the walk's loose scan (which names no run_at) off this index.
+create index runs_flow_due on runs (queue, run_at)
+    where status in ('queued', 'sleeping', 'waiting') and gated and run_at is not null;
 
 -- The gated runs holding a lease, by queue: their slots, and the leases that ran out.
 create index runs_flow_leased on runs (queue, lease_expires_at) where status = 'running' and gated;
