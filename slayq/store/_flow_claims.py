@@ -222,7 +222,7 @@ def _pace(throttles: dict[str, ThrottleState], throttle: FlowRate, now: datetime
     return True
 
 
-def throttle_opens(throttle: FlowRate, state: Throttle | None) -> datetime | None:
+def throttle_opens(throttle: FlowRate, state: ThrottleState | None) -> datetime | None:
     """When the bucket's throttle lets the next first start go (``_pace``'s rule); None
     if it has never started one."""
     if state is None or state.tat is None:
@@ -256,7 +256,7 @@ def held_back_of(
     ]
     opens = None
     if flow.throttle is not None and tat is not None:
-        opens = throttle_opens(flow.throttle, Throttle(tat=tat))
+        opens = throttle_opens(flow.throttle, ThrottleState(tat=tat))
     return flow_status.held_back(
         event=run.event,
         status=run.status,
