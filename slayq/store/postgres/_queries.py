@@ -198,7 +198,14 @@ select x.idx, coalesce(mine.id, twin.id, old.id)::text
 from x
 left join inserted as mine on mine.id = x.id
 left join inserted as twin on x.key is not null and twin.event = x.event and twin.key = x.key
-left join runs as old on x.key is not null and old.event = x.event and old.key = x.key
+-- by the index on (event, key), row by row (LIMIT keeps the planner from turning this
+-- into a join, which, guessing 100 rows of x, may read all of runs instead: see
+-- tests/integration/test_send_reads_by_index.py)
+left join lateral (
+    select r.id from runs as r
+    where x.key is not null and r.event = x.event and r.key = x.key
+    limit 1
+) as old on true
 {tail}"""
 
 INSERT_RUNS = compact(
