@@ -10,6 +10,8 @@ counts the scans of ``runs`` one send makes, in its own transaction
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
 
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.anyio
 RUNS = 10_000
 
 
-async def sequential_scans_of_runs(conn: psycopg.AsyncConnection[object]) -> int:
+async def sequential_scans_of_runs(conn: psycopg.AsyncConnection[Any]) -> int:
     async with conn.transaction():
         ingest = Ingest([starting(new_run("scan/probe", {"n": 1}))], now=None, channel="slayq")
         assert await ingest.try_quiet(conn)
