@@ -43,3 +43,28 @@ async def test_a_send_on_a_big_table_scans_no_runs(pg_url: str) -> None:
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute("set search_path to slayq")
         assert await sequential_scans_of_runs(conn) == 0
+
+
+async def test_a_flow_controlled_keyed_send_scans_no_runs(pg_url: str) -> None:
+    """Admission looks for runs that hold the batch's per-send keys (``KEYED_RUNS``)."""
+    from datetime import timedelta
+
+    import msgspec
+
+    from slayq.model import Flow, FlowOnce
+    from slayq.store.postgres._admit import admit
+
+    async with PostgresStore(pg_url) as store:
+        for _ in range(RUNS // 1000):
+            await store.send_events([starting(new_run(queue="filler")) for _ in range(1000)])
+    once = Flow(idempotency=FlowOnce(bucket="scan/probe order=1", ttl=timedelta(hours=1)))
+    run = msgspec.structs.replace(new_run("scan/probe", key="k-1"), flow=once)
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute("set search_path to slayq")
+        async with conn.pipeline() as pipeline, conn.transaction():
+            await admit(conn, pipeline, [starting(run)], now=None, channel="slayq")
+            cursor = await conn.execute(
+                "select seq_scan from pg_stat_xact_user_tables where relname = 'runs'"
+            )
+        row = await cursor.fetchone()
+    assert row is not None and row[0] == 0

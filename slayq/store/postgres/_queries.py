@@ -251,7 +251,10 @@ notified as (
 KEYED_RUNS = compact("""
 select t.event, t.key, r.id::text
 from unnest(%(events)s::text[], %(keys)s::text[]) as t(event, key)
-join runs as r on r.event = t.event and r.key = t.key
+cross join lateral (
+    -- by the index, key by key (as INSERT_RUNS: a join may read all of runs)
+    select id from runs where event = t.event and key = t.key limit 1
+) as r
 """)
 
 NOTIFY = "select count(pg_notify(%(channel)s, q)) from unnest(%(queues)s::text[]) as q"
