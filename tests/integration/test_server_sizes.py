@@ -81,6 +81,9 @@ def stack(pg_url: str, tmp_path: Path, *, server_limit: str, app_limit: str) -> 
     )
     try:
         wait_until_up(f"http://127.0.0.1:{server_port}/health", server)
+        # The app too (any answer will do): a run the server delivers to an app not
+        # listening yet is released with the delivery error, which the run then keeps.
+        wait_until_up(f"http://127.0.0.1:{app_port}/api/slay-q", app)
         client = Client(
             sizes_app.client.functions,
             store=PostgresStore(pg_url),
