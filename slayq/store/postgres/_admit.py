@@ -79,6 +79,11 @@ class Admission:
         """The runs still to start, with their event's index."""
         return [(i, e.run) for i, e in enumerate(self.events) if e.run is not None]
 
+    def buckets(self, feature: str) -> list[str]:
+        """The buckets of ``feature`` (a field of ``model.Flow``) of the runs still to
+        start, sorted, each once."""
+        return sorted({b for _, run in self.pending() if (b := bucket_of(run, feature))})
+
     def drop(self, index: int, answer: RunId | None) -> None:
         """Start no run for event ``index``; ``send_events`` answers ``answer`` for it."""
         self.events[index] = msgspec.structs.replace(self.events[index], run=None)
@@ -143,15 +148,22 @@ def _deciding_late(decide: Late) -> Feature:
     return read
 
 
-# (name, the buckets of a run it decides on, the feature), in the order they decide.
+# (the field of model.Flow it decides on, the feature), in the order they decide.
 # Debounce and batch last: an event the others answer joins no burst or batch.
-FEATURES: list[tuple[str, Callable[[NewRun], list[str]], Feature]] = [
-    ("idempotency", _flow_idempotency.buckets, _flow_idempotency.read),
-    ("rate_limit", _flow_rate_limit.buckets, _flow_rate_limit.read),
-    ("singleton", _flow_singleton.buckets, _flow_singleton.read),
-    ("debounce", _flow_debounce.buckets, _deciding_late(_flow_debounce.decide)),
-    ("batch", _flow_batch.buckets, _deciding_late(_flow_batch.decide)),
+FEATURES: list[tuple[str, Feature]] = [
+    ("idempotency", _flow_idempotency.read),
+    ("rate_limit", _flow_rate_limit.read),
+    ("singleton", _flow_singleton.read),
+    ("debounce", _deciding_late(_flow_debounce.decide)),
+    ("batch", _deciding_late(_flow_batch.decide)),
 ]
+
+
+def bucket_of(run: NewRun, feature: str) -> str | None:
+    """The bucket of ``run``'s send-time control ``feature`` (a field of ``model.Flow``
+    holding a struct with a ``bucket``), or None if it has none."""
+    control = getattr(run.flow, feature) if run.flow is not None else None
+    return None if control is None else str(control.bucket)
 
 
 def decided_at_send(events: Sequence[OutgoingEvent]) -> bool:
@@ -175,7 +187,7 @@ async def admit(
         await conn.execute(q.LOCK_NAMES, lock)
     clock = await conn.execute(q.CLOCK, {"now": now})
     repeated = await _repeated_keys(conn, admission)
-    decides = [await read(conn, admission) for _, _, read in FEATURES]
+    decides = [await read(conn, admission) for _, read in FEATURES]
     await pipeline.sync()
     row = await clock.fetchone()
     assert row is not None
@@ -220,4 +232,5 @@ def _buckets(run: NewRun) -> list[str]:
     """The lock names of a run's send-time buckets: feature name, then the bucket."""
     if run.flow is None:
         return []
-    return [f"{name}:{bucket}" for name, buckets, _ in FEATURES for bucket in buckets(run)]
+    found = ((name, bucket_of(run, name)) for name, _ in FEATURES)
+    return [f"{name}:{bucket}" for name, bucket in found if bucket is not None]

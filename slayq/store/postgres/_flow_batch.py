@@ -75,12 +75,6 @@ from (select distinct queue from appended where is_full) as q
 """)
 
 
-def buckets(run: NewRun) -> list[str]:
-    """The batch bucket of ``run``, if it has one (``admit`` locks it)."""
-    batch = run.flow.batch if run.flow is not None else None
-    return [batch.bucket] if batch is not None else []
-
-
 async def decide(
     conn: AsyncConnection[Any],
     pipeline: AsyncPipeline,

@@ -82,12 +82,6 @@ select bucket, id::text from joined
 """)
 
 
-def buckets(run: NewRun) -> list[str]:
-    """The debounce bucket of ``run``, if it has one (``admit`` locks it)."""
-    window = run.flow.debounce if run.flow is not None else None
-    return [window.bucket] if window is not None else []
-
-
 async def decide(
     conn: AsyncConnection[Any],
     pipeline: AsyncPipeline,

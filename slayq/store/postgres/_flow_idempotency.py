@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
     from psycopg import AsyncConnection
 
-    from slayq.model import NewRun
     from slayq.store.postgres._admit import Admission, Decide
 
 READ = compact("""
@@ -44,13 +43,8 @@ delete from flow_once where bucket in (select bucket from doomed)
 """)
 
 
-def buckets(run: NewRun) -> list[str]:
-    once = run.flow.idempotency if run.flow is not None else None
-    return [once.bucket] if once is not None else []
-
-
 async def read(conn: AsyncConnection[Any], admission: Admission) -> Decide | None:
-    names = sorted({b for _, run in admission.pending() for b in buckets(run)})
+    names = admission.buckets("idempotency")
     if not names:
         return None
     cursor = await conn.execute(READ, {"buckets": names})

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
     from psycopg import AsyncConnection
 
-    from slayq.model import NewRun
     from slayq.store.postgres._admit import Admission, Decide
 
 READ = compact("select bucket, tat from flow_rate_limits where bucket = any(%(buckets)s::text[])")
@@ -36,13 +35,8 @@ on conflict (bucket) do update set tat = excluded.tat
 PRUNE = compact(f"delete from flow_rate_limits where tat <= {NOW}")
 
 
-def buckets(run: NewRun) -> list[str]:
-    rate = run.flow.rate_limit if run.flow is not None else None
-    return [rate.bucket] if rate is not None else []
-
-
 async def read(conn: AsyncConnection[Any], admission: Admission) -> Decide | None:
-    names = sorted({b for _, run in admission.pending() for b in buckets(run)})
+    names = admission.buckets("rate_limit")
     if not names:
         return None
     cursor = await conn.execute(READ, {"buckets": names})

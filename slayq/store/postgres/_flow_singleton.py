@@ -22,7 +22,6 @@ from slayq.store.postgres._codec import dump
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
-    from slayq.model import NewRun
     from slayq.store.postgres._admit import Admission, Decide
 
 # The WHERE clause repeats the index's predicate, so the planner uses it.
@@ -34,13 +33,8 @@ order by seq
 """)
 
 
-def buckets(run: NewRun) -> list[str]:
-    single = run.flow.singleton if run.flow is not None else None
-    return [single.bucket] if single is not None else []
-
-
 async def read(conn: AsyncConnection[Any], admission: Admission) -> Decide | None:
-    names = sorted({b for _, run in admission.pending() for b in buckets(run)})
+    names = admission.buckets("singleton")
     if not names:
         return None
     cursor = await conn.execute(READ, {"buckets": names})
