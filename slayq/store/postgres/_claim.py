@@ -18,7 +18,15 @@ from slayq.store.postgres import _queries as q
 from slayq.store.postgres._codec import dump, load_memo
 from slayq.store.postgres._flow_claim import GATED_QUEUES, claim_gated
 from slayq.store.postgres._history import ended_attempt
-from slayq.store.postgres._queries import GENERIC_PLANS, GROUPS, NOW, PAIRS, TIMED, compact, leased
+from slayq.store.postgres._queries import (
+    GROUPS,
+    NOW,
+    PAIRS,
+    TIMED,
+    compact,
+    history,
+    leased,
+)
 from slayq.store.postgres._run_queries import STEP_JSON
 
 if TYPE_CHECKING:
@@ -59,8 +67,8 @@ due as (
 ),
 expired as (
     -- every lease that ran out: few, as there are only as many as runs in flight
-    select r.id, r.queue, r.priority, r.run_at, r.seq, r.lease_owner as previous_owner,
-           r.attempt >= r.max_attempts as exhausted
+    select r.id, r.queue, r.priority, coalesce(r.run_at, {NOW}) as run_at, r.seq,
+           r.lease_owner as previous_owner, r.attempt >= r.max_attempts as exhausted
     from runs as r
     where r.status = 'running' and r.lease_expires_at <= {NOW} and not r.gated
       and (%(all)s or r.queue in (select queue from route))
@@ -68,14 +76,16 @@ expired as (
     for update of r skip locked
 ),
 ranked as (
-    select c.*, coalesce(c.run_at, {NOW}) as due_at, k.free,
+    select c.*, k.free,
            -- claimable runs of the group up to this one; an exhausted run is not claimed
            count(*) filter (where not c.exhausted) over (
-               partition by k.grp order by c.priority, coalesce(c.run_at, {NOW}), c.seq
+               partition by k.grp order by c.priority, c.due_at, c.seq
                rows unbounded preceding
            ) as nth_in_group
     from (
-        select id, queue, priority, run_at, seq, previous_owner, false as exhausted from due
+        -- a due run's run_at has come; an expired lease's run may have none: due now
+        select id, queue, priority, run_at as due_at, seq, previous_owner, false as exhausted
+        from due
         union all
         select id, queue, priority, run_at, seq, previous_owner, exhausted from expired
     ) as c
@@ -104,11 +114,12 @@ claimed as (
               r.max_attempts, r.endpoint, r.trace
 )
 select k.id::text, lease_token, lease_expires_at, event, data, k.queue, attempt,
-       max_attempts, endpoint, previous_owner, null::text, priority, due_at, seq, trace
+       max_attempts, endpoint, previous_owner, null::text, priority, due_at, seq, trace,
+       {history("k")}
 from claimed as k join chosen as c on c.id = k.id
 union all
 select d.id::text, null, null, null, null, null, null, null, null, null,
-       r.parent_run_id::text, d.priority, d.due_at, d.seq, null
+       r.parent_run_id::text, d.priority, d.due_at, d.seq, null, null, null
 from doomed as d
 join runs as r on r.id = d.id
 order by priority, due_at, seq
@@ -138,7 +149,8 @@ select count(*) from ending
 """)
 
 # A claimed run that was suspended: whatever is still pending has expired (it was due)
-# and resolves to null.
+# and resolves to null. Only for runs whose claim found pending steps (``history``).
+# The attempt is read per row by id: the plan stays an index probe at any table size.
 EXPIRE_PENDING = compact(f"""
 with gone as (
     delete from pending where run_id = any(%(ids)s::uuid[])
@@ -146,17 +158,22 @@ with gone as (
 )
 insert into steps (run_id, name, kind, output, finished_at, started_at, duration, attempt)
 select g.run_id, g.name, g.kind, 'null'::json, {NOW}, g.started_at, {NOW} - g.started_at,
-       r.attempt
-from gone as g join runs as r on r.id = g.run_id
+       (select r.attempt from runs as r where r.id = g.run_id)
+from gone as g
 order by g.run_id, g.pos
 on conflict (run_id, name) do nothing
 """)
 
+# The memos of claimed runs that have steps, each read by its own index scan: a plan
+# made while steps was small (a new database) would otherwise scan the whole table.
 MEMOS = compact(f"""
-select s.run_id::text, json_agg({STEP_JSON} order by s.id)::text
-from steps as s
-where s.run_id = any(%(ids)s::uuid[])
-group by s.run_id
+select t.id::text, m.memo
+from unnest(%(ids)s::uuid[]) as t(id)
+cross join lateral (
+    select json_agg({STEP_JSON} order by s.id)::text as memo
+    from steps as s
+    where s.run_id = t.id
+) as m
 """)
 
 
@@ -224,13 +241,14 @@ async def claim_in_transaction(
     # Planned once for any parameters (a generic plan), not afresh on each claim: a
     # custom plan costs ~1.1 ms of planning for ~0.6 ms of execution, and the claim's
     # shape keeps the generic plan right at any table size (bench.claim_plans: 1.1M runs,
-    # 220k due). Local to the statement: other statements keep the server's choice.
+    # 220k due), planned without sequential scans (see ``CLAIM_PLANS``). Local to the
+    # statement: GATED_QUEUES resets the plan cache mode for the statements after it.
     # Limited queues are locked first (see the module doc), in the same statement.
     if queues is not None:
         names = sorted(set(groups["member_queues"]))
         await conn.execute(q.LOCK_QUEUES_GENERIC, {"ns": q.QUEUE_LOCKS, "names": names})
     else:
-        await conn.execute(GENERIC_PLANS, {"mode": "force_generic_plan"})
+        await conn.execute(q.CLAIM_PLANS)
     cursor = await conn.execute(CLAIM, params)
     # Resets the mode, and names the claimed queues where gated runs (flow control)
     # are due: CLAIM leaves them to claim_gated, with the slots it left.
@@ -272,11 +290,12 @@ async def claim_in_transaction(
             parents = base | {"ids": answering, "seq": None, "cancelled": dump(CANCELLED)}
             await conn.execute(q.LOCK_PARENTS, parents)
             await conn.execute(q.RESOLVE_PARENTS, parents)
-    memos = None
-    if claimed:
-        ids = {"ids": [row[0] for row in claimed], "now": now}
-        await conn.execute(EXPIRE_PENDING, ids)
-        memos = await conn.execute(MEMOS, ids)
+    # Runs claimed for the first time (most) have no steps and nothing pending.
+    pending = [row[0] for row in claimed if row[16] is not None]
+    if pending:
+        await conn.execute(EXPIRE_PENDING, {"ids": pending, "now": now})
+    resuming = [row[0] for row in claimed if row[15] is not None or row[16] is not None]
+    memos = await conn.execute(MEMOS, {"ids": resuming}) if resuming else None
     return ClaimedRuns(claimed, memos)
 
 
@@ -297,6 +316,8 @@ def _claim_of(row: tuple[Any, ...], memo: str | None) -> Claim:
         due_at,
         _seq,
         trace,
+        _has_steps,
+        _has_pending,
     ) = row
     return Claim(
         lease=Lease(run_id=RunId(run_id), token=token, expires_at=expires_at),

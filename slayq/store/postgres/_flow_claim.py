@@ -34,7 +34,7 @@ import msgspec
 from slayq.model import Flow, RunId
 from slayq.store._flow_claims import Candidate, Offer, ThrottleState, choose, cursors
 from slayq.store.postgres import _queries as q
-from slayq.store.postgres._queries import NOW, TIMED, compact, leased
+from slayq.store.postgres._queries import NOW, TIMED, compact, history, leased
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 # The claimed queues (every queue: all) that ever had gated runs and are not paused: a
 # probe of a table of a few rows, so a claim of queues without gated runs pays nothing
-# more. It also resets the plan cache mode that the claim forced (``GENERIC_PLANS``).
+# more. It also resets the plan cache mode that the claim forced (``CLAIM_PLANS``).
 GATED_QUEUES = compact("""
 select set_config('plan_cache_mode', 'auto', true), array(
     select f.queue from flow_queues as f
@@ -231,11 +231,11 @@ turned as (
 )
 select c.id::text, c.lease_token, c.lease_expires_at, c.event, c.data, c.queue, c.attempt,
        c.max_attempts, c.endpoint, k.previous_owner, null::text, k.priority, k.due_at, k.seq,
-       c.trace
+       c.trace, {history("c")}
 from claimed as c join pick as k on k.id = c.id
 union all
 select k.id::text, null, null, null, null, null, null, null, null, null,
-       k.parent_run_id::text, k.priority, k.due_at, k.seq, null
+       k.parent_run_id::text, k.priority, k.due_at, k.seq, null, null, null
 from pick as k
 where k.doomed
 order by priority, due_at, seq

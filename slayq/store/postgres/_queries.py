@@ -28,9 +28,15 @@ from slayq.store.postgres._history import CURRENT, ended_attempt
 
 def compact(text: str) -> str:
     """The statement on one line, comments dropped (no ``--`` may appear in a literal):
-    psycopg caches the parsing of statements up to 4 kB, and server logs read better."""
-    code = (line.split("--", 1)[0] for line in text.splitlines())
-    return " ".join(" ".join(code).split())
+    psycopg caches the parsing of statements up to 4 kB, and server logs read better.
+    A line break after ``(`` or before ``)`` goes without a space (literals never span
+    lines, so none is changed)."""
+    lines = (" ".join(line.split("--", 1)[0].split()) for line in text.splitlines())
+    joined = ""
+    for line in filter(None, lines):
+        glue = "" if not joined or joined.endswith("(") or line.startswith(")") else " "
+        joined += glue + line
+    return joined
 
 
 NOW = "clock_now(%(now)s)"  # migration 0010: a virtual time if given, else now()
@@ -88,16 +94,39 @@ def leased(token: str = "nextval('lease_tokens')") -> str:
                                   else {NOW} end"""
 
 
+def history(run: str) -> str:
+    """Two columns of a claim's rows, not null if the claimed run ``run`` (an alias) has
+    steps (a memo to load) and pending steps (which expire at the claim). A run claimed
+    for the first time has neither, and its claim sends no statement for them. Read in
+    the claim's snapshot: a claimed run is locked, so none can appear since. Scalar
+    subqueries, not EXISTS, which a generic plan may turn into a hash of the whole table."""
+    return (
+        f"(select 1 from steps where run_id = {run}.id limit 1), "
+        f"(select 1 from pending where run_id = {run}.id limit 1)"
+    )
+
+
 CLOCK = f"select {NOW}"
 
 # The claim's statements are planned once for any parameters (a generic plan), not
 # afresh on each claim (see ``_claim.claim_in_transaction``); local to the transaction.
 GENERIC_PLANS = "select set_config('plan_cache_mode', %(mode)s, true)"
 
-# A claim's queue locks (as LOCK_NAMES takes them, exclusive) and its switch to generic
-# plans, in one statement: one fewer per claim of limited queues.
+# Every read of a claim is an index lookup, and its plans must stay so as tables grow:
+# a plan is kept once made (psycopg prepares a statement on its fifth run), and one made
+# while a table was small (a new database) scans it whole, until autovacuum analyzes
+# it. So the claim is planned without sequential scans, from its first statement to the
+# end of the transaction (claims come last in theirs). With its switch to generic plans.
+CLAIM_PLANS = compact("""
+select set_config('plan_cache_mode', 'force_generic_plan', true),
+       set_config('enable_seqscan', 'off', true)
+""")
+
+# A claim's queue locks (as LOCK_NAMES takes them, exclusive) and CLAIM_PLANS, in one
+# statement: one fewer per claim of limited queues.
 LOCK_QUEUES_GENERIC = compact("""
 select set_config('plan_cache_mode', 'force_generic_plan', true),
+       set_config('enable_seqscan', 'off', true),
        count(pg_advisory_xact_lock(%(ns)s, hashtext(t.name)))
 from (select * from unnest(%(names)s::text[]) as u(name) order by hashtext(u.name), u.name) as t
 """)
