@@ -27,6 +27,7 @@ from slayq.store.postgres import _claim
 from slayq.store.postgres._codec import dump
 from slayq.store.postgres._history import ended_attempt
 from slayq.store.postgres._queries import NOW, backlog, compact
+from slayq.store.postgres._transaction import pipelined_transaction
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -269,7 +270,7 @@ async def commit_batch(
     claim_all = any(c.queues is None for c in claims)
     claimed: list[ClaimedRuns] = []
     cursor = None
-    async with conn.pipeline() as pipeline, conn.transaction():
+    async with pipelined_transaction(conn) as pipeline:
         if batched:
             params = batch_params(batched) | {"now": now, "channel": channel}
             params |= {"claiming": claiming, "claim_all": claim_all}

@@ -28,6 +28,7 @@ from slayq.store.postgres._queries import (
     leased,
 )
 from slayq.store.postgres._run_queries import STEP_JSON
+from slayq.store.postgres._transaction import pipelined_transaction
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -199,7 +200,7 @@ def group_params(queues: Sequence[QueueLimit] | None) -> dict[str, Any]:
 async def claim(
     conn: AsyncConnection[Any], request: ClaimRequest, *, now: datetime | None, channel: str
 ) -> list[Claim]:
-    async with conn.pipeline() as pipeline, conn.transaction():
+    async with pipelined_transaction(conn) as pipeline:
         claimed = await claim_in_transaction(conn, pipeline, request, now=now, channel=channel)
     return await claimed.read()
 

@@ -29,6 +29,7 @@ from slayq.store.postgres._codec import (
     step_rows,
 )
 from slayq.store.postgres._ingest import Ingest, lock_event_names
+from slayq.store.postgres._transaction import pipelined_transaction
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection, AsyncCursor
@@ -54,7 +55,7 @@ async def commit(
         else []
     )
     held: AsyncCursor[Any]
-    async with conn.pipeline() as pipeline, conn.transaction():
+    async with pipelined_transaction(conn) as pipeline:
         # Sent runs with send-time flow control are decided first, their bucket locks
         # taken before any other (as ``send_events`` takes them); if the lease turns out
         # lost, the transaction and so the decisions are rolled back.

@@ -20,6 +20,7 @@ from slayq.store._schedule_sets import checked_schedules
 from slayq.store.postgres import _queries as q
 from slayq.store.postgres import _run_queries as rq
 from slayq.store.postgres._codec import due_now, dump, run_rows
+from slayq.store.postgres._transaction import pipelined_transaction
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
@@ -86,7 +87,7 @@ async def fire_schedules(
         "ticks": [row[3] for row in due],
         "next_ats": next_ats,
     }
-    async with conn.pipeline() as pipeline, conn.transaction():
+    async with pipelined_transaction(conn) as pipeline:
         moved = await conn.execute(rq.ADVANCE_SCHEDULES, moves)
         await pipeline.sync()
         won = [runs[row[0]] for row in await moved.fetchall()]

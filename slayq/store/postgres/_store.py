@@ -50,6 +50,7 @@ from slayq.store.postgres._errors import is_conflict, translated
 from slayq.store.postgres._ingest import Ingest, lock_event_names
 from slayq.store.postgres._migrations import apply_migrations, check_schema
 from slayq.store.postgres._retention import Retention
+from slayq.store.postgres._transaction import pipelined_transaction
 from slayq.store.protocol import Batch, ClaimRequest
 
 if TYPE_CHECKING:
@@ -245,7 +246,7 @@ class PostgresStore:
                 if await ingest.try_quiet(conn):
                     return await ingest.run_ids(conn)
                 ingest = Ingest(events, now=self._now(), channel=self.channel)
-            async with conn.pipeline() as pipeline, conn.transaction():
+            async with pipelined_transaction(conn) as pipeline:
                 await lock_event_names(conn, shared=ingest.logged_names)
                 await ingest.start(conn)
                 await pipeline.sync()
@@ -259,7 +260,7 @@ class PostgresStore:
     ) -> list[RunId | None]:
         """A batch with send-time flow control: the features decide what each run becomes
         (``_admit``), then the batch is ingested, all in one transaction."""
-        async with conn.pipeline() as pipeline, conn.transaction():
+        async with pipelined_transaction(conn) as pipeline:
             now = self._now()
             admission = await admit(conn, pipeline, events, now=now, channel=self.channel)
             ingest = Ingest(admission.events, now=now, channel=self.channel)
