@@ -4,7 +4,7 @@
 * ``signing``: HMAC-SHA512 headers over the exact bytes sent, with secret rotation.
 * ``receiver``: the app's side, ``Receiver`` and its ``asgi_app``.
 * ``live``: the runs the receiver keeps live between the deliveries of an attempt.
-* ``deliverer``: the server's side, an httpx ``Deliverer``.
+* ``deliverer``: the server's side, an aiohttp ``Deliverer``.
 """
 
 from slayq.transport.deliverer import Deliverer
