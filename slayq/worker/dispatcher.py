@@ -309,11 +309,12 @@ class Dispatcher:
             # polling only guards against a lost one.
             at_most = self.poll_interval
             now = anyio.current_time()
-            if any(group.in_flight < group.slots for group in self._groups):
-                at_most = min(max(self._claim_after - now, 0.0), at_most)
-                for group in self._groups:  # slots left to others are ours again then
-                    if group.held_back_until > now:
-                        at_most = min(group.held_back_until - now, at_most)
+            for group in self._groups:
+                if group.in_flight < group.slots:
+                    # It claims when it may again and its slots left to others (if any)
+                    # are its own again; waking before, the ticker would only spin.
+                    claims_at = max(self._claim_after, group.held_back_until)
+                    at_most = min(max(claims_at - now, 0.0), at_most)
         with anyio.move_on_after(at_most):
             await self._tick_needed.wait()
         self._tick_needed = anyio.Event()
