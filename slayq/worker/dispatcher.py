@@ -1,7 +1,9 @@
-"""The dispatcher: claims runs from a store and hands each to an executor, in a task.
+"""The dispatcher: claims runs from a store and hands each to an executor.
 
 The in-process worker's executor drives the engine here; the server's delivers the run
-over HTTP to the app. One loop, the ticker, talks to the store for claims and commits:
+over HTTP to the app. Runs are executed by fixed slot tasks, one per unit of
+concurrency, each taking the next claim from a stream the ticker feeds: starting a task
+per run cost more than many a run's own work. One loop, the ticker, talks to the store for claims and commits:
 every tick sends the commits that queued up since the last one (each run's task waits
 for its own) and claims into the local slots they freed, as one ``commit_batch``, which
 PostgreSQL applies in one transaction. No timer: what arrives while a tick is in flight
@@ -31,8 +33,10 @@ another worker takes them at once instead of after the lease expires.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -49,6 +53,8 @@ from slayq.telemetry import metrics
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from slayq.model import Claim, Lease
     from slayq.runtime.driver import Commit
@@ -75,6 +81,15 @@ class _InFlight:
     # refilled by that tick's claim), before its task ended.
     released: bool = False
     committing: bool = False  # a commit of it is queued or in a tick
+    cancel_after_commit: bool = False
+
+    def cancel(self) -> None:
+        """Stop the run. One waiting for a commit is stopped once it knows how the commit
+        ended (as if it waited shielded, without a shielded scope per commit)."""
+        if self.committing:
+            self.cancel_after_commit = True
+        else:
+            self.scope.cancel()
 
 
 @dataclass
@@ -84,7 +99,7 @@ class _Queued:
     entry: _InFlight
     lease: Lease
     transition: Transition
-    done: anyio.Event = field(default_factory=anyio.Event)
+    done: anyio.Event  # set when the tick that took it ended: one for all of a tick's
     error: BaseException | None = None
 
     @property
@@ -148,7 +163,9 @@ class Dispatcher:
             else [_Group(None, concurrency)]
         )
         self._in_flight: dict[str, _InFlight] = {}
+        self._to_slots: MemoryObjectSendStream[tuple[Claim, _InFlight]]  # made by run()
         self._queued: list[_Queued] = []
+        self._queued_done = anyio.Event()  # set when the tick that takes _queued ends
         self._ticker_stopped = False
         # The ticker claims once the clock passes this (anyio time): 0 while claims fill
         # every free slot, later after one came back short (nothing more was due).
@@ -171,54 +188,77 @@ class Dispatcher:
     async def run(self) -> None:
         if self.register_schedules is not None:  # an app's, at start (the server has none)
             await self.register_schedules()
-        async with anyio.create_task_group() as services:
-            services.start_soon(self._listen)
-            services.start_soon(self._heartbeat)
-            services.start_soon(self._housekeeping)
-            async with anyio.create_task_group() as runs:
-                # The ticker outlives the runs: their last commits go through it.
-                services.start_soon(self._ticker, runs)
-                self.started.set()
-                await self._stopping.wait()
-                with anyio.move_on_after(self.grace):
-                    while self._in_flight:
-                        await self._run_ended.wait()
-                        self._run_ended = anyio.Event()
-                for run in list(self._in_flight.values()):
-                    run.scope.cancel()
-            services.cancel_scope.cancel()
+        # Claims on their way to the slot tasks; closed at shutdown, ending the slots.
+        self._to_slots, claimed = anyio.create_memory_object_stream[tuple["Claim", _InFlight]](
+            math.inf
+        )
+        with self._to_slots, claimed:
+            async with anyio.create_task_group() as services:
+                services.start_soon(self._listen)
+                services.start_soon(self._heartbeat)
+                services.start_soon(self._housekeeping)
+                async with anyio.create_task_group() as slots:
+                    # The ticker outlives the runs: their last commits go through it.
+                    services.start_soon(self._ticker)
+                    for _ in range(sum(group.slots for group in self._groups)):
+                        slots.start_soon(self._slot, claimed)
+                    self.started.set()
+                    await self._stopping.wait()
+                    with anyio.move_on_after(self.grace):
+                        while self._in_flight:
+                            await self._run_ended.wait()
+                            self._run_ended = anyio.Event()
+                    for run in list(self._in_flight.values()):
+                        run.cancel()
+                    # A claim handed over but not started yet meets its cancelled scope
+                    # and is released unstarted; then the slots find the stream ended.
+                    self._to_slots.close()
+                services.cancel_scope.cancel()
+
+    async def _slot(self, claimed: MemoryObjectReceiveStream[tuple[Claim, _InFlight]]) -> None:
+        """One unit of concurrency: executes claimed runs one after another."""
+        async for claim, entry in claimed:
+            await self._execute(claim, entry)
 
     # -- claiming ----------------------------------------------------------------------
 
-    async def _ticker(self, runs: anyio.abc.TaskGroup) -> None:
+    async def _ticker(self) -> None:
         """Commit what queued up and claim into the free slots, one batch at a time.
 
         If it stops (a claim the database refuses for good, or shutdown), every commit
-        still waiting learns so: its run's task waits for it shielded from cancellation.
+        still waiting learns so (a run stopped meanwhile is stopped after it learns).
         """
         batch: list[_Queued] = []
         try:
             while True:
+                if self._tick_needed.is_set():
+                    # What signalled it is seen by this tick: taking the queued commits,
+                    # the free slots and the time to claim after this reset loses nothing.
+                    self._tick_needed = anyio.Event()
                 batch, self._queued = self._queued, []
                 requests = self._claim_requests(batch) if self._may_claim() else []
                 if not batch and not requests:
                     await self._wait_for_tick()
                     continue
+                if batch:
+                    self._queued_done = anyio.Event()  # for the commits of the next tick
                 result = await self._commit_batch(batch, [request for _, request in requests])
                 for queued, error in zip(batch, result.errors, strict=True):
                     queued.error = error
                     if error is None and queued.final and not queued.entry.released:
                         queued.entry.released = True
                         queued.entry.group.in_flight -= 1
-                    queued.done.set()
-                await self._start_claimed(runs, requests, result)
+                if batch:
+                    batch[0].done.set()  # the one event of all of the batch's commits
+                await self._start_claimed(requests, result)
         finally:
             self._ticker_stopped = True
             stopped = StoreUnavailableError("the worker stopped before this commit was made")
             for queued in [*batch, *self._queued]:
                 if not queued.done.is_set():
                     queued.error = stopped
-                    queued.done.set()
+            for queued in [*batch, *self._queued]:
+                queued.done.set()
             self._queued = []
 
     def _may_claim(self) -> bool:
@@ -273,10 +313,7 @@ class Dispatcher:
             return _failed_batch(exc, len(batch), len(requests))
 
     async def _start_claimed(
-        self,
-        runs: anyio.abc.TaskGroup,
-        requests: list[tuple[_Group, ClaimRequest]],
-        result: Batch,
+        self, requests: list[tuple[_Group, ClaimRequest]], result: Batch
     ) -> None:
         if result.claim_error is not None:
             if not isinstance(result.claim_error, StoreUnavailableError):
@@ -289,11 +326,15 @@ class Dispatcher:
         starved = False
         for (group, request), claims in zip(requests, result.claims, strict=True):
             for claim in claims:
+                entry = _InFlight(claim.lease, group)
+                try:
+                    self._to_slots.send_nowait((claim, entry))
+                except anyio.ClosedResourceError:  # claimed by a tick overlapping shutdown
+                    await self._release(claim.lease)
+                    continue
                 metrics.record_claim(claim, self.lease_for)
                 group.in_flight += 1
-                entry = _InFlight(claim.lease, group)
                 self._in_flight[claim.lease.run_id] = entry
-                runs.start_soon(self._execute, claim, entry)
             starved = starved or len(claims) < request.limit
         if starved:  # nothing more is due now: ask again when something will be
             self._claim_after = anyio.current_time() + await self._idle_timeout()
@@ -302,7 +343,7 @@ class Dispatcher:
         """Wait for a commit, new work, a freed slot, or the time to claim again.
 
         A signal that came during the tick is already set and returns at once: the
-        event is reset only here, after waiting, so none is lost."""
+        event is reset only at the start of a tick, so none is lost."""
         at_most = None
         if not self._stopping.is_set():
             # Every slot busy: the tick that frees one comes with a commit (a wake-up);
@@ -317,7 +358,6 @@ class Dispatcher:
                     at_most = min(max(claims_at - now, 0.0), at_most)
         with anyio.move_on_after(at_most):
             await self._tick_needed.wait()
-        self._tick_needed = anyio.Event()
 
     async def _idle_timeout(self) -> float:
         """Sleep until the next sleeper or timeout is due, but at most ``poll_interval``.
@@ -336,7 +376,6 @@ class Dispatcher:
         return min(self.poll_interval, until + 0.002)
 
     async def _execute(self, claim: Claim, entry: _InFlight) -> None:
-        extra = {"run_id": claim.lease.run_id, "event": claim.event, "queue": claim.queue}
         if claim.taken_over_from is not None:
             logger.warning(
                 "run %s (%s): taken over from %s, whose lease ran out (it crashed or stalled); "
@@ -346,7 +385,7 @@ class Dispatcher:
                 claim.taken_over_from,
                 claim.attempt,
                 claim.max_attempts,
-                extra=extra | {"previous_owner": claim.taken_over_from},
+                extra=_run_fields(claim) | {"previous_owner": claim.taken_over_from},
             )
 
         committed = False
@@ -360,11 +399,15 @@ class Dispatcher:
             with entry.scope:
                 await self.execute(claim, commit)
         except LeaseLostError:
-            logger.info("run %s was taken over or cancelled", claim.lease.run_id, extra=extra)
+            logger.info(
+                "run %s was taken over or cancelled", claim.lease.run_id, extra=_run_fields(claim)
+            )
         except CommitRefusedError:
             pass  # logged where it was turned into a failed attempt
         except Exception:
-            logger.exception("executing run %s failed", claim.lease.run_id, extra=extra)
+            logger.exception(
+                "executing run %s failed", claim.lease.run_id, extra=_run_fields(claim)
+            )
         finally:
             metrics.record_release()
             self._in_flight.pop(claim.lease.run_id, None)
@@ -424,27 +467,30 @@ class Dispatcher:
 
     async def _commit_durably(self, entry: _InFlight, lease: Lease, transition: Transition) -> None:
         """Commit at the next tick, riding out a database restart for as long as the lease
-        lasts. Shielded: a run cancelled meanwhile still learns how its commit ended."""
-        deadline = anyio.current_time() + self.lease_for.total_seconds()
+        lasts. A run stopped meanwhile (``_InFlight.cancel``) still learns how its commit
+        ended: it is stopped after."""
+        # time.monotonic is the asyncio loop's clock, without anyio's look-up per call.
+        deadline = time.monotonic() + self.lease_for.total_seconds()
         delay = 0.05
         while True:
             if self._ticker_stopped:  # nothing would make the commit: fail it now
                 raise StoreUnavailableError("the worker stopped before this commit was made")
             try:
-                with anyio.CancelScope(shield=True):
-                    queued = _Queued(entry, lease, transition)
-                    self._queued.append(queued)
-                    self._tick_needed.set()
-                    entry.committing = True
-                    try:
-                        await queued.done.wait()
-                    finally:
-                        entry.committing = False
+                queued = _Queued(entry, lease, transition, self._queued_done)
+                self._queued.append(queued)
+                self._tick_needed.set()
+                entry.committing = True
+                try:
+                    await queued.done.wait()
+                finally:
+                    entry.committing = False
+                    if entry.cancel_after_commit:
+                        entry.scope.cancel()
                 if queued.error is not None:
                     raise queued.error
                 return
             except StoreUnavailableError:
-                if self._ticker_stopped or anyio.current_time() + delay > deadline:
+                if self._ticker_stopped or time.monotonic() + delay > deadline:
                     raise
                 logger.warning("commit of run %s failed; retrying in %.2fs", lease.run_id, delay)
                 await anyio.sleep(delay)
@@ -495,7 +541,7 @@ class Dispatcher:
                 lost = not (entry.released or entry.committing)
                 if lost and run_id not in kept_ids and run_id in self._in_flight:
                     logger.warning("lost the lease of run %s; stopping it here", run_id)
-                    entry.scope.cancel()
+                    entry.cancel()
 
     async def _housekeeping(self) -> None:
         last_cleanup = last_unserved_check = last_gauges = 0.0
@@ -537,6 +583,11 @@ class Dispatcher:
                 queue,
                 extra={"queue": queue},
             )
+
+
+def _run_fields(claim: Claim) -> dict[str, object]:
+    """The run's fields for a log record's ``extra`` (made only when one is logged)."""
+    return {"run_id": claim.lease.run_id, "event": claim.event, "queue": claim.queue}
 
 
 def _log_failure(claim: Claim, failed: Failed) -> None:

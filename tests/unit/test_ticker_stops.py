@@ -1,6 +1,6 @@
 """The dispatcher's ticker is the one way to the store for claims and commits: when a
 claim is refused for good, the worker stops with that error, and the runs whose commits
-were waiting on the ticker stop too instead of waiting for ever (they wait shielded)."""
+were waiting on the ticker stop too instead of waiting for ever."""
 
 from __future__ import annotations
 

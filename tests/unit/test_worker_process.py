@@ -6,10 +6,11 @@ import logging
 import sys
 import textwrap
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -18,10 +19,10 @@ import slayq
 from slayq import step
 from slayq.client import Client
 from slayq.errors import ConfigError
-from slayq.model import RunId, RunInfo
+from slayq.model import Lease, RunId, RunInfo, Transition
 from slayq.runtime.retry import RetryPolicy
 from slayq.store.memory import MemoryStore
-from slayq.store.protocol import QueueLimit
+from slayq.store.protocol import Batch, ClaimRequest, QueueLimit
 from slayq.worker import Worker
 from slayq.worker.__main__ import load_client
 
@@ -192,3 +193,45 @@ async def test_grace_is_honoured_for_a_sync_handler_stuck_in_its_thread() -> Non
         assert (run.status, run.attempts) == ("queued", 1)  # handed back, no attempt spent
     finally:
         release.set()
+
+
+@pytest.mark.anyio
+async def test_a_run_stopped_while_its_commit_is_in_flight_learns_how_it_ended_first() -> None:
+    """Shutdown's grace ends while a run's final commit is in a tick: the run waits for the
+    commit's outcome before its lease is handed back, instead of racing it."""
+    events: list[str] = []
+    committing = anyio.Event()
+    proceed = anyio.Event()
+
+    class SlowCommits(MemoryStore):
+        async def commit_batch(
+            self, commits: Sequence[tuple[Lease, Transition]], *, claims: Sequence[ClaimRequest]
+        ) -> Batch:
+            if commits:
+                committing.set()
+                await proceed.wait()
+            batch = await super().commit_batch(commits, claims=claims)
+            if commits:
+                events.append("committed")
+            return batch
+
+        async def release(self, lease: Lease, **options: Any) -> None:
+            events.append("released")
+            await super().release(lease, **options)
+
+    @slayq.function(event="test/one")
+    async def one(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
+        yield step.run("a", lambda: 1)
+
+    client = Client([one], store=SlowCommits())
+    run_id = await client.send_event("test/one", {})
+    worker = Worker(client, poll_interval=timedelta(milliseconds=10), grace=timedelta(0))
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.run)
+            await committing.wait()
+            worker.stop()  # no grace: the run is stopped while its commit is in flight
+            await anyio.sleep(0.05)
+            proceed.set()
+    assert events[0] == "committed"
+    assert (await finished(client, run_id)).status == "completed"
