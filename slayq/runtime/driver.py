@@ -48,8 +48,10 @@ async def drive(
     """
     token = enter_run(claim.lease.run_id, claim.event, claim.queue, claim.attempt)
     try:
-        args = (registry, claim, commit, retry_policy, rng, max_new_steps, clock)
-        if not tracing.enabled():
+        # Asked once per attempt: while no SDK is set, asking costs an environment look-up.
+        traced = tracing.enabled()
+        args = (registry, claim, commit, retry_policy, rng, max_new_steps, clock, traced)
+        if not traced:
             return await _drive(*args)
         with tracing.attempt_span(claim) as span:
             transition = await _drive(*args)
@@ -67,6 +69,7 @@ async def _drive(
     rng: random.Random | None,
     max_new_steps: int,
     clock: Clock | None,
+    traced: bool,
 ) -> Transition:
     if claim.event not in registry.functions:
         transition = _unknown_function(claim, retry_policy, rng)
@@ -79,6 +82,7 @@ async def _drive(
         rng=rng,
         max_new_steps=max_new_steps,
         clock=clock,
+        traced=traced,
     )
     try:
         while True:

@@ -133,7 +133,10 @@ class Execution:
         rng: random.Random | None = None,
         max_new_steps: int = 1,
         clock: Clock | None = None,
+        traced: bool | None = None,
     ) -> None:
+        """``traced``: whether step spans are recorded (by default, whether an OpenTelemetry
+        SDK is set now)."""
         self.function = function
         self.run_id = run_id
         self.attempt = attempt
@@ -147,6 +150,7 @@ class Execution:
         self._rng = rng
         self._max_new_steps = max(1, max_new_steps)
         self._clock = clock if clock is not None else _SYSTEM_CLOCK
+        self._traced = tracing.enabled() if traced is None else traced
         self._gen: AsyncGenerator[Any, Any] | None = None
         self._send: Any = None
         self._throw: BaseException | None = None
@@ -437,7 +441,8 @@ class Execution:
         token = enter_step(cmd.name)
         started_at = self._clock.now()
         try:
-            output = await _timed(_traced(cmd), timeout, what=f"step {cmd.name!r}")
+            call = _traced(cmd) if self._traced else _call(cmd)
+            output = await _timed(call, timeout, what=f"step {cmd.name!r}")
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 raise
@@ -511,11 +516,9 @@ async def _timed(work: Awaitable[Any], limit: timedelta | None, *, what: str) ->
 
 
 async def _traced(cmd: RunStep) -> Any:
-    """The handler's call, in a span of its own when an OpenTelemetry SDK is set."""
-    if tracing.enabled():
-        with tracing.step_span(cmd.name):
-            return await _call(cmd)
-    return await _call(cmd)
+    """The handler's call, in a span of its own."""
+    with tracing.step_span(cmd.name):
+        return await _call(cmd)
 
 
 async def _call(cmd: RunStep) -> Any:
