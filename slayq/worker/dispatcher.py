@@ -1,9 +1,9 @@
 """The dispatcher: claims runs from a store and hands each to an executor.
 
 The in-process worker's executor drives the engine here; the server's delivers the run
-over HTTP to the app. Runs are executed by fixed slot tasks, one per unit of
-concurrency, each taking the next claim from a stream the ticker feeds: starting a task
-per run cost more than many a run's own work. One loop, the ticker, talks to the store for claims and commits:
+over HTTP to the app. Fixed slot tasks, one per unit of concurrency, execute the runs,
+each taking the next claim from a stream (starting a task per run cost more than a
+no-op run's own work). One loop, the ticker, talks to the store for claims and commits:
 every tick sends the commits that queued up since the last one (each run's task waits
 for its own) and claims into the local slots they freed, as one ``commit_batch``, which
 PostgreSQL applies in one transaction. No timer: what arrives while a tick is in flight
@@ -99,7 +99,7 @@ class _Queued:
     entry: _InFlight
     lease: Lease
     transition: Transition
-    done: anyio.Event  # set when the tick that took it ended: one for all of a tick's
+    done: anyio.Event  # the tick's, set when it ended: one event for all of its commits
     error: BaseException | None = None
 
     @property
