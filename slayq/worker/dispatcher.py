@@ -85,7 +85,8 @@ class _InFlight:
 
     def cancel(self) -> None:
         """Stop the run. One waiting for a commit is stopped once it knows how the commit
-        ended (as if it waited shielded, without a shielded scope per commit)."""
+        ended: as if every commit were waited for shielded, without a shielded scope per
+        commit (``_commit_durably`` shields the wait only if the run was stopped before)."""
         if self.committing:
             self.cancel_after_commit = True
         else:
@@ -481,7 +482,13 @@ class Dispatcher:
                 self._tick_needed.set()
                 entry.committing = True
                 try:
-                    await queued.done.wait()
+                    if entry.scope.cancel_called:
+                        # Stopped already (it ran on without suspending since): the stop
+                        # would land in this wait, so wait shielded, the rare case.
+                        with anyio.CancelScope(shield=True):
+                            await queued.done.wait()
+                    else:
+                        await queued.done.wait()
                 finally:
                     entry.committing = False
                     if entry.cancel_after_commit:

@@ -195,43 +195,59 @@ async def test_grace_is_honoured_for_a_sync_handler_stuck_in_its_thread() -> Non
         release.set()
 
 
+class SlowFirstCommit(MemoryStore):
+    """Holds the first tick with commits until ``proceed``; notes commits and releases."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[str] = []
+        self.committing = anyio.Event()
+        self.proceed = anyio.Event()
+
+    async def commit_batch(
+        self, commits: Sequence[tuple[Lease, Transition]], *, claims: Sequence[ClaimRequest]
+    ) -> Batch:
+        if commits:
+            self.committing.set()
+            await self.proceed.wait()
+        batch = await super().commit_batch(commits, claims=claims)
+        self.events += ["committed"] * len(commits)
+        return batch
+
+    async def release(self, lease: Lease, **options: Any) -> None:
+        self.events.append("released")
+        await super().release(lease, **options)
+
+
+async def at_once(value: int) -> int:
+    return value  # an async handler that never suspends
+
+
 @pytest.mark.anyio
-async def test_a_run_stopped_while_its_commit_is_in_flight_learns_how_it_ended_first() -> None:
-    """Shutdown's grace ends while a run's final commit is in a tick: the run waits for the
-    commit's outcome before its lease is handed back, instead of racing it."""
-    events: list[str] = []
-    committing = anyio.Event()
-    proceed = anyio.Event()
+@pytest.mark.parametrize("steps", [1, 2])
+async def test_a_run_stopped_while_its_commit_is_in_flight_learns_how_it_ended_first(
+    steps: int,
+) -> None:
+    """Shutdown's grace ends while a run's commit is in a tick: the run waits for the
+    commit's outcome before its lease is handed back, instead of racing it. With two
+    steps, the second runs without suspending before the stop lands: its commit is waited
+    for too (the stop would otherwise land in that wait)."""
 
-    class SlowCommits(MemoryStore):
-        async def commit_batch(
-            self, commits: Sequence[tuple[Lease, Transition]], *, claims: Sequence[ClaimRequest]
-        ) -> Batch:
-            if commits:
-                committing.set()
-                await proceed.wait()
-            batch = await super().commit_batch(commits, claims=claims)
-            if commits:
-                events.append("committed")
-            return batch
+    @slayq.function(event="test/steps")
+    async def stepping(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
+        for i in range(steps):
+            yield step.run(f"s{i}", at_once, i)
 
-        async def release(self, lease: Lease, **options: Any) -> None:
-            events.append("released")
-            await super().release(lease, **options)
-
-    @slayq.function(event="test/one")
-    async def one(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
-        yield step.run("a", lambda: 1)
-
-    client = Client([one], store=SlowCommits())
-    run_id = await client.send_event("test/one", {})
+    store = SlowFirstCommit()
+    client = Client([stepping], store=store)
+    run_id = await client.send_event("test/steps", {})
     worker = Worker(client, poll_interval=timedelta(milliseconds=10), grace=timedelta(0))
     with anyio.fail_after(10):
         async with anyio.create_task_group() as group:
             group.start_soon(worker.run)
-            await committing.wait()
+            await store.committing.wait()
             worker.stop()  # no grace: the run is stopped while its commit is in flight
             await anyio.sleep(0.05)
-            proceed.set()
-    assert events[0] == "committed"
+            store.proceed.set()
+    assert store.events == ["committed"] * steps + ["released"]
     assert (await finished(client, run_id)).status == "completed"
