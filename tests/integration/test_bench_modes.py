@@ -8,7 +8,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from bench import bench_flow
+from bench import bench_flow, bench_worker_overhead
 from bench.bench_growth import growth, measure
 from bench.bench_postgres import one_round
 from bench.bench_ui import measure as measure_pages
@@ -80,6 +80,14 @@ async def test_bench_postgres_round_gives_every_figure() -> None:
         "latency_ms",
     }
     assert all(value > 0 for value in figures["latency_ms"].values())
+
+
+async def test_bench_worker_overhead_drains_every_run() -> None:
+    """Its stub store hands out the runs and counts the completions: the round ends only
+    once every run completed, so a figure means every run was driven."""
+    us_per_run, runs_per_s = await bench_worker_overhead.one_round(runs=300)
+    assert us_per_run > 0
+    assert runs_per_s > 0
 
 
 async def test_bench_flow_round_gives_both_figures() -> None:
