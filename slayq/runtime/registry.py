@@ -75,8 +75,10 @@ class Registry:
         key: str | None = None,
         delay: timedelta | None = None,
         run_at: datetime | None = None,
+        traced: bool = True,
     ) -> OutgoingEvent:
-        """Validate an event and resolve what it does. Raises before anything is stored."""
+        """Validate an event and resolve what it does. Raises before anything is stored.
+        ``traced=False``: the caller knows no spans are recorded (see ``new_run``)."""
         if not isinstance(event, str) or not event:
             raise UnknownEventError(f"an event name must be a non-empty string, got {event!r}")
         problem = name_problem(event)
@@ -86,7 +88,7 @@ class Registry:
         run = None
         if fn is not None:
             payload = self.payload(fn, data)
-            run = self.new_run(fn, payload, key=key, delay=delay, run_at=run_at)
+            run = self.new_run(fn, payload, key=key, delay=delay, run_at=run_at, traced=traced)
         elif event in self.waited_events or event in self.cancel_events:
             payload = self._within_limit(event, _plain_data(event, data))
             self._check_matched_fields(event, payload)

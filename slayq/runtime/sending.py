@@ -23,6 +23,7 @@ def outgoing_event(
     delay: Duration | None = None,
     run_at: datetime | str | None = None,
     key: str | None = None,
+    traced: bool = True,
 ) -> OutgoingEvent:
     if delay is not None and run_at is not None:
         raise InputError(f"send_event({event!r}): give delay or run_at, not both")
@@ -35,6 +36,7 @@ def outgoing_event(
         event,
         {} if data is None else data,
         key=key,
+        traced=traced,
         delay=parse_duration(delay, what=f"send_event({event!r}) delay")
         if delay is not None
         else None,
