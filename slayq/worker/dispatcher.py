@@ -338,6 +338,9 @@ class Dispatcher:
                 self._in_flight[claim.lease.run_id] = entry
             starved = starved or len(claims) < request.limit
         if starved:  # nothing more is due now: ask again when something will be
+            # The runs just claimed start first: asking the database when to claim next
+            # takes a round trip, which an idle worker's next run should not wait for.
+            await anyio.lowlevel.checkpoint()
             self._claim_after = anyio.current_time() + await self._idle_timeout()
 
     async def _wait_for_tick(self) -> None:
