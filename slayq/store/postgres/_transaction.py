@@ -17,9 +17,11 @@ failure also failed the body.
 
 from __future__ import annotations
 
+import contextlib
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg import pq
 
 if TYPE_CHECKING:
@@ -48,7 +50,10 @@ async def pipelined_transaction(conn: AsyncConnection[Any]) -> AsyncIterator[Asy
     except BaseException:
         # A failed statement left the transaction aborted (the pipeline skipped the rest,
         # COMMIT too); a failure of the body left it open. Either way: roll back, unless
-        # the connection itself is gone (the pool then discards it).
+        # the connection itself is gone or mid-statement (the pool then discards it). A
+        # rollback that fails leaves the first error to propagate, and the connection
+        # to the pool, which rolls back or discards what it gets back.
         if not conn.closed and conn.info.transaction_status in _OPEN:
-            await conn.execute("rollback")
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute("rollback")
         raise
