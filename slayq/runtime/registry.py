@@ -216,7 +216,9 @@ class Registry:
             cancel_on=[
                 CancelRule(event=event, field=field, value=payload.get(field))
                 for event, field in plan.cancel_on
-            ],
+            ]
+            if plan.cancel_on
+            else [],
             key=key,
             delay=delay,
             run_at=run_at,
