@@ -192,6 +192,19 @@ class FlowSpec:
     def is_batch(self) -> bool:
         return self.batch is not None
 
+    @property
+    def controls_nothing(self) -> bool:
+        """Whether every run's flow resolves to None (no flow control at all)."""
+        return not (
+            self.concurrency
+            or self.throttle
+            or self.rate_limit
+            or self.debounce
+            or self.batch
+            or self.singleton
+            or self.idempotency
+        )
+
     def resolve(
         self,
         event: str,

@@ -214,7 +214,7 @@ class Function:
     def decode(self, data: object) -> msgspec.Struct:
         if isinstance(data, self.schema):
             return data
-        if not isinstance(data, Mapping):
+        if not isinstance(data, dict | Mapping):  # a dict is asked about first: cheaper
             raise EventDataError(
                 f"event {self.event!r}: data must be a mapping or a {self.schema.__name__}, "
                 f"got {type(data).__name__}"

@@ -58,6 +58,10 @@ class Registry:
         self.waited_events = {m.event for fn in self.functions.values() for m in fn.waits_on}
         self.cancel_events = {m.event for fn in self.functions.values() for m in fn.cancel_on}
         self._new_id = new_id
+        # Per function, what each of its sends needs that its definition already decides.
+        self._plans = {event: _Plan(fn) for event, fn in self.functions.items()}
+        for event, plan in self._plans.items():
+            plan.logged = event in self.waited_events
 
     def get(self, event: str) -> Function:
         fn = self.functions.get(event)
@@ -79,17 +83,19 @@ class Registry:
     ) -> OutgoingEvent:
         """Validate an event and resolve what it does. Raises before anything is stored.
         ``traced=False``: the caller knows no spans are recorded (see ``new_run``)."""
+        plan = self._plans.get(event) if isinstance(event, str) else None
+        if plan is not None:  # a function's event: its name was checked when defined
+            payload = self._payload(plan, data)
+            run = self._new_run(
+                plan, payload, key=key, delay=delay, run_at=run_at, parent=None, traced=traced
+            )
+            return OutgoingEvent(name=event, data=payload, run=run, logged=plan.logged)
         if not isinstance(event, str) or not event:
             raise UnknownEventError(f"an event name must be a non-empty string, got {event!r}")
         problem = name_problem(event)
         if problem is not None:
             raise UnknownEventError(f"event name {problem}")
-        fn = self.functions.get(event)
-        run = None
-        if fn is not None:
-            payload = self.payload(fn, data)
-            run = self.new_run(fn, payload, key=key, delay=delay, run_at=run_at, traced=traced)
-        elif event in self.waited_events or event in self.cancel_events:
+        if event in self.waited_events or event in self.cancel_events:
             payload = self._within_limit(event, _plain_data(event, data))
             self._check_matched_fields(event, payload)
         else:
@@ -98,19 +104,22 @@ class Registry:
                 f"(waits_on) or cancels on it (cancel_on). Known events: "
                 f"{sorted(self.functions.keys() | self.waited_events | self.cancel_events)}"
             )
-        return OutgoingEvent(name=event, data=payload, run=run, logged=event in self.waited_events)
+        return OutgoingEvent(name=event, data=payload, run=None, logged=event in self.waited_events)
 
     def payload(self, fn: Function, data: object) -> dict[str, Any]:
         """``data`` validated against ``fn``'s schema, as stored builtins, within the limit."""
+        return self._payload(self._plan(fn), data)
+
+    def _payload(self, plan: _Plan, data: object) -> dict[str, Any]:
+        fn = plan.fn
         payload = self._within_limit(fn.event, fn.validate(data))
         # A run's values of its matched fields are indexed with its waits and cancel rules.
-        for match in (*fn.waits_on, *fn.cancel_on):
-            key = fn.data_keys.get(match.field, match.field)
+        for key, event in plan.matched:
             size = len(msgspec.json.encode(payload.get(key)))
             if size > MAX_NAME_BYTES:
                 raise EventDataError(
                     f"event {fn.event!r}: data.{key} is {size} bytes of JSON, over "
-                    f"{MAX_NAME_BYTES} bytes: it is matched on ({match.event!r}) and so "
+                    f"{MAX_NAME_BYTES} bytes: it is matched on ({event!r}) and so "
                     "indexed; match on a shorter id"
                 )
         return payload
@@ -175,6 +184,28 @@ class Registry:
         parent: ParentLink | None = None,
         traced: bool = True,
     ) -> NewRun:
+        return self._new_run(
+            self._plan(fn),
+            payload,
+            key=key,
+            delay=delay,
+            run_at=run_at,
+            parent=parent,
+            traced=traced,
+        )
+
+    def _new_run(
+        self,
+        plan: _Plan,
+        payload: dict[str, Any],
+        *,
+        key: str | None,
+        delay: timedelta | None,
+        run_at: datetime | None,
+        parent: ParentLink | None,
+        traced: bool,
+    ) -> NewRun:
+        fn = plan.fn
         return NewRun(
             id=self._new_id(),
             event=fn.event,
@@ -182,16 +213,27 @@ class Registry:
             queue=fn.queue,
             priority=fn.priority,
             max_attempts=fn.max_attempts,
-            cancel_on=[_cancel_rule(fn, m.event, m.field, payload) for m in fn.cancel_on],
+            cancel_on=[
+                CancelRule(event=event, field=field, value=payload.get(field))
+                for event, field in plan.cancel_on
+            ]
+            if plan.cancel_on
+            else [],
             key=key,
             delay=delay,
             run_at=run_at,
             parent=parent,
             endpoint=self.endpoint,
-            may_wait=bool(fn.waits_on),
+            may_wait=plan.may_wait,
             trace=inject(fn.event) if traced else None,
-            flow=fn.flow.resolve(fn.event, payload, batch_bytes=self.limits.event_data_bytes),
+            flow=None
+            if plan.no_flow
+            else fn.flow.resolve(fn.event, payload, batch_bytes=self.limits.event_data_bytes),
         )
+
+    def _plan(self, fn: Function) -> _Plan:
+        plan = self._plans.get(fn.event)
+        return plan if plan is not None and plan.fn is fn else _Plan(fn)
 
     def schedules(self) -> list[Schedule]:
         # A tick starts its own trace, not one of the code that registered the schedule.
@@ -217,6 +259,19 @@ def _plain_data(event: str, data: object) -> dict[str, Any]:
         raise EventDataError(f"event {event!r}: data is not JSON-shaped: {exc}") from None
 
 
-def _cancel_rule(fn: Function, event: str, field: str, payload: dict[str, Any]) -> CancelRule:
-    key = fn.data_keys.get(field, field)
-    return CancelRule(event=event, field=key, value=payload.get(key))
+class _Plan:
+    """What a function's definition decides about each of its runs, worked out once."""
+
+    __slots__ = ("cancel_on", "fn", "logged", "matched", "may_wait", "no_flow")
+
+    def __init__(self, fn: Function) -> None:
+        self.fn = fn
+        # (event, key in the stored data) of each cancel rule
+        self.cancel_on = [(m.event, fn.data_keys.get(m.field, m.field)) for m in fn.cancel_on]
+        # (key in the stored data, event) of each matched field: waits and cancel rules
+        self.matched = [
+            (fn.data_keys.get(m.field, m.field), m.event) for m in (*fn.waits_on, *fn.cancel_on)
+        ]
+        self.may_wait = bool(fn.waits_on)
+        self.no_flow = fn.flow.controls_nothing
+        self.logged = False  # set by the registry: whether some function waits on it

@@ -94,3 +94,20 @@ def test_a_forked_child_does_not_continue_its_parents_sequence() -> None:
     os.close(read)
     os.close(write)
     assert child != new_run_id()
+
+
+def test_an_id_is_the_canonical_text_of_its_uuid() -> None:
+    made = [new_run_id() for _ in range(5_000)]  # first ids of a millisecond and later ones
+    for run_id in made:
+        assert str(uuid.UUID(run_id)) == run_id
+    # every bit of the milliseconds and of the counter lands where uuid.UUID puts it
+    from slayq.runtime.ids import _compose
+
+    for millis, counter in [
+        (0, 0),
+        ((1 << 48) - 1, (1 << 74) - 1),
+        (0x123456789ABC, 0x2A5 << 62 | 7),
+    ]:
+        value = millis << 80 | 0x7 << 76 | (counter >> 62) << 64 | 0x2 << 62
+        value |= counter & ((1 << 62) - 1)
+        assert _compose(millis, counter) == str(uuid.UUID(int=value))

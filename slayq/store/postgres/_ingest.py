@@ -64,14 +64,19 @@ class Ingest:
         """Apply the batch in one statement (``INSERT_QUIET_RUNS``) if nothing can cancel
         or wake on its names; False if something can (then nothing was applied)."""
         runs = [(i, e.run, None) for i, e in enumerate(self.events) if e.run is not None]
+        keyed = any(run.key is not None for _, run, _ in runs)
+        ruled = any(run.cancel_on for _, run, _ in runs)
         params = run_rows(runs) | {"now": self._now, "channel": self._channel}
         params["names"] = sorted({e.name for e in self.events})
         params["queues"] = self._due_queues()
-        cursor = await conn.execute(q.INSERT_QUIET_RUNS, params)
+        cursor = await conn.execute(q.INSERT_QUIET_RUNS[keyed, ruled], params)
         rows = await cursor.fetchall()
         if ("-1", "false") in ((str(idx), flag) for idx, flag in rows):
             return False
-        self._found = {idx: run_id for idx, run_id in rows if idx >= 0}
+        if keyed:
+            self._found = {idx: run_id for idx, run_id in rows if idx >= 0}
+        else:  # no key, no conflict: each run was inserted with the id it was given
+            self._found = {i: run.id for i, run, _ in runs}
         return True
 
     async def start(self, conn: AsyncConnection[Any]) -> None:

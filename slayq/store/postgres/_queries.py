@@ -214,7 +214,10 @@ inserted as (
     order by x.idx
     on conflict (event, key) where key is not null do nothing
     returning id, event, key
-),
+){rules}{more}
+{answer}{tail}"""
+
+_INSERT_CANCEL_RULES = """,
 rules as (
     insert into cancel_rules (run_id, event, field, value)
     select i.id, r.rule ->> 'event', r.rule ->> 'field',
@@ -222,7 +225,9 @@ rules as (
     from inserted as i
     join x on x.id = i.id
     cross join lateral json_array_elements(x.cancel_on) as r(rule)
-){more}
+)"""
+
+_RUN_IDS = """
 select x.idx, coalesce(mine.id, twin.id, old.id)::text
 from x
 left join inserted as mine on mine.id = x.id
@@ -235,7 +240,7 @@ left join lateral (
     where x.key is not null and r.event = x.event and r.key = x.key
     limit 1
 ) as old on true
-{tail}"""
+"""
 
 INSERT_RUNS = compact(
     _INSERT_RUNS.format(
@@ -243,7 +248,9 @@ INSERT_RUNS = compact(
         head="",
         only=f"""%(guard_id)s::uuid is null
              or exists (select 1 from runs where id = %(guard_id)s::uuid and {HELD})""",
+        rules=_INSERT_CANCEL_RULES,
         more="",
+        answer=_RUN_IDS,
         tail="",
     )
 )
@@ -254,26 +261,42 @@ INSERT_RUNS = compact(
 # false), and the batch takes the transactional path. No lock is needed: unlogged
 # events are never read back, and a rule or wait committed after this statement's
 # snapshot belongs to a run that came after these events.
-INSERT_QUIET_RUNS = compact(
-    _INSERT_RUNS.format(
-        now=NOW,
-        head="""q as (
+
+
+def _insert_quiet_runs(*, keyed: bool, rules: bool) -> str:
+    # Without keys every run of x is inserted (a key is the only conflict), so its id is
+    # the one the client made and only the verdict comes back; without cancel rules
+    # there are none to insert. Either spares the server a part of the plan per call.
+    quiet = "(select quiet from q)"
+    return compact(
+        _INSERT_RUNS.format(
+            now=NOW,
+            head="""q as (
     select not exists (select 1 from cancel_rules where event = any(%(names)s::text[]))
        and not exists (select 1 from pending
                        where kind = 'wait' and event = any(%(names)s::text[])) as quiet
 ),
 """,
-        only="(select quiet from q)",
-        more=""",
+            only=quiet,
+            rules=_INSERT_CANCEL_RULES if rules else "",
+            more=f""",
 notified as (
     select pg_notify(%(channel)s, n) from unnest(%(queues)s::text[]) as n
-    where (select quiet from q)
+    where {quiet}
 )""",
-        # the verdict, and the notifications sent (a CTE runs only if it is read)
-        tail="union all select -1, (select quiet from q)::text"
-        " where (select count(*) from notified) >= 0",
+            answer=_RUN_IDS + "union all " if keyed else "",
+            # the verdict, and the notifications sent (a CTE runs only if it is read)
+            tail=f"select -1, {quiet}::text where (select count(*) from notified) >= 0",
+        )
     )
-)
+
+
+# By (whether a run of the batch has a key, whether one has cancel rules).
+INSERT_QUIET_RUNS = {
+    (keyed, rules): _insert_quiet_runs(keyed=keyed, rules=rules)
+    for keyed in (False, True)
+    for rules in (False, True)
+}
 
 
 # A key taken by a transaction that committed after INSERT_RUNS took its snapshot.
