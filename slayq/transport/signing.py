@@ -93,32 +93,45 @@ def verify(
     ``headers`` are matched case-insensitively. Raises ``SignatureError`` whose ``reason``
     names the check that failed; it never contains a secret or the expected signature.
     """
-    keys = _keys(secrets)
-    lowered = {name.lower(): value for name, value in headers.items()}
-    timestamp = _header(lowered, TIMESTAMP_HEADER, _TIMESTAMP, "unix time in whole seconds")
-    delivery_id = _header(
-        lowered, DELIVERY_HEADER, _DELIVERY_ID, "1 to 128 letters, digits, '-' or '_'"
-    )
-    signature = _header(
-        lowered, SIGNATURE_HEADER, _SIGNATURE, "128 hex digits (an HMAC-SHA512)"
-    ).lower()
-    matched = False
-    for key in keys:  # no early exit: the time taken does not tell which secret matched
-        matched |= hmac.compare_digest(_digest(key, timestamp, delivery_id, body), signature)
-    if not matched:
-        raise SignatureError(
-            f"{SIGNATURE_HEADER} does not match: the body, timestamp or delivery id was "
-            "changed, or the sender signs with a secret this receiver does not have"
+    Verifier(secrets, tolerance=tolerance).verify(headers, body, now=now)
+
+
+class Verifier:
+    """Checks signatures with ``secrets``, checked and encoded once (a receiver checks
+    every delivery); ``verify`` as the function of that name."""
+
+    def __init__(self, secrets: Sequence[str], *, tolerance: float = DEFAULT_TOLERANCE) -> None:
+        self._keys = _keys(secrets)
+        self.tolerance = tolerance
+
+    def verify(self, headers: Mapping[str, str], body: bytes, *, now: float | None = None) -> None:
+        """Raise ``SignatureError`` unless ``body`` was signed with one of the secrets
+        within ``tolerance`` seconds of ``now``; ``headers`` match case-insensitively."""
+        lowered = {name.lower(): value for name, value in headers.items()}
+        timestamp = _header(lowered, TIMESTAMP_HEADER, _TIMESTAMP, "unix time in whole seconds")
+        delivery_id = _header(
+            lowered, DELIVERY_HEADER, _DELIVERY_ID, "1 to 128 letters, digits, '-' or '_'"
         )
-    # The window is checked after the signature, so only a holder of a secret learns
-    # how far our clock is from theirs.
-    skew = (time.time() if now is None else now) - int(timestamp)
-    if abs(skew) > tolerance:
-        side = "in the past" if skew > 0 else "in the future"
-        raise SignatureError(
-            f"timestamp is {abs(skew):.0f} s {side}; at most {tolerance:g} s is accepted "
-            "(are the clocks of the server and the app in sync?)"
-        )
+        signature = _header(
+            lowered, SIGNATURE_HEADER, _SIGNATURE, "128 hex digits (an HMAC-SHA512)"
+        ).lower()
+        matched = False
+        for key in self._keys:  # no early exit: the time taken does not tell which matched
+            matched |= hmac.compare_digest(_digest(key, timestamp, delivery_id, body), signature)
+        if not matched:
+            raise SignatureError(
+                f"{SIGNATURE_HEADER} does not match: the body, timestamp or delivery id was "
+                "changed, or the sender signs with a secret this receiver does not have"
+            )
+        # The window is checked after the signature, so only a holder of a secret learns
+        # how far our clock is from theirs.
+        skew = (time.time() if now is None else now) - int(timestamp)
+        if abs(skew) > self.tolerance:
+            side = "in the past" if skew > 0 else "in the future"
+            raise SignatureError(
+                f"timestamp is {abs(skew):.0f} s {side}; at most {self.tolerance:g} s is "
+                "accepted (are the clocks of the server and the app in sync?)"
+            )
 
 
 def secrets_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
