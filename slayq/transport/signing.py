@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 TIMESTAMP_HEADER = "X-SlayQ-Timestamp"
 DELIVERY_HEADER = "X-SlayQ-Delivery"
 SIGNATURE_HEADER = "X-SlayQ-Signature"
+_DELIVERY_HEADER_LOWER = DELIVERY_HEADER.lower()
 
 SECRET_ENV = "SLAY_Q_SECRET"
 PREVIOUS_SECRETS_ENV = "SLAY_Q_PREVIOUS_SECRETS"
@@ -235,6 +236,8 @@ class ReplayGuard:
 
 def _delivery_id(headers: Mapping[str, str]) -> str:
     value = headers.get(DELIVERY_HEADER)
+    if value is None:  # the receiver's headers are lower-cased
+        value = headers.get(_DELIVERY_HEADER_LOWER)
     if value is None:
         value = next(v for k, v in headers.items() if k.lower() == DELIVERY_HEADER.lower())
     return value.strip()
