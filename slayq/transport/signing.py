@@ -3,7 +3,7 @@
 A signed request carries three headers::
 
     X-SlayQ-Timestamp: 1735689600                  unix seconds when it was signed
-    X-SlayQ-Delivery:  9f1c2b...                   a unique id (uuid4 hex) for this request
+    X-SlayQ-Delivery:  9f1c2b...                   a unique id (128 random bits, hex) for this request
     X-SlayQ-Signature: 5e0a...                     hex HMAC-SHA512 of the message below
 
 The signed message is ``f"{timestamp}.{delivery_id}.".encode() + body``: the body as
@@ -21,7 +21,6 @@ import hmac
 import os
 import re
 import time
-import uuid
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -59,7 +58,7 @@ class Signer:
     """Signs bodies with one secret, checked and encoded once (a sender signs many)."""
 
     def __init__(self, secret: str) -> None:
-        (self._key,) = _keys([secret])
+        (self._mac,) = _macs([secret])
 
     def sign(
         self, body: bytes, *, now: float | None = None, delivery_id: str | None = None
@@ -69,7 +68,7 @@ class Signer:
         if not _TIMESTAMP.fullmatch(timestamp):
             raise InputError(f"cannot sign at unix time {timestamp}: it must be 0 or later")
         if delivery_id is None:
-            delivery_id = uuid.uuid4().hex
+            delivery_id = os.urandom(16).hex()  # as random as uuid4().hex, 1 us sooner
         elif not _DELIVERY_ID.fullmatch(delivery_id):
             raise InputError(
                 f"delivery id {delivery_id!r} must be 1 to 128 letters, digits, '-' or '_'"
@@ -77,7 +76,7 @@ class Signer:
         return {
             TIMESTAMP_HEADER: timestamp,
             DELIVERY_HEADER: delivery_id,
-            SIGNATURE_HEADER: _digest(self._key, timestamp, delivery_id, body),
+            SIGNATURE_HEADER: _digest(self._mac, timestamp, delivery_id, body),
         }
 
 
@@ -102,7 +101,7 @@ class Verifier:
     every delivery); ``verify`` as the function of that name."""
 
     def __init__(self, secrets: Sequence[str], *, tolerance: float = DEFAULT_TOLERANCE) -> None:
-        self._keys = _keys(secrets)
+        self._macs = _macs(secrets)
         self.tolerance = tolerance
 
     def verify(self, headers: Mapping[str, str], body: bytes, *, now: float | None = None) -> None:
@@ -117,8 +116,8 @@ class Verifier:
             lowered, SIGNATURE_HEADER, _SIGNATURE, "128 hex digits (an HMAC-SHA512)"
         ).lower()
         matched = False
-        for key in self._keys:  # no early exit: the time taken does not tell which matched
-            matched |= hmac.compare_digest(_digest(key, timestamp, delivery_id, body), signature)
+        for mac in self._macs:  # no early exit: the time taken does not tell which matched
+            matched |= hmac.compare_digest(_digest(mac, timestamp, delivery_id, body), signature)
         if not matched:
             raise SignatureError(
                 f"{SIGNATURE_HEADER} does not match: the body, timestamp or delivery id was "
@@ -183,8 +182,12 @@ def check_secrets(secrets: Sequence[str]) -> list[str]:
     return checked
 
 
-def _keys(secrets: Sequence[str]) -> list[bytes]:
-    return [secret.encode() for secret in check_secrets(secrets)]
+def _macs(secrets: Sequence[str]) -> list[hmac.HMAC]:
+    """An HMAC keyed with each secret, fed nothing yet: each message is signed on a copy,
+    which skips hashing the padded key again (a few us per signature)."""
+    return [
+        hmac.new(secret.encode(), digestmod=hashlib.sha512) for secret in check_secrets(secrets)
+    ]
 
 
 def _header(headers: Mapping[str, str], name: str, shape: re.Pattern[str], expected: str) -> str:
@@ -197,8 +200,9 @@ def _header(headers: Mapping[str, str], name: str, shape: re.Pattern[str], expec
     return value
 
 
-def _digest(key: bytes, timestamp: str, delivery_id: str, body: bytes) -> str:
-    mac = hmac.new(key, f"{timestamp}.{delivery_id}.".encode(), hashlib.sha512)
+def _digest(keyed: hmac.HMAC, timestamp: str, delivery_id: str, body: bytes) -> str:
+    mac = keyed.copy()
+    mac.update(f"{timestamp}.{delivery_id}.".encode())
     mac.update(body)
     return mac.hexdigest()
 
