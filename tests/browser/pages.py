@@ -23,6 +23,16 @@ def mark_document(page: Page) -> str:
     return token
 
 
+def record_navigations(page: Page) -> list[str]:
+    """The URLs the page's main frame goes to from now on (empty: updated in place)."""
+    navigations: list[str] = []
+    page.on(
+        "framenavigated",
+        lambda frame: navigations.append(frame.url) if frame == page.main_frame else None,
+    )
+    return navigations
+
+
 def document_mark(page: Page) -> object:
     return page.evaluate(f"window.{MARKER} ?? null")
 

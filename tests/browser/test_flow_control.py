@@ -7,7 +7,12 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import Dashboard
 from tests.browser.functions import CALLS, GATES
-from tests.browser.pages import document_mark, mark_document, unique
+from tests.browser.pages import (
+    document_mark,
+    mark_document,
+    record_navigations,
+    unique,
+)
 
 
 def test_a_run_held_back_by_its_concurrency_key_says_why_then_starts_live(
@@ -37,11 +42,7 @@ def test_a_run_held_back_by_its_concurrency_key_says_why_then_starts_live(
 
         # Through the Server-Sent Events stream, not the polling fallback.
         expect(page.locator("body")).to_have_attribute("data-live", "connected")
-        navigations: list[str] = []
-        page.on(
-            "framenavigated",
-            lambda frame: navigations.append(frame.url) if frame == page.main_frame else None,
-        )
+        navigations = record_navigations(page)
         token = mark_document(page)
 
         GATES.open(order)  # the first finishes and frees the slot; the second takes it

@@ -5,7 +5,13 @@ from __future__ import annotations
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import Dashboard
-from tests.browser.pages import document_mark, mark_document, run_row, unique
+from tests.browser.pages import (
+    document_mark,
+    mark_document,
+    record_navigations,
+    run_row,
+    unique,
+)
 
 
 def test_a_sent_event_appears_in_the_runs_list_without_a_reload(
@@ -15,11 +21,7 @@ def test_a_sent_event_appears_in_the_runs_list_without_a_reload(
     expect(page.locator("table[data-testid=runs-table]")).to_be_attached()
     # Through the Server-Sent Events stream, not the polling fallback.
     expect(page.locator("body")).to_have_attribute("data-live", "connected")
-    navigations: list[str] = []
-    page.on(
-        "framenavigated",
-        lambda frame: navigations.append(frame.url) if frame == page.main_frame else None,
-    )
+    navigations = record_navigations(page)
     token = mark_document(page)
 
     run_id = dashboard.send("shop/ping", unique("live"))
