@@ -203,10 +203,20 @@ STEP_JSON = """json_build_object('name', s.name, 'kind', s.kind, 'output', s.out
 
 # -- leases ------------------------------------------------------------------------
 
+# Run by run, by primary key, fenced as HELD is (see there), locked in id order.
 EXTEND = compact(f"""
+with held as (
+    select r.id
+    from (select * from unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) as t(id, token)
+          order by id) as t
+    cross join lateral (
+        select id from runs
+        where id = t.id and status collate "C" = 'running' and lease_token = t.token
+        for update
+    ) as r
+)
 update runs as r set lease_expires_at = {NOW} + %(lease_for)s::interval, heartbeat_at = {NOW}
-from unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) as t(id, token)
-where r.id = t.id and r.status = 'running' and r.lease_token = t.token
+where r.id in (select id from held)
 returning r.id::text, r.lease_token, r.lease_expires_at
 """)
 
