@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from slayq.model import Completed, Transition
+from slayq.model import Completed, Continue, StepRecord, Transition
 from slayq.store.postgres import PostgresStore
 from slayq.store.postgres._batch import commit_batch
 from slayq.store.protocol import ClaimRequest
@@ -49,3 +49,39 @@ async def test_a_batch_commit_is_planned_once_past_the_prepare_threshold(pg_url:
         # Prepared past psycopg's threshold: every execution since used the generic plan.
         assert generic >= 4
         assert custom == 0
+
+
+SCANS = "select seq_scan from pg_stat_xact_user_tables where relname = 'runs'"
+
+
+async def test_a_batch_commit_planned_on_a_small_table_reads_runs_by_key_once_it_grew(
+    pg_url: str,
+) -> None:
+    """The plan kept is made while the tables are small (a new database): it must still
+    find the batch's runs by key once runs has grown, not scan it (it did, for the update
+    of the runs, with its generic plan: 5,000 rows read to update 10)."""
+    async with (
+        PostgresStore(pg_url) as store,
+        await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn,
+    ):
+        await conn.execute("set search_path to slayq")
+        await conn.execute("alter table runs set (autovacuum_enabled = off)")
+        await store.send_events([starting(new_run()) for _ in range(10)])
+        claims = await store.claim(queues=None, limit=10, lease_for=LEASE, owner="w")
+        for i in range(8):  # past psycopg's prepare threshold, on a table of 10 runs
+            step = StepRecord(name=f"step {i}", kind="run", output=i)
+            more = Transition(steps=[step], outcome=Continue())
+            done: Any = await commit_batch(
+                conn, [(c.lease, more) for c in claims], [], now=None, channel="slayq_runs"
+            )
+            assert done.errors == [None] * 10
+        for _ in range(5):
+            await store.send_events([starting(new_run(queue="filler")) for _ in range(1000)])
+        async with conn.transaction():
+            before = await (await conn.execute(SCANS)).fetchone() or (0,)
+            done = await commit_batch(
+                conn, [(c.lease, DONE) for c in claims], [], now=None, channel="slayq_runs"
+            )
+            after = await (await conn.execute(SCANS)).fetchone() or (0,)
+        assert done.errors == [None] * 10
+        assert after[0] - before[0] == 0

@@ -26,7 +26,7 @@ from slayq.model import Completed, Continue, ErrorInfo, Failed, PendingStep, Sus
 from slayq.store.postgres import _claim
 from slayq.store.postgres._codec import dump
 from slayq.store.postgres._history import ended_attempt
-from slayq.store.postgres._queries import GENERIC_PLANS, NOW, backlog, compact
+from slayq.store.postgres._queries import INDEXED_PLANS, NOW, backlog, compact
 from slayq.store.postgres._transaction import pipelined_transaction
 
 if TYPE_CHECKING:
@@ -281,9 +281,9 @@ async def commit_batch(
         if batched:
             params = batch_params(batched) | {"now": now, "channel": channel}
             params |= {"claiming": claiming, "claim_all": claim_all}
-            # Planned once, not each tick (~450 µs of planning): see test_commit_plans.
-            # Until the claims' own mode (or the transaction) ends it.
-            await conn.execute(GENERIC_PLANS, {"mode": "force_generic_plan"})
+            # Planned once, not each tick (~450 µs of planning), reading by index only,
+            # as claims are (see INDEXED_PLANS and test_commit_plans).
+            await conn.execute(INDEXED_PLANS)
             cursor = await conn.execute(COMMIT_BATCH, params)
         for request in claims:
             claimed.append(

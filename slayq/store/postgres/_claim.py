@@ -242,14 +242,14 @@ async def claim_in_transaction(
     # Planned once for any parameters (a generic plan), not afresh on each claim: a
     # custom plan costs ~1.1 ms of planning for ~0.6 ms of execution, and the claim's
     # shape keeps the generic plan right at any table size (bench.claim_plans: 1.1M runs,
-    # 220k due), planned without sequential scans (see ``CLAIM_PLANS``). Local to the
+    # 220k due), planned without sequential scans (see ``INDEXED_PLANS``). Local to the
     # statement: GATED_QUEUES resets the plan cache mode for the statements after it.
     # Limited queues are locked first (see the module doc), in the same statement.
     if queues is not None:
         names = sorted(set(groups["member_queues"]))
         await conn.execute(q.LOCK_QUEUES_GENERIC, {"ns": q.QUEUE_LOCKS, "names": names})
     else:
-        await conn.execute(q.CLAIM_PLANS)
+        await conn.execute(q.INDEXED_PLANS)
     cursor = await conn.execute(CLAIM, params)
     # Resets the mode, and names the claimed queues where gated runs (flow control)
     # are due: CLAIM leaves them to claim_gated, with the slots it left.

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 # The claimed queues (every queue: all) that ever had gated runs and are not paused: a
 # probe of a table of a few rows, so a claim of queues without gated runs pays nothing
-# more. It also resets the plan cache mode that the claim forced (``CLAIM_PLANS``).
+# more. It also resets the plan cache mode that the claim forced (``INDEXED_PLANS``).
 GATED_QUEUES = compact("""
 select set_config('plan_cache_mode', 'auto', true), array(
     select f.queue from flow_queues as f

@@ -118,22 +118,23 @@ CLOCK = f"select {NOW}"
 # afresh on each claim (see ``_claim.claim_in_transaction``); local to the transaction.
 GENERIC_PLANS = "select set_config('plan_cache_mode', %(mode)s, true)"
 
-# Every read of a claim is an index lookup, and its plans must stay so as tables grow:
-# a plan is kept once made (psycopg prepares a statement on its fifth run), and one made
-# while a table was small (a new database) scans it whole, until autovacuum analyzes
-# it. So the claim is planned without sequential scans, from its first statement to the
-# end of the transaction (claims come last in theirs). With its switch to generic plans.
+# Every read of a claim and of a batch commit is an index lookup, and their plans must
+# stay so as tables grow: a plan is kept once made (psycopg prepares a statement on its
+# fifth run), and one made while a table was small (a new database) scans it whole,
+# until autovacuum analyzes it. So a tick is planned without sequential scans, from its
+# commit to the end of the transaction (claims come last in theirs). With its switch to
+# generic plans, which GATED_QUEUES ends after the claim.
 # Nor bitmap scans: the takeover of expired leases reads runs_leased by lease expiry,
 # where each run finished since the last vacuum left an entry whose time passes with
 # its lease's. A bitmap scan cannot mark those entries dead and read them all on every
 # claim; an index scan marks them once (test_commit_reads_by_key).
-CLAIM_PLANS = compact("""
+INDEXED_PLANS = compact("""
 select set_config('plan_cache_mode', 'force_generic_plan', true),
        set_config('enable_seqscan', 'off', true),
        set_config('enable_bitmapscan', 'off', true)
 """)
 
-# A claim's queue locks (as LOCK_NAMES takes them, exclusive) and CLAIM_PLANS, in one
+# A claim's queue locks (as LOCK_NAMES takes them, exclusive) and INDEXED_PLANS, in one
 # statement: one fewer per claim of limited queues.
 LOCK_QUEUES_GENERIC = compact("""
 select set_config('plan_cache_mode', 'force_generic_plan', true),
