@@ -14,6 +14,8 @@ entries a batch commit of ten runs read (its backend's statistics, flushed on de
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -57,6 +59,23 @@ async def finish_runs(store: PostgresStore, count: int) -> None:
     assert batch.errors == [None] * count
 
 
+@asynccontextmanager
+async def runs_finished_since_vacuum(
+    pg_url: str,
+) -> AsyncIterator[tuple[PostgresStore, psycopg.AsyncConnection[Any]]]:
+    """A store whose runs table holds ``FINISHED_RUNS`` runs finished since the last
+    vacuum (autovacuum off), and a connection of the test's own on its schema."""
+    async with (
+        PostgresStore(pg_url) as store,
+        await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn,
+    ):
+        await conn.execute("set search_path to slayq")
+        await conn.execute("alter table runs set (autovacuum_enabled = off)")
+        for _ in range(FINISHED_RUNS // 1000):
+            await finish_runs(store, 1000)
+        yield store, conn
+
+
 async def commit_and_count_reads(
     store: PostgresStore, conn: psycopg.AsyncConnection[Any]
 ) -> dict[str, int]:
@@ -76,14 +95,7 @@ async def commit_and_count_reads(
 async def test_a_batch_commit_reads_no_other_run_of_the_index_of_running_runs(
     pg_url: str,
 ) -> None:
-    async with (
-        PostgresStore(pg_url) as store,
-        await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn,
-    ):
-        await conn.execute("set search_path to slayq")
-        await conn.execute("alter table runs set (autovacuum_enabled = off)")
-        for _ in range(FINISHED_RUNS // 1000):
-            await finish_runs(store, 1000)
+    async with runs_finished_since_vacuum(pg_url) as (store, conn):
         await conn.execute("analyze runs")  # what autovacuum would see: nothing running
         await store.send_events([starting(new_run()) for _ in range(RUNNING_ELSEWHERE)])
         elsewhere = await store.claim(
@@ -104,14 +116,7 @@ async def test_a_claim_reads_no_entry_of_runs_that_finished_once_their_lease_tim
     lease's: planned as a bitmap scan (by statistics taken while runs ran), every claim
     read all of them, as a bitmap scan cannot mark them dead (an index scan does, once);
     3,500 entries per claim here, and claims slowed until the next vacuum."""
-    async with (
-        PostgresStore(pg_url) as store,
-        await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn,
-    ):
-        await conn.execute("set search_path to slayq")
-        await conn.execute("alter table runs set (autovacuum_enabled = off)")
-        for _ in range(FINISHED_RUNS // 1000):
-            await finish_runs(store, 1000)
+    async with runs_finished_since_vacuum(pg_url) as (store, conn):
         # Statistics taken while some ran, as a busy queue's are; then they finish too.
         await store.send_events([starting(new_run()) for _ in range(RUNNING_ELSEWHERE)])
         elsewhere = await store.claim(
@@ -143,14 +148,7 @@ async def test_a_heartbeat_reads_no_other_run_of_the_index_of_running_runs(
 ) -> None:
     """Extending leases is fenced as a commit is: its runs by key, not every running run
     of every process (each process heartbeats every few seconds)."""
-    async with (
-        PostgresStore(pg_url) as store,
-        await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn,
-    ):
-        await conn.execute("set search_path to slayq")
-        await conn.execute("alter table runs set (autovacuum_enabled = off)")
-        for _ in range(FINISHED_RUNS // 1000):
-            await finish_runs(store, 1000)
+    async with runs_finished_since_vacuum(pg_url) as (store, conn):
         await conn.execute("analyze runs")
         await store.send_events([starting(new_run()) for _ in range(RUNNING_ELSEWHERE + 10)])
         running = await store.claim(
@@ -187,14 +185,7 @@ async def test_a_commit_of_one_run_reads_no_other_run_of_the_index_of_running_ru
     """The commits of one run (the full path: events sent, waits, a caller answered; and
     a retry) fence by ``HELD``, next to the run's id: found by key, not by a scan of
     ``runs_leased``, which statistics taken while few ran made look smaller."""
-    async with (
-        PostgresStore(pg_url) as store,
-        await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn,
-    ):
-        await conn.execute("set search_path to slayq")
-        await conn.execute("alter table runs set (autovacuum_enabled = off)")
-        for _ in range(FINISHED_RUNS // 1000):
-            await finish_runs(store, 1000)
+    async with runs_finished_since_vacuum(pg_url) as (store, conn):
         await conn.execute("analyze runs")
         await store.send_events([starting(new_run()) for _ in range(RUNNING_ELSEWHERE + 7)])
         running = await store.claim(
