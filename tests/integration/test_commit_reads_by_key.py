@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import pytest
 
-from slayq.model import Completed, ErrorInfo, Failed, Transition
+from slayq.model import Completed, PendingStep, StepRecord, Suspend, Transition
 from slayq.store.postgres import PostgresStore
 from slayq.store.postgres._batch import commit_batch
 from slayq.store.postgres._claim import claim_in_transaction
@@ -175,16 +175,19 @@ async def test_a_heartbeat_reads_no_other_run_of_the_index_of_running_runs(
     "transition",
     [
         Transition(steps=[], outcome=Completed(None), sent=[plain_event("done", {})]),
-        Transition(steps=[], outcome=Failed(ErrorInfo("E", "m"), retry_after=timedelta(seconds=1))),
+        Transition(
+            steps=[StepRecord(name="first", kind="run", output=1)],
+            outcome=Suspend([PendingStep(name="approval", kind="wait", event="approved")]),
+        ),
     ],
-    ids=["finish-sending-an-event", "retry"],
+    ids=["finish-sending-an-event", "wait-for-an-event"],
 )
 async def test_a_commit_of_one_run_reads_no_other_run_of_the_index_of_running_runs(
     pg_url: str, transition: Transition
 ) -> None:
-    """The commits of one run (the full path: events sent, waits, a caller answered; and
-    a retry) fence by ``HELD``, next to the run's id: found by key, not by a scan of
-    ``runs_leased``, which statistics taken while few ran made look smaller."""
+    """The commits of one run that take the full path (events sent, waits registered, a
+    caller answered) fence by ``HELD``, next to the run's id: found by key, not by a
+    scan of ``runs_leased``, which statistics taken while few ran made look smaller."""
     async with runs_finished_since_vacuum(pg_url) as (store, conn):
         await conn.execute("analyze runs")
         await store.send_events([starting(new_run()) for _ in range(RUNNING_ELSEWHERE + 7)])
