@@ -45,6 +45,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("slayq.server")
 
+# The runs of one claim are delivered together and their answers come back spread over a
+# few milliseconds; a tick waits this long at most for the others to answer, so their
+# commits share one transaction instead of the first taking a tick alone. Measured with
+# bench_postgres --via server (3 alternating rounds, medians): no-op runs/s 1,827 -> 2,189,
+# 10-step workflow steps/s 2,493 -> 2,902; 2 ms did no better.
+GATHER = timedelta(milliseconds=1)
+
 
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handlers: the server drains its runs first."""
@@ -102,6 +109,7 @@ async def serve(args: argparse.Namespace) -> None:
         # outlast a stalled server, not the slowest handler.
         lease_for=max(timedelta(seconds=30), timeout + timedelta(seconds=5)),
         grace=parse_duration(args.grace, what="--grace"),
+        gather=GATHER,
         retention=None
         if args.retention == "off"
         else parse_duration(args.retention, what="--retention"),

@@ -8,7 +8,8 @@ every tick sends the commits that queued up since the last one (each run's task 
 for its own) and claims into the local slots they freed, as one ``commit_batch``, which
 PostgreSQL applies in one transaction. No timer: what arrives while a tick is in flight
 forms the next batch, so under load batches grow and the cost per run falls, while an
-idle worker commits a lone run at once. Around it:
+idle worker commits a lone run at once. (The server sets ``gather``: a tick waits a
+millisecond at most for the other runs in flight to answer, see ``_gathered``.) Around it:
 
 * a listener wakes the ticker to claim when the store announces new work (LISTEN/NOTIFY
   on Postgres), so an idle worker starts a sent event within milliseconds; without one,
@@ -144,7 +145,12 @@ class Dispatcher:
         owner: str | None = None,
         retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
         queue_metrics_interval: timedelta | None = timedelta(seconds=15),
+        gather: timedelta = timedelta(0),
     ) -> None:
+        # How long a tick with commits may wait for the other runs in flight to queue
+        # theirs (0: not at all). The server's deliveries of one claim answer spread over
+        # a few milliseconds, and without it the first answer took a tick alone.
+        self.gather = gather.total_seconds()
         self.store = store
         self.execute = execute
         self.register_schedules = register_schedules
@@ -237,6 +243,8 @@ class Dispatcher:
                     # the free slots and the time to claim after this reset loses nothing.
                     self._tick_needed = anyio.Event()
                 batch, self._queued = self._queued, []
+                if batch and self.gather > 0 and not self._stopping.is_set():
+                    batch += await self._gathered()
                 requests = self._claim_requests(batch) if self._may_claim() else []
                 if not batch and not requests:
                     await self._wait_for_tick()
@@ -261,6 +269,18 @@ class Dispatcher:
             for queued in [*batch, *self._queued]:
                 queued.done.set()
             self._queued = []
+
+    async def _gathered(self) -> list[_Queued]:
+        """The commits queued while the tick waited, at most ``gather``, for every run in
+        flight to queue one. Signals that came meanwhile are read off the state after it
+        (the queue, the free slots, the time to claim), so resetting the event loses none;
+        the commits taken share the batch's ``done`` event, made before they queued."""
+        with anyio.move_on_after(self.gather):
+            while any(not entry.committing for entry in self._in_flight.values()):
+                await self._tick_needed.wait()
+                self._tick_needed = anyio.Event()
+        more, self._queued = self._queued, []
+        return more
 
     def _may_claim(self) -> bool:
         return not self._stopping.is_set() and anyio.current_time() >= self._claim_after
