@@ -177,6 +177,7 @@ class Dispatcher:
         # The ticker claims once the clock passes this (anyio time): 0 while claims fill
         # every free slot, later after one came back short (nothing more was due).
         self._claim_after = 0.0
+        self._wakes = 0  # wake-ups so far: one during a tick means its claim may be stale
         self._tick_needed = anyio.Event()  # a commit queued, a slot freed, new work
         self._run_ended = anyio.Event()
         self._stopping = anyio.Event()
@@ -189,6 +190,7 @@ class Dispatcher:
 
     def _wake(self) -> None:
         """New work may be due: claim at the next tick."""
+        self._wakes += 1
         self._claim_after = 0.0
         self._tick_needed.set()
 
@@ -251,6 +253,7 @@ class Dispatcher:
                     continue
                 if batch:
                     self._queued_done = anyio.Event()  # for the commits of the next tick
+                wakes = self._wakes
                 result = await self._commit_batch(batch, [request for _, request in requests])
                 for queued, error in zip(batch, result.errors, strict=True):
                     queued.error = error
@@ -259,7 +262,7 @@ class Dispatcher:
                         queued.entry.group.in_flight -= 1
                 if batch:
                     batch[0].done.set()  # the one event of all of the batch's commits
-                await self._start_claimed(requests, result)
+                await self._start_claimed(requests, result, wakes)
         finally:
             self._ticker_stopped = True
             stopped = StoreUnavailableError("the worker stopped before this commit was made")
@@ -334,8 +337,10 @@ class Dispatcher:
             return _failed_batch(exc, len(batch), len(requests))
 
     async def _start_claimed(
-        self, requests: list[tuple[_Group, ClaimRequest]], result: Batch
+        self, requests: list[tuple[_Group, ClaimRequest]], result: Batch, wakes: int
     ) -> None:
+        """Hand the tick's claims to the slots. ``wakes``: the count of wake-ups when the
+        tick began; one since means new work its claim's snapshot may have missed."""
         if result.claim_error is not None:
             if not isinstance(result.claim_error, StoreUnavailableError):
                 # Refused for good (a schema or pooler misconfiguration, a defect): stop
@@ -361,7 +366,9 @@ class Dispatcher:
             # The runs just claimed start first: asking the database when to claim next
             # takes a round trip, which an idle worker's next run should not wait for.
             await anyio.lowlevel.checkpoint()
-            self._claim_after = anyio.current_time() + await self._idle_timeout()
+            wait = await self._idle_timeout()
+            if self._wakes == wakes:  # else claim at once: a wake-up came meanwhile
+                self._claim_after = anyio.current_time() + wait
 
     async def _wait_for_tick(self) -> None:
         """Wait for a commit, new work, a freed slot, or the time to claim again.
