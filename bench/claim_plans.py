@@ -42,6 +42,7 @@ from bench.scratch import drop_database, fresh_database
 from slayq.model import LEASE_EXPIRED
 from slayq.store.postgres import _claim
 from slayq.store.postgres._codec import dump
+from slayq.store.postgres.sql.claiming import CLAIM, MEMOS
 from slayq.store.protocol import QueueLimit
 
 MODES = ("force_generic_plan", "force_custom_plan", "auto")
@@ -60,12 +61,12 @@ def claim_params(queues: list[QueueLimit] | None) -> dict[str, Any]:
 
 async def claim(conn: psycopg.AsyncConnection[Any]) -> tuple[str, dict[str, Any]]:
     """As a worker claims for a queue with a concurrency limit: one group, ten free slots."""
-    return _claim.CLAIM, claim_params([QueueLimit(names=[QUEUES[0]], concurrency=10)])
+    return CLAIM, claim_params([QueueLimit(names=[QUEUES[0]], concurrency=10)])
 
 
 async def claim_unlimited(conn: psycopg.AsyncConnection[Any]) -> tuple[str, dict[str, Any]]:
     """As a worker claims for queues without a limit (``queues=None``)."""
-    return _claim.CLAIM, claim_params(None)
+    return CLAIM, claim_params(None)
 
 
 async def memos(conn: psycopg.AsyncConnection[Any]) -> tuple[str, dict[str, Any]]:
@@ -73,7 +74,7 @@ async def memos(conn: psycopg.AsyncConnection[Any]) -> tuple[str, dict[str, Any]
     cursor = await conn.execute(
         "select id::text from runs where status = 'sleeping' order by run_at limit 10"
     )
-    return _claim.MEMOS, {"ids": [row[0] for row in await cursor.fetchall()], "now": None}
+    return MEMOS, {"ids": [row[0] for row in await cursor.fetchall()], "now": None}
 
 
 # name: the statement and its parameters on a loaded database

@@ -27,7 +27,7 @@ from slayq.store.postgres import PostgresStore
 from slayq.store.postgres._batch import commit_batch
 from slayq.store.postgres._claim import claim_in_transaction
 from slayq.store.postgres._commit import commit
-from slayq.store.postgres._run_queries import EXTEND
+from slayq.store.postgres.sql.leases import EXTEND
 from slayq.store.protocol import ClaimRequest
 from tests.contract.helpers import LEASE, new_run, plain_event, starting
 

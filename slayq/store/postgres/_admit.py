@@ -42,7 +42,8 @@ from slayq.store.postgres import (
     _flow_rate_limit,
     _flow_singleton,
 )
-from slayq.store.postgres import _queries as q
+from slayq.store.postgres.sql.common import CLOCK, FLOW_LOCKS, LOCK_NAMES
+from slayq.store.postgres.sql.sending import KEYED_RUNS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -183,9 +184,9 @@ async def admit(
     admission = Admission(events, channel=channel, pipeline=pipeline)
     names = sorted({b for e in events if e.run is not None for b in _buckets(e.run)})
     if names:
-        lock = {"ns": q.FLOW_LOCKS, "names": names, "exclusive": [True] * len(names)}
-        await conn.execute(q.LOCK_NAMES, lock)
-    clock = await conn.execute(q.CLOCK, {"now": now})
+        lock = {"ns": FLOW_LOCKS, "names": names, "exclusive": [True] * len(names)}
+        await conn.execute(LOCK_NAMES, lock)
+    clock = await conn.execute(CLOCK, {"now": now})
     repeated = await _repeated_keys(conn, admission)
     decides = [await read(conn, admission) for _, read in FEATURES]
     await pipeline.sync()
@@ -204,7 +205,7 @@ async def _repeated_keys(conn: AsyncConnection[Any], admission: Admission) -> De
     if not keyed:
         return None
     params = {"events": [r.event for _, r in keyed], "keys": [r.key for _, r in keyed]}
-    cursor = await conn.execute(q.KEYED_RUNS, params)
+    cursor = await conn.execute(KEYED_RUNS, params)
 
     async def decide() -> None:
         taken = {(event, key): RunId(id_) for event, key, id_ in await cursor.fetchall()}

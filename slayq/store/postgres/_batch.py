@@ -25,9 +25,9 @@ from slayq.errors import LeaseLostError
 from slayq.model import Completed, Continue, ErrorInfo, Failed, PendingStep, Suspend
 from slayq.store.postgres import _claim
 from slayq.store.postgres._codec import dump
-from slayq.store.postgres._history import ended_attempt
-from slayq.store.postgres._queries import INDEXED_PLANS, NOW, backlog, compact
 from slayq.store.postgres._transaction import pipelined_transaction
+from slayq.store.postgres.sql.committing import COMMIT_BATCH
+from slayq.store.postgres.sql.common import INDEXED_PLANS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -40,116 +40,6 @@ if TYPE_CHECKING:
     from slayq.store.protocol import ClaimRequest
 
 _MICROSECOND = timedelta(microseconds=1)
-
-# One row per transition (``idx``: its place in the batch), its steps and its sleeps.
-# JSON null arrives as SQL null: a result or output of None is stored as 'null'::json.
-COMMIT_BATCH = compact(f"""
-with
-b as (
-    select * from json_to_recordset(%(runs)s::json) as t(
-        idx int, run uuid, token bigint, outcome text, ended text, finishes bool,
-        result json, error json, retry_after interval, replayed int, executed int)
-),
-held as (
-    -- Run by run, by primary key, fenced as HELD is (see there), locked in the order of
-    -- b's rows: by id (batch_params), so two batches never wait on each other in a cycle.
-    select r.*, b.*
-    from b
-    cross join lateral (
-        select id, attempt, attempt_started_at, lease_owner, attempt_replayed,
-               attempt_executed, parent_run_id is not null as parented
-        from runs
-        where id = b.run and status collate "C" = 'running' and lease_token = b.token
-        for update
-    ) as r
-),
-go as (select * from held where not (parented and finishes)),
-recorded as (
-    insert into steps (run_id, name, kind, output, error, finished_at, started_at, duration,
-                       attempt)
-    select go.id, s.name, s.kind, coalesce(s.output, 'null'::json), s.error, {NOW},
-           coalesce(s.started_at, {NOW}),
-           greatest(coalesce(s.duration, {NOW} - coalesce(s.started_at, {NOW})), interval '0'),
-           go.attempt
-    from json_to_recordset(%(steps)s::json) as s(
-        idx int, name text, kind text, output json, error json, started_at timestamptz,
-        duration interval)
-    join go on go.idx = s.idx
-),
-{
-    ended_attempt(
-        "go",
-        "e.ended",
-        "e.error",
-        now=NOW,
-        where="e.ended is not null",
-        replayed="e.attempt_replayed + e.replayed",
-        executed="e.attempt_executed + e.executed",
-    )
-},
-naps as (
-    select n.idx, n.pos, n.name, n.spec,
-           coalesce(n.until, {NOW} + n.delay_us * interval '1 microsecond') as expires_at
-    from json_to_recordset(%(naps)s::json) as n(
-        idx int, pos int, name text, until timestamptz, delay_us bigint, spec json)
-),
-napping as (
-    insert into pending (run_id, name, pos, kind, expires_at, spec, started_at)
-    select go.id, naps.name, naps.pos, 'sleep', naps.expires_at, naps.spec, {NOW}
-    from go join naps on naps.idx = go.idx
-),
-wake as (
-    select go.idx,
-           case when count(naps.idx) = 0 then {NOW}
-                when bool_or(naps.expires_at is null) then null
-                else max(naps.expires_at) end as run_at,
-           case when count(naps.idx) = 0 then 'queued' else 'sleeping' end as status
-    from go left join naps on naps.idx = go.idx
-    where go.outcome = 'sleep'
-    group by go.idx
-),
-changed as (
-    update runs as r set
-        updated_at = {NOW},
-        status = case go.outcome when 'continue' then r.status
-                                 when 'retry' then 'queued'
-                                 when 'sleep' then wake.status
-                                 else go.outcome end,
-        result = case when go.outcome = 'completed' then coalesce(go.result, 'null'::json)
-                      else r.result end,
-        error = case when go.outcome in ('failed', 'retry') then go.error else r.error end,
-        attempt = r.attempt + (go.outcome = 'retry')::int,
-        run_at = case go.outcome when 'continue' then r.run_at
-                                 when 'retry' then {NOW} + go.retry_after
-                                 when 'sleep' then wake.run_at end,
-        finished_at = case when go.finishes then {NOW} end,
-        lease_expires_at = case when go.outcome = 'continue' then r.lease_expires_at end,
-        lease_owner = case when go.ended is null then r.lease_owner end,
-        attempt_started_at = case when go.ended is null then r.attempt_started_at end,
-        -- an attempt going on adds this commit's counts; an ended one starts from zero
-        attempt_replayed = (r.attempt_replayed + go.replayed) * (go.ended is null)::int,
-        attempt_executed = (r.attempt_executed + go.executed) * (go.ended is null)::int
-    from go left join wake on wake.idx = go.idx
-    where r.id = go.id
-    returning r.queue, r.status, r.run_at, go.outcome
-),
-dropped_rules as (
-    delete from cancel_rules where run_id in (select id from go where finishes)
-),
--- A run due now, or a slot freed while runs wait: the queue is told, unless this
--- transaction's own claim serves it (it refills the slot itself).
-notified as (
-    select pg_notify(%(channel)s, q.queue)
-    from (select distinct queue from changed
-          where not %(claim_all)s and queue <> all(%(claiming)s::text[])
-            and ((status = 'queued' and run_at <= {NOW})
-                 or (outcome <> 'continue' and {backlog("changed.queue")}))) as q
-)
-select b.idx, held.id is not null, coalesce(held.parented and held.finishes, false),
-       (select count(*) from notified)
-from b left join held on held.idx = b.idx
-order by b.idx
-""")
 
 
 class _Run(msgspec.Struct):

@@ -14,21 +14,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from slayq.model import CANCELLED, LEASE_EXPIRED, Claim, Lease, RunId
-from slayq.store.postgres import _queries as q
 from slayq.store.postgres._codec import dump, load_memo
 from slayq.store.postgres._flow_claim import GATED_QUEUES, claim_gated
-from slayq.store.postgres._history import ended_attempt
-from slayq.store.postgres._queries import (
-    GROUPS,
-    NOW,
-    PAIRS,
-    TIMED,
-    compact,
-    history,
-    leased,
-)
-from slayq.store.postgres._run_queries import STEP_JSON
 from slayq.store.postgres._transaction import pipelined_transaction
+from slayq.store.postgres.sql.claiming import (
+    CLAIM,
+    END_EXPIRED,
+    EXPIRE_PENDING,
+    LOCK_QUEUES_GENERIC,
+    MEMOS,
+)
+from slayq.store.postgres.sql.common import INDEXED_PLANS, QUEUE_LOCKS
+from slayq.store.postgres.sql.finishing import FINISH_IDS, LOCK_PARENTS, RESOLVE_PARENTS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -37,145 +34,6 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection, AsyncCursor, AsyncPipeline
 
     from slayq.store.protocol import ClaimRequest, QueueLimit
-
-
-# Gated runs (flow control: runs.gated) are left to ``_flow_claim``: runs_due sorts them
-# after the plain runs of each (queue, priority), and ``not r.gated`` is part of the due
-# scan's index condition, so they are never read here; their expired leases are left too.
-# Queue groups: see ``GROUPS``. Due runs come from a loose scan over
-# the (queue, priority) pairs of the runs_due index, then each pair's due runs in
-# order, so a million runs sleeping until next year cost nothing here. Paused queues
-# are dropped from the pairs before their runs are read (one hashed subplan over a few
-# rows), and their expired leases are left alone: nothing of a paused queue is claimed.
-CLAIM = compact(f"""
-with recursive
-{GROUPS},
-{PAIRS},
-due as (
-    select d.*, null::text as previous_owner
-    from pairs as p
-    left join route as c on c.queue = p.queue
-    cross join lateral (
-        select r.id, r.queue, r.priority, r.run_at, r.seq
-        from runs as r
-        where r.queue = p.queue and r.priority = p.priority
-          and r.status in {TIMED} and not r.gated and r.run_at <= {NOW}
-        order by r.run_at, r.seq
-        limit case when %(all)s then %(limit)s else least(%(limit)s, coalesce(c.free, 0)) end
-        for update of r skip locked
-    ) as d
-    where (%(all)s or c.queue is not null) and p.queue not in (select queue from paused_queues)
-),
-expired as (
-    -- every lease that ran out: few, as there are only as many as runs in flight
-    select r.id, r.queue, r.priority, coalesce(r.run_at, {NOW}) as run_at, r.seq,
-           r.lease_owner as previous_owner, r.attempt >= r.max_attempts as exhausted
-    from runs as r
-    where r.status = 'running' and r.lease_expires_at <= {NOW} and not r.gated
-      and (%(all)s or r.queue in (select queue from route))
-      and r.queue not in (select queue from paused_queues)
-    for update of r skip locked
-),
-ranked as (
-    select c.*, k.free,
-           -- claimable runs of the group up to this one; an exhausted run is not claimed
-           count(*) filter (where not c.exhausted) over (
-               partition by k.grp order by c.priority, c.due_at, c.seq
-               rows unbounded preceding
-           ) as nth_in_group
-    from (
-        -- a due run's run_at has come; an expired lease's run may have none: due now
-        select id, queue, priority, run_at as due_at, seq, previous_owner, false as exhausted
-        from due
-        union all
-        select id, queue, priority, run_at, seq, previous_owner, exhausted from expired
-    ) as c
-    left join route as k on k.queue = c.queue
-),
-placed as (
-    select r.*,
-           (%(all)s or r.nth_in_group <= r.free) and not r.exhausted as fits,
-           count(*) filter (where (%(all)s or r.nth_in_group <= r.free) and not r.exhausted)
-               over (order by r.priority, r.due_at, r.seq rows unbounded preceding) as nth
-    from ranked as r
-),
--- As MemoryStore walks due runs in order: a run is claimed while the limit and its
--- group's slots last; a run whose lease ran out on its last attempt fails instead, if
--- the walk reaches it (no slot is spent on it).
-chosen as (select * from placed where fits and nth <= %(limit)s),
-doomed as (
-    select * from placed
-    where exhausted and (%(all)s or nth_in_group < free) and nth < %(limit)s
-),
-claimed as (
-    update runs as r set {leased()}
-    -- by index, whatever the planner expects of chosen: the plan is generic (see claim())
-    where r.id = any(array(select id from chosen))
-    returning r.id, r.lease_token, r.lease_expires_at, r.event, r.data, r.queue, r.attempt,
-              r.max_attempts, r.endpoint, r.trace
-)
-select k.id::text, lease_token, lease_expires_at, event, data, k.queue, attempt,
-       max_attempts, endpoint, previous_owner, null::text, priority, due_at, seq, trace,
-       {history("k")}
-from claimed as k join chosen as c on c.id = k.id
-union all
-select d.id::text, null, null, null, null, null, null, null, null, null,
-       r.parent_run_id::text, d.priority, d.due_at, d.seq, null, null, null
-from doomed as d
-join runs as r on r.id = d.id
-order by priority, due_at, seq
-""")
-
-# The attempts whose lease ran out, of runs this claim took over (``claimed``) or failed
-# (as ``runs``' walk reached them on their last attempt): ``number`` and ``owner`` of the
-# ended attempt (null: the run's own, unchanged by the claim). A taken-over run's new
-# attempt starts now; a failed one has none.
-END_EXPIRED = compact(f"""
-with ending as (
-    select r.id, coalesce(t.number, r.attempt) as attempt, r.attempt_started_at,
-           coalesce(t.owner, r.lease_owner) as lease_owner, r.attempt_replayed,
-           r.attempt_executed, t.claimed
-    from unnest(%(ids)s::uuid[], %(numbers)s::int[], %(owners)s::text[], %(claimed)s::bool[])
-         as t(id, number, owner, claimed)
-    join runs as r on r.id = t.id
-),
-{ended_attempt("ending", "'lease_expired'", "%(lease_expired)s::json", now=NOW)},
-reset as (
-    update runs as r set attempt_started_at = case when e.claimed then {NOW} end,
-                         attempt_replayed = 0, attempt_executed = 0
-    from ending as e
-    where r.id = e.id
-)
-select count(*) from ending
-""")
-
-# A claimed run that was suspended: whatever is still pending has expired (it was due)
-# and resolves to null. Only for runs whose claim found pending steps (``history``).
-# The attempt is read per row by id: the plan stays an index probe at any table size.
-EXPIRE_PENDING = compact(f"""
-with gone as (
-    delete from pending where run_id = any(%(ids)s::uuid[])
-    returning run_id, name, kind, pos, started_at
-)
-insert into steps (run_id, name, kind, output, finished_at, started_at, duration, attempt)
-select g.run_id, g.name, g.kind, 'null'::json, {NOW}, g.started_at, {NOW} - g.started_at,
-       (select r.attempt from runs as r where r.id = g.run_id)
-from gone as g
-order by g.run_id, g.pos
-on conflict (run_id, name) do nothing
-""")
-
-# The memos of claimed runs that have steps, each read by its own index scan: a plan
-# made while steps was small (a new database) would otherwise scan the whole table.
-MEMOS = compact(f"""
-select t.id::text, m.memo
-from unnest(%(ids)s::uuid[]) as t(id)
-cross join lateral (
-    select json_agg({STEP_JSON} order by s.id)::text as memo
-    from steps as s
-    where s.run_id = t.id
-) as m
-""")
 
 
 def group_params(queues: Sequence[QueueLimit] | None) -> dict[str, Any]:
@@ -247,9 +105,9 @@ async def claim_in_transaction(
     # Limited queues are locked first (see the module doc), in the same statement.
     if queues is not None:
         names = sorted(set(groups["member_queues"]))
-        await conn.execute(q.LOCK_QUEUES_GENERIC, {"ns": q.QUEUE_LOCKS, "names": names})
+        await conn.execute(LOCK_QUEUES_GENERIC, {"ns": QUEUE_LOCKS, "names": names})
     else:
-        await conn.execute(q.INDEXED_PLANS)
+        await conn.execute(INDEXED_PLANS)
     cursor = await conn.execute(CLAIM, params)
     # Resets the mode, and names the claimed queues where gated runs (flow control)
     # are due: CLAIM leaves them to claim_gated, with the slots it left.
@@ -286,11 +144,11 @@ async def claim_in_transaction(
                 answering.append(row[0])
         base = {"now": now, "channel": channel, "ids": dead}
         finish = {"status": "failed", "result": None, "error": dump(LEASE_EXPIRED)}
-        await conn.execute(q.FINISH_IDS, base | finish)
+        await conn.execute(FINISH_IDS, base | finish)
         if answering:
             parents = base | {"ids": answering, "seq": None, "cancelled": dump(CANCELLED)}
-            await conn.execute(q.LOCK_PARENTS, parents)
-            await conn.execute(q.RESOLVE_PARENTS, parents)
+            await conn.execute(LOCK_PARENTS, parents)
+            await conn.execute(RESOLVE_PARENTS, parents)
     # Runs claimed for the first time (most) have no steps and nothing pending.
     pending = [row[0] for row in claimed if row[16] is not None]
     if pending:

@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from slayq.errors import LeaseLostError
 from slayq.model import CANCELLED, Completed, Continue, Failed, Lease, Outcome, Suspend, Transition
-from slayq.store.postgres import _queries as q
-from slayq.store.postgres import _run_queries as rq
 from slayq.store.postgres._admit import admit, decided_at_send
 from slayq.store.postgres._codec import (
     due_now,
@@ -30,6 +28,19 @@ from slayq.store.postgres._codec import (
 )
 from slayq.store.postgres._ingest import Ingest, lock_event_names
 from slayq.store.postgres._transaction import pipelined_transaction
+from slayq.store.postgres.sql.committing import (
+    COMMIT_DIRECT,
+    HELD_ROW,
+    INSERT_PENDING,
+    INSERT_STEPS,
+    RETRY,
+    SCAN_LOG,
+    SUSPEND,
+    TOUCH,
+)
+from slayq.store.postgres.sql.common import NOTIFY
+from slayq.store.postgres.sql.finishing import FINISH_HELD, LOCK_PARENTS, RESOLVE_PARENTS
+from slayq.store.postgres.sql.sending import INSERT_RUNS
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection, AsyncCursor
@@ -66,10 +77,10 @@ async def commit(
         ingest = Ingest(sent, now=now, channel=channel) if sent else None
         await lock_event_names(conn, shared=ingest.logged_names if ingest else (), exclusive=waits)
         counts = {"replayed": transition.replayed, "executed": len(transition.steps)}
-        held = await conn.execute(rq.HELD_ROW, {"id": lease.run_id, "token": lease.token} | counts)
+        held = await conn.execute(HELD_ROW, {"id": lease.run_id, "token": lease.token} | counts)
         if transition.steps:
             params = step_rows(lease.run_id, lease.token, transition.steps)
-            await conn.execute(rq.INSERT_STEPS, params | {"now": now})
+            await conn.execute(INSERT_STEPS, params | {"now": now})
         if ingest is not None:
             await ingest.start(conn)
             await pipeline.sync()
@@ -110,7 +121,7 @@ async def _commit_direct(
         "replayed": transition.replayed,
         "executed": len(transition.steps),
         # How the attempt ended, recorded in ``attempts``. None: it goes on, or it
-        # completed the run, whose row then keeps the attempt (see _history).
+        # completed the run, whose row then keeps the attempt (see sql.attempts).
         "ended": None,
         "outcome": "continue",
         "result": None,
@@ -137,7 +148,7 @@ async def _commit_direct(
             "nap_delays": [p.delay for p in outcome.pending],
             "nap_specs": [dump(p) for p in outcome.pending],
         }
-    cursor = await conn.execute(rq.COMMIT_DIRECT, params)
+    cursor = await conn.execute(COMMIT_DIRECT, params)
     return await cursor.fetchone()
 
 
@@ -160,14 +171,14 @@ async def _apply(
     """Queue the statements of the outcome; each is a no-op unless the lease is held."""
     base = {"id": lease.run_id, "token": lease.token, "now": now, "channel": channel}
     if isinstance(outcome, Continue):
-        await conn.execute(rq.TOUCH, base)
+        await conn.execute(TOUCH, base)
     elif isinstance(outcome, Completed):
         finish = {"status": "completed", "result": dump(outcome.result), "error": None}
         await _finish(conn, base | finish)
     elif isinstance(outcome, Failed):
         if outcome.retry_after is not None:
             retry = {"error": dump(outcome.error), "retry_after": outcome.retry_after}
-            await conn.execute(rq.RETRY, base | retry)
+            await conn.execute(RETRY, base | retry)
         else:
             finish = {"status": "failed", "result": None, "error": dump(outcome.error)}
             await _finish(conn, base | finish)
@@ -176,11 +187,11 @@ async def _apply(
 
 
 async def _finish(conn: AsyncConnection[Any], params: dict[str, Any]) -> None:
-    await conn.execute(q.FINISH_HELD, params)
+    await conn.execute(FINISH_HELD, params)
     # An invoked run answers its caller. The checks find nothing for a run without one.
     parents = params | {"ids": [params["id"]], "seq": None, "cancelled": dump(CANCELLED)}
-    await conn.execute(q.LOCK_PARENTS, parents)
-    await conn.execute(q.RESOLVE_PARENTS, parents)
+    await conn.execute(LOCK_PARENTS, parents)
+    await conn.execute(RESOLVE_PARENTS, parents)
 
 
 async def _suspend(
@@ -188,12 +199,12 @@ async def _suspend(
 ) -> None:
     if outcome.pending:
         params = pending_rows(lease.run_id, lease.token, outcome.pending)
-        await conn.execute(rq.INSERT_PENDING, params | {"now": base["now"]})
+        await conn.execute(INSERT_PENDING, params | {"now": base["now"]})
     children = [p.child for p in outcome.pending if p.child is not None]
     if children:
         rows = [(i, child, None) for i, child in enumerate(children)]
         params = run_rows(rows, guard=(lease.run_id, lease.token))
-        await conn.execute(q.INSERT_RUNS, params | {"now": base["now"]})
+        await conn.execute(INSERT_RUNS, params | {"now": base["now"]})
     for step in outcome.pending:
         if step.kind != "wait":
             continue
@@ -203,9 +214,9 @@ async def _suspend(
             "field": step.match_field,
             "value": dump(step.match_value) if step.match_field is not None else None,
         }
-        await conn.execute(rq.SCAN_LOG, base | scan)
-    await conn.execute(rq.SUSPEND, base)
+        await conn.execute(SCAN_LOG, base | scan)
+    await conn.execute(SUSPEND, base)
     now = base["now"] or datetime.now(UTC)
     queues = sorted({c.queue for c in children if due_now(c, now)})
     if queues:
-        await conn.execute(q.NOTIFY, {"channel": base["channel"], "queues": queues})
+        await conn.execute(NOTIFY, {"channel": base["channel"], "queues": queues})

@@ -33,8 +33,15 @@ import msgspec
 
 from slayq.model import Flow, RunId
 from slayq.store._flow_claims import Candidate, Offer, ThrottleState, choose, cursors
-from slayq.store.postgres import _queries as q
-from slayq.store.postgres._queries import NOW, TIMED, compact, history, leased
+from slayq.store.postgres.sql.claiming import history, leased
+from slayq.store.postgres.sql.common import (
+    GENERIC_PLANS,
+    LOCK_NAMES,
+    NOW,
+    QUEUE_LOCKS,
+    TIMED,
+    compact,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -291,12 +298,12 @@ async def claim_gated(
     """Claim up to ``params["limit"]`` gated runs of ``queues`` (see the module doc);
     rows as ``CLAIM`` returns them."""
     if request.queues is None:  # a claim of every queue took no queue's lock yet
-        lock = {"ns": q.QUEUE_LOCKS, "names": queues, "exclusive": [True] * len(queues)}
-        await conn.execute(q.LOCK_NAMES, lock)
+        lock = {"ns": QUEUE_LOCKS, "names": queues, "exclusive": [True] * len(queues)}
+        await conn.execute(LOCK_NAMES, lock)
     # Planned once, as CLAIM is: planning the walk costs more than running it.
-    await conn.execute(q.GENERIC_PLANS, {"mode": "force_generic_plan"})
+    await conn.execute(GENERIC_PLANS, {"mode": "force_generic_plan"})
     cursor = await conn.execute(FLOW_CANDIDATES, params | {"queues": queues})
-    await conn.execute(q.GENERIC_PLANS, {"mode": "auto"})
+    await conn.execute(GENERIC_PLANS, {"mode": "auto"})
     await pipeline.sync()
     row = await cursor.fetchone()
     assert row is not None
@@ -338,9 +345,9 @@ async def claim_gated(
         "queues": list(moved),
         "cursors": list(moved.values()),
     }
-    await conn.execute(q.GENERIC_PLANS, {"mode": "force_generic_plan"})
+    await conn.execute(GENERIC_PLANS, {"mode": "force_generic_plan"})
     cursor = await conn.execute(CLAIM_FLOW, params | claim | paced)
-    await conn.execute(q.GENERIC_PLANS, {"mode": "auto"})
+    await conn.execute(GENERIC_PLANS, {"mode": "auto"})
     await pipeline.sync()
     return await cursor.fetchall()
 

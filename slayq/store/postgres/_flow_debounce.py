@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from slayq.model import RunId
 from slayq.store._flow_collect import debounce_run
 from slayq.store.postgres._codec import dump
-from slayq.store.postgres._queries import NOW, compact
+from slayq.store.postgres.sql.common import NOW, compact
 
 if TYPE_CHECKING:
     from datetime import datetime

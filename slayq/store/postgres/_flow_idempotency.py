@@ -5,7 +5,7 @@ answered with (a singleton skip); an event that started nothing (rate limited) l
 no answer, so the next one is decided afresh. A second event of the bucket in the same
 batch is answered as the first. The answer is written after the ingest, when the
 features have all decided; an expired row decides nothing and is replaced, and
-``delete_finished`` prunes them (``PRUNE``). SQL as in ``_queries``.
+``delete_finished`` prunes them (``PRUNE``). SQL as in ``sql``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from slayq.model import RunId
 from slayq.store._flow_sends import later
-from slayq.store.postgres._queries import NOW, compact
+from slayq.store.postgres.sql.common import NOW, compact
 
 if TYPE_CHECKING:
     from datetime import datetime

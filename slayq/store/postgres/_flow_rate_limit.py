@@ -4,7 +4,7 @@ GCRA (``_flow_sends.gcra``) on each bucket's theoretical arrival time, decided e
 event in the batch's order. A rejected event is ingested all the same (logged, waking
 waits, cancelling runs); only its run is dropped, and ``send_events`` answers None for
 it. A row whose time has passed allows what no row does, so ``delete_finished`` prunes
-those (``PRUNE``). SQL as in ``_queries``.
+those (``PRUNE``). SQL as in ``sql``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from slayq.store._flow_sends import gcra
-from slayq.store.postgres._queries import NOW, compact
+from slayq.store.postgres.sql.common import NOW, compact
 
 if TYPE_CHECKING:
     from datetime import datetime

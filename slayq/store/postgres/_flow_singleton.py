@@ -8,7 +8,7 @@ created. A new event either answers the oldest of them and starts nothing
 attempts recorded and their invokers answered, as ``cancel_run`` does. Events of one
 batch are decided in order, as if sent one by one; a run of the batch that a later
 event cancels is started and then cancelled, so the cancels come after the ingest.
-SQL as in ``_queries``.
+SQL as in ``sql``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from slayq.model import CANCELLED, RunId
-from slayq.store.postgres import _queries as q
 from slayq.store.postgres._codec import dump
+from slayq.store.postgres.sql.common import FINISHED, compact
+from slayq.store.postgres.sql.finishing import FINISH_IDS, LOCK_PARENTS, RESOLVE_PARENTS
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -25,10 +26,10 @@ if TYPE_CHECKING:
     from slayq.store.postgres._admit import Admission, Decide
 
 # The WHERE clause repeats the index's predicate, so the planner uses it.
-READ = q.compact(f"""
+READ = compact(f"""
 select flow -> 'singleton' ->> 'bucket', id::text from runs
 where flow -> 'singleton' ->> 'bucket' = any(%(buckets)s::text[])
-  and status not in {q.FINISHED}
+  and status not in {FINISHED}
 order by seq
 """)
 
@@ -82,7 +83,7 @@ async def _cancel(
         return
     params = {"now": admission.now, "channel": admission.channel, "ids": ids}
     finish = {"status": "cancelled", "result": None, "error": None}
-    await conn.execute(q.FINISH_IDS, params | finish)
-    await conn.execute(q.LOCK_PARENTS, params)
+    await conn.execute(FINISH_IDS, params | finish)
+    await conn.execute(LOCK_PARENTS, params)
     parents = {"seq": None, "cancelled": dump(CANCELLED)}
-    await conn.execute(q.RESOLVE_PARENTS, params | parents)
+    await conn.execute(RESOLVE_PARENTS, params | parents)

@@ -16,8 +16,21 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from slayq.model import CANCELLED, NewRun, OutgoingEvent, RunId
-from slayq.store.postgres import _queries as q
 from slayq.store.postgres._codec import due_now, dump, run_rows
+from slayq.store.postgres.sql.common import EVENT_LOCKS, LOCK_NAMES, NOTIFY
+from slayq.store.postgres.sql.finishing import LOCK_PARENTS, RESOLVE_PARENTS
+from slayq.store.postgres.sql.sending import (
+    CANCEL_ALL_MATCHING,
+    CANCEL_MATCHING,
+    INSERT_EVENTS,
+    INSERT_QUIET_RUNS,
+    INSERT_RUNS,
+    INTERESTING_NAMES,
+    KEYED_RUNS,
+    LOCK_AFFECTED,
+    WAKE_ALL_WAITERS,
+    WAKE_WAITERS,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -28,12 +41,12 @@ if TYPE_CHECKING:
 async def lock_event_names(
     conn: AsyncConnection[Any], *, shared: Sequence[str] = (), exclusive: Sequence[str] = ()
 ) -> None:
-    """Take the event-name locks (see ``_queries.LOCK_NAMES``); exclusive wins over shared."""
+    """Take the event-name locks (see ``sql.common.LOCK_NAMES``); exclusive wins over shared."""
     modes = dict.fromkeys(shared, False) | dict.fromkeys(exclusive, True)
     if modes:
         await conn.execute(
-            q.LOCK_NAMES,
-            {"ns": q.EVENT_LOCKS, "names": list(modes), "exclusive": list(modes.values())},
+            LOCK_NAMES,
+            {"ns": EVENT_LOCKS, "names": list(modes), "exclusive": list(modes.values())},
         )
 
 
@@ -69,7 +82,7 @@ class Ingest:
         params = run_rows(runs) | {"now": self._now, "channel": self._channel}
         params["names"] = sorted({e.name for e in self.events})
         params["queues"] = self._due_queues()
-        cursor = await conn.execute(q.INSERT_QUIET_RUNS[keyed, ruled], params)
+        cursor = await conn.execute(INSERT_QUIET_RUNS[keyed, ruled], params)
         rows = await cursor.fetchall()
         if ("-1", "false") in ((str(idx), flag) for idx, flag in rows):
             return False
@@ -85,10 +98,10 @@ class Ingest:
         if logged:
             rows = dump([{"ord": i, "name": e.name, "data": e.data} for i, e in enumerate(logged)])
             self._events_cursor = await conn.execute(
-                q.INSERT_EVENTS, {"now": self._now, "rows": rows}
+                INSERT_EVENTS, {"now": self._now, "rows": rows}
             )
         self._names_cursor = await conn.execute(
-            q.INTERESTING_NAMES, {"names": sorted({e.name for e in self.events})}
+            INTERESTING_NAMES, {"names": sorted({e.name for e in self.events})}
         )
 
     async def apply(self, conn: AsyncConnection[Any], pipeline: AsyncPipeline) -> None:
@@ -128,7 +141,7 @@ class Ingest:
         by_key: dict[tuple[str, str], str] = {}
         if missing:
             cursor = await conn.execute(
-                q.KEYED_RUNS,
+                KEYED_RUNS,
                 {"events": [m[0] for m in missing], "keys": [m[1] for m in missing]},
             )
             by_key = {(event, key): run_id for event, key, run_id in await cursor.fetchall()}
@@ -161,7 +174,7 @@ class Ingest:
             return
         seqs = [s for s in self._seqs if s is not None]
         params = run_rows(runs, first_seq=seqs[0] if seqs else None) | {"now": self._now}
-        self._inserted.append(await conn.execute(q.INSERT_RUNS, params))
+        self._inserted.append(await conn.execute(INSERT_RUNS, params))
 
     async def _one_by_one(
         self,
@@ -172,7 +185,7 @@ class Ingest:
     ) -> None:
         touchy = [e for e in self.events if e.name in cancels or e.name in waits]
         cursor = await conn.execute(
-            q.LOCK_AFFECTED,
+            LOCK_AFFECTED,
             {"names": [e.name for e in touchy], "datas": [dump(e.data) for e in touchy]},
         )
         await pipeline.sync()
@@ -187,7 +200,7 @@ class Ingest:
                     if e.name in waits
                 ]
                 params = base | {"rows": dump(woken), "allowed": locked}
-                await conn.execute(q.WAKE_ALL_WAITERS, params)
+                await conn.execute(WAKE_ALL_WAITERS, params)
             await self._insert_runs(conn, range(len(self.events)))
             return
         # A cancelled run with a parent answers it.
@@ -203,7 +216,7 @@ class Ingest:
             born = [{"id": e.run.id, "idx": i} for i, e in enumerate(self.events) if e.run]
             params = base | {"rows": dump(cancelling), "born": dump(born), "allowed": locked}
             finish = {"status": "cancelled", "result": None, "error": None}
-            await conn.execute(q.CANCEL_ALL_MATCHING, params | finish)
+            await conn.execute(CANCEL_ALL_MATCHING, params | finish)
             return
         allowed = locked + [e.run.id for e in self.events if e.run is not None]
         start = 0
@@ -216,17 +229,17 @@ class Ingest:
             data = dump(event.data)
             if cancel:
                 await conn.execute(
-                    q.CANCEL_MATCHING,
+                    CANCEL_MATCHING,
                     base
                     | {"name": event.name, "data": data, "allowed": allowed}
                     | {"status": "cancelled", "result": None, "error": None},
                 )
                 if parented:
-                    await conn.execute(q.LOCK_PARENTS, {"ids": parented})
-                    await conn.execute(q.RESOLVE_PARENTS, base | {"ids": parented, "seq": None})
+                    await conn.execute(LOCK_PARENTS, {"ids": parented})
+                    await conn.execute(RESOLVE_PARENTS, base | {"ids": parented, "seq": None})
             if wake and locked:
                 await conn.execute(
-                    q.WAKE_WAITERS,
+                    WAKE_WAITERS,
                     base
                     | {"name": event.name, "data": data, "allowed": locked, "seq": self._seqs[i]},
                 )
@@ -235,7 +248,7 @@ class Ingest:
     async def _notify(self, conn: AsyncConnection[Any]) -> None:
         queues = self._due_queues()
         if queues:
-            await conn.execute(q.NOTIFY, {"channel": self._channel, "queues": queues})
+            await conn.execute(NOTIFY, {"channel": self._channel, "queues": queues})
 
     def _due_queues(self) -> list[str]:
         """The queues of the batch's runs that are due at once: their listeners are told."""

@@ -1,7 +1,7 @@
 """Operations on queues, waits, schedules and workers: the SQL and its calls.
 
-The statements keep the conventions of ``_queries``. None is on a run's hot path except
-what it adds to the claim (paused queues are skipped there, in ``_claim.CLAIM``).
+The statements keep the conventions of ``sql``. None is on a run's hot path except
+what it adds to the claim (paused queues are skipped there, in ``sql.claiming.CLAIM``).
 Pausing takes the queue's claim lock (``QUEUE_LOCKS``), as a claim of that queue does:
 a claim in flight finishes first, and a later one reads the pause in its snapshot.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from slayq.model import QueueInfo, RunId, ScheduleInfo, WaitInfo, WorkerInfo
-from slayq.store.postgres import _queries as q
-from slayq.store.postgres._queries import NOW, PAIRS, TIMED, compact
+from slayq.store.postgres.sql.claiming import PAIRS
+from slayq.store.postgres.sql.common import LOCK_NAMES, NOW, QUEUE_LOCKS, TIMED, compact
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -140,8 +140,8 @@ async def pause_queue(
     conn: AsyncConnection[Any], name: str, *, actor: str, now: datetime | None
 ) -> bool:
     async with conn.transaction():
-        lock = {"ns": q.QUEUE_LOCKS, "names": [name], "exclusive": [True]}
-        await conn.execute(q.LOCK_NAMES, lock)
+        lock = {"ns": QUEUE_LOCKS, "names": [name], "exclusive": [True]}
+        await conn.execute(LOCK_NAMES, lock)
         cursor = await conn.execute(PAUSE, {"name": name, "actor": actor, "now": now})
         row = await cursor.fetchone()
     return row is not None and row[0] > 0

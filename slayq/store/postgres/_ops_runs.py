@@ -1,6 +1,6 @@
 """Operations on runs in PostgreSQL: list them, retry, rerun (fork), bulk actions, audit.
 
-The conventions of ``_queries`` hold. A filter becomes a WHERE clause composed of fixed
+The conventions of ``sql`` hold. A filter becomes a WHERE clause composed of fixed
 fragments, one per given field, every value bound: each shape of filter is its own
 statement, so the planner picks the index that fits it (a catch-all ``x is null or``
 clause would be planned once for every shape and use none).
@@ -24,9 +24,10 @@ from slayq.runtime.run_filters import (
     id_window,
     window,
 )
-from slayq.store.postgres import _queries as q
 from slayq.store.postgres._codec import dump, run_rows
-from slayq.store.postgres._queries import NOW, compact
+from slayq.store.postgres.sql.common import NOW, compact
+from slayq.store.postgres.sql.finishing import LOCK_PARENTS, RESOLVE_PARENTS, finish_runs
+from slayq.store.postgres.sql.sending import INSERT_RUNS
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -260,7 +261,7 @@ async def fork_run(
             raise InputError(
                 f"run {source} has no step {before_step!r} to rerun from; its steps: {names}"
             )
-        await conn.execute(q.INSERT_RUNS, run_rows([(0, run, None)]) | {"now": now})
+        await conn.execute(INSERT_RUNS, run_rows([(0, run, None)]) | {"now": now})
         params = {"id": run.id, "source": source, "before": before_step}
         await conn.execute(FORK_COPY, params)
         detail = {"run_id": run.id, "from_step": before_step}
@@ -342,12 +343,10 @@ class Bulk:
             changed = await conn.execute(_retry(targets), params)
             return len(await changed.fetchall())
         finish = {"status": "cancelled", "result": None, "error": None}
-        cancelled = await conn.execute(q._finish(targets), params | finish)
+        cancelled = await conn.execute(finish_runs(targets), params | finish)
         ids = [row[0] for row in await cancelled.fetchall()]
         if ids:
             base = {"ids": ids, "now": self.now, "channel": self.channel}
-            await conn.execute(q.LOCK_PARENTS, base)
-            await conn.execute(
-                q.RESOLVE_PARENTS, base | {"seq": None, "cancelled": dump(CANCELLED)}
-            )
+            await conn.execute(LOCK_PARENTS, base)
+            await conn.execute(RESOLVE_PARENTS, base | {"seq": None, "cancelled": dump(CANCELLED)})
         return len(ids)

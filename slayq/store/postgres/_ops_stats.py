@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from slayq.model import RunFilter, RunStats
 from slayq.store._run_stats import count_minutes
 from slayq.store.postgres._ops_runs import where
-from slayq.store.postgres._queries import NOW, compact
+from slayq.store.postgres.sql.common import NOW, compact
 
 if TYPE_CHECKING:
     from datetime import timedelta

@@ -14,8 +14,8 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from slayq.store.postgres import _run_queries as rq
 from slayq.store.postgres._flow_claim import PRUNE_THROTTLES
+from slayq.store.postgres.sql.retention import DELETE_FINISHED, PRUNE_EVENTS
 from slayq.store.protocol import EVENT_LOG_GRACE
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class Retention:
         """Delete one batch of old finished runs; returns how many."""
         self._forget_if_stale()
         params = {"now": now, "older_than": older_than, "batch": batch}
-        cursor = await conn.execute(rq.DELETE_FINISHED, params | {"since": self._finished_since})
+        cursor = await conn.execute(DELETE_FINISHED, params | {"since": self._finished_since})
         row = await cursor.fetchone()
         if row is None:
             return 0
@@ -67,7 +67,7 @@ class Retention:
         pruned = 0
         while True:
             cursor = await conn.execute(
-                rq.PRUNE_EVENTS,
+                PRUNE_EVENTS,
                 params | {"after": self._events_through, "batch": _EVENT_BATCH},
             )
             row = await cursor.fetchone()

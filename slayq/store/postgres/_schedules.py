@@ -17,10 +17,17 @@ from slayq.model import NewRun, RunId, Schedule
 from slayq.runtime.cron import CronSpec
 from slayq.runtime.ids import new_run_id
 from slayq.store._schedule_sets import checked_schedules
-from slayq.store.postgres import _queries as q
-from slayq.store.postgres import _run_queries as rq
 from slayq.store.postgres._codec import due_now, dump, run_rows
 from slayq.store.postgres._transaction import pipelined_transaction
+from slayq.store.postgres.sql.common import CLOCK, NOTIFY, SCHEDULE_LOCKS
+from slayq.store.postgres.sql.schedules import (
+    ADVANCE_SCHEDULES,
+    DROP_SCHEDULES,
+    DUE_SCHEDULES,
+    SCHEDULES,
+    UPSERT_SCHEDULES,
+)
+from slayq.store.postgres.sql.sending import INSERT_RUNS
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
@@ -40,10 +47,10 @@ async def set_schedules(
 ) -> None:
     checked = checked_schedules(schedules, app=app, events=events)  # bad: change nothing
     async with conn.transaction():
-        await conn.execute("select pg_advisory_xact_lock(%(ns)s, 0)", {"ns": q.SCHEDULE_LOCKS})
-        cursor = await conn.execute(rq.SCHEDULES, {"now": now})
+        await conn.execute("select pg_advisory_xact_lock(%(ns)s, 0)", {"ns": SCHEDULE_LOCKS})
+        cursor = await conn.execute(SCHEDULES, {"now": now})
         stored = {event: (cron, next_at) for event, cron, next_at in await cursor.fetchall()}
-        clock = await conn.execute(q.CLOCK, {"now": now})
+        clock = await conn.execute(CLOCK, {"now": now})
         (today,) = await clock.fetchone() or (datetime.now(UTC),)
         kept = sorted(checked)
         next_ats: list[datetime] = []
@@ -51,10 +58,10 @@ async def set_schedules(
             spec, old = checked[event][1], stored.get(event)
             next_ats.append(old[1] if old and old[0] == spec.text else spec.next_after(today))
         mine = {"app": app, "kept": kept}
-        await conn.execute(rq.DROP_SCHEDULES, mine | {"runs": sorted(set(events))})
+        await conn.execute(DROP_SCHEDULES, mine | {"runs": sorted(set(events))})
         if kept:
             await conn.execute(
-                rq.UPSERT_SCHEDULES,
+                UPSERT_SCHEDULES,
                 mine
                 | {
                     "events": kept,
@@ -68,7 +75,7 @@ async def set_schedules(
 async def fire_schedules(
     conn: AsyncConnection[Any], *, now: datetime | None, channel: str
 ) -> list[RunId]:
-    cursor = await conn.execute(rq.DUE_SCHEDULES, {"now": now})
+    cursor = await conn.execute(DUE_SCHEDULES, {"now": now})
     due = await cursor.fetchall()
     if not due:
         return []
@@ -88,15 +95,15 @@ async def fire_schedules(
         "next_ats": next_ats,
     }
     async with pipelined_transaction(conn) as pipeline:
-        moved = await conn.execute(rq.ADVANCE_SCHEDULES, moves)
+        moved = await conn.execute(ADVANCE_SCHEDULES, moves)
         await pipeline.sync()
         won = [runs[row[0]] for row in await moved.fetchall()]
         if not won:
             return []
         rows = [(i, run, None) for i, run in enumerate(won)]
-        inserted = await conn.execute(q.INSERT_RUNS, run_rows(rows) | {"now": now})
+        inserted = await conn.execute(INSERT_RUNS, run_rows(rows) | {"now": now})
         today = now or datetime.now(UTC)
         queues = sorted({run.queue for run in won if due_now(run, today)})
-        await conn.execute(q.NOTIFY, {"channel": channel, "queues": queues})
+        await conn.execute(NOTIFY, {"channel": channel, "queues": queues})
     ids = [run_id for _, run_id in sorted(await inserted.fetchall())]
     return [RunId(run_id) for run_id in ids if run_id is not None]

@@ -35,8 +35,6 @@ from slayq.store.postgres import (
     _ops_stats,
     _schedules,
 )
-from slayq.store.postgres import _queries as q
-from slayq.store.postgres import _run_queries as rq
 from slayq.store.postgres._admit import admit, decided_at_send, prune_flow_sends
 from slayq.store.postgres._codec import dump, valid_id
 from slayq.store.postgres._connect import (
@@ -51,6 +49,15 @@ from slayq.store.postgres._ingest import Ingest, lock_event_names
 from slayq.store.postgres._migrations import apply_migrations, check_schema
 from slayq.store.postgres._retention import Retention
 from slayq.store.postgres._transaction import pipelined_transaction
+from slayq.store.postgres.sql.finishing import FINISH_IDS, LOCK_PARENTS, RESOLVE_PARENTS
+from slayq.store.postgres.sql.leases import EXTEND, RELEASE
+from slayq.store.postgres.sql.reading import (
+    DUE_BY_QUEUE,
+    FLOW_STATE,
+    GET_RUN,
+    NEXT_WAKEUP,
+    RUN_FOR_UPDATE,
+)
 from slayq.store.protocol import Batch, ClaimRequest
 
 if TYPE_CHECKING:
@@ -355,7 +362,7 @@ class PostgresStore:
                 "ids": [lease.run_id for lease in valid],
                 "tokens": [lease.token for lease in valid],
             }
-            cursor = await conn.execute(rq.EXTEND, params)
+            cursor = await conn.execute(EXTEND, params)
             extended = {(run_id, token): at for run_id, token, at in await cursor.fetchall()}
             return [
                 msgspec.structs.replace(lease, expires_at=extended[(lease.run_id, lease.token)])
@@ -374,7 +381,7 @@ class PostgresStore:
         async def body(conn: psycopg.AsyncConnection[Any]) -> None:
             params = {"id": lease.run_id, "token": lease.token, "now": self._now()}
             params |= {"delay": delay, "error": None if error is None else dump(error)}
-            await conn.execute(rq.RELEASE, params | {"channel": self.channel})
+            await conn.execute(RELEASE, params | {"channel": self.channel})
 
         await self._run(f"release run {lease.run_id}", body)
 
@@ -382,13 +389,13 @@ class PostgresStore:
 
     async def get_run(self, run_id: RunId) -> RunInfo:
         async def body(conn: psycopg.AsyncConnection[Any]) -> RunInfo | None:
-            cursor = await conn.execute(rq.GET_RUN, {"id": run_id})
+            cursor = await conn.execute(GET_RUN, {"id": run_id})
             row = await cursor.fetchone()
             if row is None:
                 return None
             info = _run_info.decode(str(row[0]))
             if info.flow is not None and info.status in ("queued", "sleeping", "waiting"):
-                state = await conn.execute(rq.FLOW_STATE, {"id": run_id, "now": self._now()})
+                state = await conn.execute(FLOW_STATE, {"id": run_id, "now": self._now()})
                 found = await state.fetchone()
                 if found is not None:
                     held_json, tat, now = found
@@ -495,12 +502,12 @@ class PostgresStore:
             base = {"now": now, "channel": self.channel, "ids": [run_id], "id": run_id}
             async with conn.transaction():
                 async with conn.pipeline():
-                    exists = await conn.execute(rq.RUN_FOR_UPDATE, base)
+                    exists = await conn.execute(RUN_FOR_UPDATE, base)
                     finish = {"status": "cancelled", "result": None, "error": None}
-                    finished = await conn.execute(q.FINISH_IDS, base | finish)
-                    await conn.execute(q.LOCK_PARENTS, base)
+                    finished = await conn.execute(FINISH_IDS, base | finish)
+                    await conn.execute(LOCK_PARENTS, base)
                     parents = {"seq": None, "cancelled": dump(CANCELLED)}
-                    await conn.execute(q.RESOLVE_PARENTS, base | parents)
+                    await conn.execute(RESOLVE_PARENTS, base | parents)
                 found = await exists.fetchone() is not None
                 cancelled = await finished.fetchone() is not None
                 if cancelled:  # audited in the same transaction
@@ -570,7 +577,7 @@ class PostgresStore:
 
     async def next_wakeup(self) -> datetime | None:
         async def body(conn: psycopg.AsyncConnection[Any]) -> datetime | None:
-            cursor = await conn.execute(rq.NEXT_WAKEUP, {"now": self._now()})
+            cursor = await conn.execute(NEXT_WAKEUP, {"now": self._now()})
             row = await cursor.fetchone()
             return None if row is None else row[0]
 
@@ -578,7 +585,7 @@ class PostgresStore:
 
     async def due_by_queue(self) -> dict[str, int]:
         async def body(conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
-            cursor = await conn.execute(rq.DUE_BY_QUEUE, {"now": self._now()})
+            cursor = await conn.execute(DUE_BY_QUEUE, {"now": self._now()})
             return {queue: count for queue, count in await cursor.fetchall()}
 
         return await self._run("count due runs", body)

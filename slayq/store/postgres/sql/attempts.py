@@ -1,7 +1,7 @@
 """SQL pieces that record attempt history and step timings, used by the statements that
 claim, commit, release and cancel runs (see migration 0006).
 
-The conventions of ``_queries`` hold here too. The runs row carries the current attempt:
+The conventions of ``sql`` hold here too. The runs row carries the current attempt:
 ``attempt_started_at`` is set by the claim and cleared by whatever ends the attempt, so
 it is set exactly while an attempt runs whose row ``attempts`` does not have yet;
 ``attempt_replayed`` and ``attempt_executed`` add up what its commits did, and go back to
