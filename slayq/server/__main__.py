@@ -46,10 +46,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("slayq.server")
 
 # The runs of one claim are delivered together and their answers come back spread over a
-# few milliseconds; a tick waits this long at most for the others to answer, so their
-# commits share one transaction instead of the first taking a tick alone. Measured with
-# bench_postgres --via server (3 alternating rounds, medians): no-op runs/s 1,827 -> 2,189,
-# 10-step workflow steps/s 2,493 -> 2,902; 2 ms did no better.
+# few milliseconds; a tick waits for the others to answer while each comes within this
+# of the one before (5 times this in all, Dispatcher's GATHER_AT_MOST), so their commits
+# share one transaction instead of the first taking a tick alone. Measured with
+# bench_postgres --via server (3 alternating rounds, medians): waiting at most 1 ms in
+# all took no-op runs/s 1,827 -> 2,189 and 10-step steps/s 2,493 -> 2,902; waiting while
+# answers come 1 ms apart, 1,327 -> 1,564 and 1,846 -> 2,012 on a slower day (ticks of
+# 5.5 runs -> 9.9); 2 ms apart (10 in all) did no better.
 GATHER = timedelta(milliseconds=1)
 
 

@@ -2,8 +2,10 @@
 
 The server delivers the runs of one claim together, and their answers come back spread
 over a few milliseconds: without waiting, the first answer took a tick (a transaction)
-alone and the next ones queued behind it. ``Dispatcher(gather=...)`` lets a tick wait at
-most that long for every run in flight to queue its commit; the worker does not wait.
+alone and the next ones queued behind it. ``Dispatcher(gather=...)`` lets a tick wait for
+every run in flight to queue its commit while answers keep coming no more than
+``gather`` apart, and ``GATHER_AT_MOST`` times ``gather`` in all; the worker does not
+wait.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from slayq.model import Claim, Completed, Lease, Transition
 from slayq.runtime.driver import Commit
 from slayq.store.memory import MemoryStore
 from slayq.store.protocol import Batch, ClaimRequest, QueueLimit
-from slayq.worker.dispatcher import Dispatcher
+from slayq.worker.dispatcher import GATHER_AT_MOST, Dispatcher
 
 pytestmark = pytest.mark.anyio
 
@@ -96,3 +98,50 @@ async def test_a_tick_waits_no_longer_than_gather_for_a_slow_run() -> None:
     sizes, waited = await run_two(timedelta(milliseconds=20), second_after=0.5)
     assert sizes == [1, 1]
     assert 0.015 <= waited < 0.3
+
+
+async def run_spread(gather: timedelta, runs: int, gap: float) -> list[int]:
+    """``runs`` runs claimed together, the i-th answering ``i * gap`` seconds after the
+    first; the batch sizes."""
+    store = BatchSizes()
+    client = Client([answer], store=store)
+    await client.send_events([("t/answer", {})] * runs)
+    started = committed = 0
+    all_committed = anyio.Event()
+
+    async def execute(claim: Claim, commit: Commit) -> None:
+        nonlocal started, committed
+        nth = started
+        started += 1
+        await anyio.sleep(nth * gap)
+        await commit(claim.lease, DONE)
+        committed += 1
+        if committed == runs:
+            all_committed.set()
+
+    dispatcher = Dispatcher(
+        store, execute, queues=[QueueLimit(["general"], runs)], gather=gather, retention=None
+    )
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(dispatcher.run)
+            await all_committed.wait()
+            dispatcher.stop()
+    return store.sizes
+
+
+async def test_a_tick_waits_while_answers_keep_coming_within_gather() -> None:
+    """Four answers 30 ms apart take 90 ms in all, longer than gather (50 ms), but none
+    is more than 50 ms after the one before: one tick. (A bound on the whole wait made
+    it two ticks or more: the answers after the first 50 ms committed on their own.)"""
+    sizes = await run_spread(timedelta(milliseconds=50), runs=4, gap=0.03)
+    assert sizes == [4]
+
+
+async def test_a_tick_waits_no_longer_than_gather_at_most_times_gather() -> None:
+    gather = timedelta(milliseconds=20)
+    runs = 2 * GATHER_AT_MOST + 2  # answers 15 ms apart: longer in all than the bound
+    sizes = await run_spread(gather, runs=runs, gap=0.015)
+    assert len(sizes) >= 2
+    assert sizes[0] < runs
+    assert sum(sizes) == runs
