@@ -51,8 +51,9 @@ logger = logging.getLogger("slayq.server")
 # share one transaction instead of the first taking a tick alone. Measured with
 # bench_postgres --via server (3 alternating rounds, medians): waiting at most 1 ms in
 # all took no-op runs/s 1,827 -> 2,189 and 10-step steps/s 2,493 -> 2,902; waiting while
-# answers come 1 ms apart, 1,327 -> 1,564 and 1,846 -> 2,012 on a slower day (ticks of
-# 5.5 runs -> 9.9); 2 ms apart (10 in all) did no better.
+# answers come 1 ms apart (ticks of 5.5 runs -> 9.9), on a slower day, 1,265 -> 1,357
+# and 1,792 -> 1,709 (every no-op round faster, steps mixed), or 1,327 -> 1,564 and
+# 1,846 -> 2,012 with uvloop in the app's environment; 2 ms apart did no better.
 GATHER = timedelta(milliseconds=1)
 
 
