@@ -104,14 +104,24 @@ def _insert_quiet_runs(*, keyed: bool, rules: bool) -> str:
     # Without keys every run of x is inserted (a key is the only conflict), so its id is
     # the one the client made and only the verdict comes back; without cancel rules
     # there are none to insert. Either spares the server a part of the plan per call.
+    # ``q`` probes the rules and waits name by name, LIMIT 1 each: a connection keeps the
+    # plan it made, and with ``event = any(names)`` a plan made while cancel_rules was
+    # empty read the whole table on every send once it had grown
+    # (test_send_reads_by_index).
     quiet = "(select quiet from q)"
     return compact(
         _INSERT_RUNS.format(
             now=NOW,
             head="""q as (
-    select not exists (select 1 from cancel_rules where event = any(%(names)s::text[]))
-       and not exists (select 1 from pending
-                       where kind = 'wait' and event = any(%(names)s::text[])) as quiet
+    select not exists (
+        select 1 from unnest(%(names)s::text[]) as n(name)
+        cross join lateral (select 1 from cancel_rules where event = n.name limit 1) as c
+    ) and not exists (
+        select 1 from unnest(%(names)s::text[]) as n(name)
+        cross join lateral (
+            select 1 from pending where kind = 'wait' and event = n.name limit 1
+        ) as w
+    ) as quiet
 ),
 """,
             only=quiet,
