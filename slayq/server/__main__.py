@@ -48,12 +48,9 @@ logger = logging.getLogger("slayq.server")
 # The runs of one claim are delivered together and their answers come back spread over a
 # few milliseconds; a tick waits for the others to answer while each comes within this
 # of the one before (5 times this in all, Dispatcher's GATHER_AT_MOST), so their commits
-# share one transaction instead of the first taking a tick alone. Measured with
-# bench_postgres --via server (3 alternating rounds, medians): waiting at most 1 ms in
-# all took no-op runs/s 1,827 -> 2,189 and 10-step steps/s 2,493 -> 2,902; waiting while
-# answers come 1 ms apart (ticks of 5.5 runs -> 9.9), on a slower day, 1,265 -> 1,357
-# and 1,792 -> 1,709 (every no-op round faster, steps mixed), or 1,327 -> 1,564 and
-# 1,846 -> 2,012 with uvloop in the app's environment; 2 ms apart did no better.
+# share one transaction instead of the first taking a tick alone. The figures
+# (bench_postgres --via server) are in docs/claiming.md, "Group commit"; 2 ms apart did
+# no better than 1.
 GATHER = timedelta(milliseconds=1)
 
 

@@ -152,9 +152,9 @@ class Dispatcher:
         gather: timedelta = timedelta(0),
     ) -> None:
         # How long a tick with commits waits for the next of the other runs in flight to
-        # queue theirs (0: not at all), GATHER_AT_MOST times that in all. The server's
-        # deliveries of one claim answer spread over a few milliseconds, and without it
-        # the first answer took a tick alone.
+        # queue theirs (0: not at all; see _gathered). The server's deliveries of one
+        # claim answer spread over a few milliseconds, and without it the first answer
+        # took a tick alone.
         self.gather = gather.total_seconds()
         self.store = store
         self.execute = execute
@@ -283,9 +283,11 @@ class Dispatcher:
         it waits as long as each next commit comes within ``gather`` of the one before,
         and ``GATHER_AT_MOST`` times ``gather`` at most. (A bound on the whole wait, 1 ms
         in the server, split the answers of a claim of ten, which an app answers one
-        after another over 2-3 ms: ticks carried 5.5 commits on average, 9.9 now.) Signals that came meanwhile are read off the state after it
-        (the queue, the free slots, the time to claim), so resetting the event loses none;
-        the commits taken share the batch's ``done`` event, made before they queued."""
+        after another over 2-3 ms: ticks carried 5.5 commits on average, 9.9 now.)
+
+        Signals that came meanwhile are read off the state after it (the queue, the free
+        slots, the time to claim), so resetting the event loses none; the commits taken
+        share the batch's ``done`` event, made before they queued."""
         with anyio.move_on_after(self.gather * GATHER_AT_MOST):
             while any(not entry.committing for entry in self._in_flight.values()):
                 with anyio.move_on_after(self.gather) as lull:
