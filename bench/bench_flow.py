@@ -8,7 +8,7 @@ Per round, on a fresh database, one worker process (``bench.app:client``, queue
 no-op runs of ``bench/noop`` (no flow control: the plain claim), then as many of
 ``bench/keyed``: the same no-op under ``slayq.Concurrency(limit=5, key="customer")``,
 sent round robin over ``--keys`` customers, so every claim goes through the gated claim
-(GATED_QUEUES, FLOW_CANDIDATES, CLAIM_FLOW). Each figure is timed by the database from
+(named by the tick function, then FLOW_CANDIDATES and CLAIM_FLOW). Each figure is timed by the database from
 its first run finished to its last. Prints a table, then one JSON line of the medians:
 ``noop_runs_per_s``, ``keyed_runs_per_s`` and their ratio, ``keyed_over_noop``.
 """

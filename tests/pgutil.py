@@ -20,6 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from slayq.store.postgres import migrate
 from slayq.store.postgres._migrations import load_migrations
+from slayq.store.postgres.sql.ticking import TICK_DDL
 
 _LOCK = 0x736C_7E57
 _ready: set[tuple[str, str]] = set()  # (server, template) this process already saw in place
@@ -37,6 +38,7 @@ def _fingerprint() -> str:
     digest = hashlib.sha256()
     for migration in load_migrations():
         digest.update(f"{migration.version}:{migration.name}:{migration.text}".encode())
+    digest.update(TICK_DDL.encode())  # installed with them (see _migrations)
     return digest.hexdigest()[:16]
 
 

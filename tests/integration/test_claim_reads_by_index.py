@@ -20,7 +20,7 @@ import pytest
 
 from slayq.model import PendingStep, StepRecord, Suspend, Transition
 from slayq.store.postgres import PostgresStore
-from slayq.store.postgres._claim import claim_in_transaction
+from slayq.store.postgres._tick import tick
 from slayq.store.protocol import ClaimRequest, QueueLimit
 from tests.contract.helpers import LEASE, new_run, starting
 
@@ -54,13 +54,13 @@ async def claim_and_count_scans(
 ) -> tuple[list[list[str]], dict[str, int]]:
     """The claim's memos, and the sequential scans it made of each table: the counts
     are this backend's not yet reported, which may include earlier transactions'."""
-    async with conn.pipeline() as pipeline, conn.transaction():
+    async with conn.pipeline(), conn.transaction():
         before = await conn.execute(SCANS)
-        claimed = await claim_in_transaction(conn, pipeline, PROBE, now=None, channel="slayq")
+        ticked = await tick(conn, None, [PROBE], now=None, channel="slayq")
         after = await conn.execute(SCANS)
     earlier = dict(await before.fetchall())
     scans = {name: int(count) - earlier[name] for name, count in await after.fetchall()}
-    return [[step.name for step in claim.memo] for claim in await claimed.read()], scans
+    return [[step.name for step in claim.memo] for claim in ticked.claimed[0]], scans
 
 
 async def test_a_claim_of_a_resumed_run_scans_no_table_after_the_tables_grew(

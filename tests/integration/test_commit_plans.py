@@ -1,12 +1,13 @@
-"""A batch commit is planned once per connection, not on every tick.
+"""A tick's statements are planned once per connection, not on every tick.
 
-psycopg prepares ``COMMIT_BATCH`` on its fifth execution; PostgreSQL then plans each
-execution afresh (a *custom* plan) while that looks cheaper than its one generic plan,
-and with the batch's parameters (whether the tick also claims every queue, which queues
-it claims) a custom plan always looks a little cheaper. Planning the statement took
-~450 µs a tick, more than running it: store ticks of 10 runs took 133 µs of PostgreSQL
-CPU per run planned each time, 86 µs planned once. The statement is written to be
-right for any batch (its rows are JSON documents), so the tick forces a generic plan.
+Planned afresh on each execution (a *custom* plan), the batch commit took ~450 µs a
+tick, more than running it: store ticks of 10 runs took 133 µs of PostgreSQL CPU per
+run planned each time, 86 µs planned once. A statement prepared by psycopg went on
+being planned afresh while that looked cheaper than its one generic plan, which with
+the batch's parameters it always did. The tick function (``sql.ticking``) plans its
+statements with generic plans, kept by the connection: the statements are written to
+be right for any batch and any table size (the second test here, and
+``test_claim_reads_by_index``, ``test_commit_reads_by_key``).
 """
 
 from __future__ import annotations
@@ -19,36 +20,37 @@ import pytest
 from slayq.model import Completed, Continue, StepRecord, Transition
 from slayq.store.postgres import PostgresStore
 from slayq.store.postgres._batch import commit_batch
-from slayq.store.protocol import ClaimRequest
+from slayq.store.postgres.sql.ticking import TICK_NAME
 from tests.contract.helpers import LEASE, new_run, starting
 
 pytestmark = pytest.mark.anyio
 
 DONE = Transition(steps=[], outcome=Completed(None))
-PLANS = (
-    "select generic_plans, custom_plans from pg_prepared_statements"
-    " where statement like 'with b as (select * from json_to_recordset(%'"
+SETTINGS = (
+    "select p.proconfig from pg_proc as p join pg_namespace as n on n.oid = p.pronamespace"
+    " where n.nspname = 'slayq' and p.proname = %s"
 )
 
 
-async def test_a_batch_commit_is_planned_once_past_the_prepare_threshold(pg_url: str) -> None:
+async def test_the_tick_function_plans_generically_by_index_in_the_store_schema(
+    pg_url: str,
+) -> None:
     async with (
         PostgresStore(pg_url) as store,
         await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn,
     ):
-        await conn.execute("set search_path to slayq")
-        claim = ClaimRequest(None, 10, LEASE, "w")
-        for _ in range(10):
-            await store.send_events([starting(new_run()) for _ in range(10)])
-            claims = await store.claim(queues=None, limit=10, lease_for=LEASE, owner="w")
-            done: Any = await commit_batch(
-                conn, [(c.lease, DONE) for c in claims], [claim], now=None, channel="slayq_runs"
-            )
-            assert done.errors == [None] * 10
-        generic, custom = await (await conn.execute(PLANS)).fetchone() or (0, 0)
-        # Prepared past psycopg's threshold: every execution since used the generic plan.
-        assert generic >= 4
-        assert custom == 0
+        await store.send_events([starting(new_run()) for _ in range(10)])
+        claims = await store.claim(queues=None, limit=10, lease_for=LEASE, owner="w")
+        batch = await store.commit_batch([(c.lease, DONE) for c in claims], claims=[])
+        assert batch.errors == [None] * 10
+        row = await (await conn.execute(SETTINGS, [TICK_NAME])).fetchone()
+        assert row is not None
+        assert sorted(row[0]) == [
+            "enable_bitmapscan=off",
+            "enable_seqscan=off",
+            "plan_cache_mode=force_generic_plan",
+            "search_path=slayq",
+        ]
 
 
 SCANS = "select seq_scan from pg_stat_xact_user_tables where relname = 'runs'"

@@ -1,6 +1,6 @@
 """A batch commit finds its runs by primary key, not by the index of running runs.
 
-``COMMIT_BATCH`` fences each run by its lease: the run must be ``running`` with the
+The batch commit (``COMMIT_BATCH_CTES``) fences each run by its lease: the run must be ``running`` with the
 lease's token. Joined to the batch's rows, PostgreSQL planned that as a scan of
 ``runs_leased`` (the partial index of running runs) hashed against the batch: the
 statistics said few runs were running, and the planner guesses 100 rows for the batch.
@@ -25,8 +25,8 @@ import pytest
 from slayq.model import Completed, PendingStep, StepRecord, Suspend, Transition
 from slayq.store.postgres import PostgresStore
 from slayq.store.postgres._batch import commit_batch
-from slayq.store.postgres._claim import claim_in_transaction
 from slayq.store.postgres._commit import commit
+from slayq.store.postgres._tick import tick
 from slayq.store.postgres.sql.leases import EXTEND
 from slayq.store.protocol import ClaimRequest
 from tests.contract.helpers import LEASE, new_run, plain_event, starting
@@ -130,13 +130,10 @@ async def test_a_claim_reads_no_entry_of_runs_that_finished_once_their_lease_tim
         for _ in range(7):  # past psycopg's prepare threshold: the plan kept
             await store.send_events([starting(new_run()) for _ in range(10)])
             before = await index_reads(conn)
-            async with conn.pipeline() as pipeline, conn.transaction():
-                claimed = await claim_in_transaction(
-                    conn, pipeline, request, now=later, channel="slayq_runs"
-                )
+            ticked = await tick(conn, None, [request], now=later, channel="slayq_runs")
             after = await index_reads(conn)
             reads.append(after["runs_leased"] - before["runs_leased"])
-            claims = await claimed.read()
+            claims = ticked.claimed[0]
             assert len(claims) == 10
             await store.commit_batch([(c.lease, DONE) for c in claims], claims=[])
         # The first claim may read them (and mark them dead); none after it does.

@@ -42,6 +42,7 @@ async def test_an_app_role_without_ddl_rights_opens_a_migrated_store(pg_url: str
             "grant usage on schema slayq to {}",
             "grant select, insert, update, delete on all tables in schema slayq to {}",
             "grant usage, select on all sequences in schema slayq to {}",
+            "grant execute on all functions in schema slayq to {}",
         ):
             await admin.execute(sql.SQL(statement).format(ident))
         try:

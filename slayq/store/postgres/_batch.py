@@ -1,9 +1,9 @@
 """``commit_batch``: many runs' transitions and the claims into the slots they free, in
-one transaction of two round trips.
+one tick (``_tick``): one statement, one round trip.
 
 The transitions that touch only their own run (Continue, a retry, a suspension on sleeps
-only, finishing a run no caller waits for) go into ``COMMIT_BATCH``: one statement for
-the whole batch, its rows as JSON documents (Postgres parses one document far faster
+only, finishing a run no caller waits for) go into the batch commit
+(``COMMIT_BATCH_CTES``, in the tick function): one statement for the whole batch, its rows as JSON documents (Postgres parses one document far faster
 than a dozen arrays, and psycopg adapts one string, not a list per column). Each run is
 fenced by its own lease in the statement's join: a run whose lease was lost is left out
 and reported, the others commit. The claims then run in the same transaction, so they
@@ -23,11 +23,8 @@ import msgspec
 
 from slayq.errors import LeaseLostError
 from slayq.model import Completed, Continue, ErrorInfo, Failed, PendingStep, Suspend
-from slayq.store.postgres import _claim
 from slayq.store.postgres._codec import dump
-from slayq.store.postgres._transaction import pipelined_transaction
-from slayq.store.postgres.sql.committing import COMMIT_BATCH
-from slayq.store.postgres.sql.common import INDEXED_PLANS
+from slayq.store.postgres._tick import tick
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -35,8 +32,7 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
     from slayq.errors import StoreError
-    from slayq.model import Lease, Transition
-    from slayq.store.postgres._claim import ClaimedRuns
+    from slayq.model import Claim, Lease, Transition
     from slayq.store.protocol import ClaimRequest
 
 _MICROSECOND = timedelta(microseconds=1)
@@ -76,7 +72,7 @@ class _Nap(msgspec.Struct):
 
 
 def batchable(transition: Transition) -> bool:
-    """Whether ``COMMIT_BATCH`` can take the transition (else it takes the full path)."""
+    """Whether the batch commit can take the transition (else it takes the full path)."""
     outcome = transition.outcome
     if transition.sent:
         return False
@@ -88,7 +84,7 @@ def _micros(delta: timedelta | None) -> int | None:
 
 
 def batch_params(commits: Sequence[tuple[int, Lease, Transition]]) -> dict[str, Any]:
-    """The three documents of ``COMMIT_BATCH`` for (index, lease, transition) triples."""
+    """The three documents of the batch commit for (index, lease, transition) triples."""
     runs: list[_Run] = []
     steps: list[_Step] = []
     naps: list[_Nap] = []
@@ -129,7 +125,7 @@ def batch_params(commits: Sequence[tuple[int, Lease, Transition]]) -> dict[str, 
             _Step(idx, s.name, s.kind, s.output, s.error, s.started_at, s.duration)
             for s in transition.steps
         ]
-    runs.sort(key=lambda row: row.run)  # COMMIT_BATCH locks the runs in this order
+    runs.sort(key=lambda row: row.run)  # the batch commit locks the runs in this order
     return {"runs": dump(runs), "steps": dump(steps), "naps": dump(naps)}
 
 
@@ -142,13 +138,13 @@ def lost_lease(lease: Lease) -> LeaseLostError:
 
 @dataclass
 class BatchCommitted:
-    """What the batch's transaction did: per transition, the error that kept it out
-    (None: committed, or left to the full path); the transitions left to the full path,
-    by index; and each claim's runs, to read now that it committed."""
+    """What the tick did: per transition, the error that kept it out (None: committed,
+    or left to the full path); the transitions left to the full path, by index; and
+    each claim's runs."""
 
     errors: list[StoreError | None]
     full_path: list[int]
-    claimed: list[ClaimedRuns]
+    claimed: list[list[Claim]]
 
 
 async def commit_batch(
@@ -159,30 +155,19 @@ async def commit_batch(
     now: datetime | None,
     channel: str,
 ) -> BatchCommitted:
-    """Commit the batchable transitions and claim, in one pipelined transaction."""
+    """Commit the batchable transitions and claim, in one tick (see ``_tick``)."""
     errors: list[StoreError | None] = [None] * len(commits)
     batched = [(i, lease, t) for i, (lease, t) in enumerate(commits) if batchable(t)]
     full = [i for i, (_lease, t) in enumerate(commits) if not batchable(t)]
-    claiming = sorted({name for c in claims if c.queues for g in c.queues for name in g.names})
-    claim_all = any(c.queues is None for c in claims)
-    claimed: list[ClaimedRuns] = []
-    cursor = None
-    async with pipelined_transaction(conn) as pipeline:
-        if batched:
-            params = batch_params(batched) | {"now": now, "channel": channel}
-            params |= {"claiming": claiming, "claim_all": claim_all}
-            # Planned once, not each tick (~450 µs of planning), reading by index only,
-            # as claims are (see INDEXED_PLANS and test_commit_plans).
-            await conn.execute(INDEXED_PLANS)
-            cursor = await conn.execute(COMMIT_BATCH, params)
-        for request in claims:
-            claimed.append(
-                await _claim.claim_in_transaction(conn, pipeline, request, now=now, channel=channel)
-            )
-    rows = await cursor.fetchall() if cursor is not None else []
-    for idx, held, parented, _notified in rows:
+    batch = None
+    if batched:
+        claiming = sorted({n for c in claims if c.queues for g in c.queues for n in g.names})
+        claim_all = any(c.queues is None for c in claims)
+        batch = batch_params(batched) | {"claiming": claiming, "claim_all": claim_all}
+    ticked = await tick(conn, batch, claims, now=now, channel=channel)
+    for idx, held, parented in ticked.commits:
         if not held:
             errors[idx] = lost_lease(commits[idx][0])
         elif parented:  # finishing answers a caller: the full path
             full.append(idx)
-    return BatchCommitted(errors=errors, full_path=sorted(full), claimed=claimed)
+    return BatchCommitted(errors=errors, full_path=sorted(full), claimed=ticked.claimed)

@@ -1,12 +1,17 @@
-"""``claim``: lock due runs with SKIP LOCKED, lease them, hand them out with their memo.
+"""Claims: the parameters of a claim, and the claim of gated runs (flow control) that a
+tick leaves to a transaction of its own.
 
-A queue group's limit is cluster-wide: the claim counts the runs of the group's queues
+A queue group's limit is cluster-wide: a claim counts the runs of the group's queues
 that anyone holds under an unexpired lease. Two claimers counting at once could both see
 the same free slot, so a claim first takes an exclusive transaction-scoped advisory lock
 per queue it claims from; the count runs in a later statement, whose snapshot includes
 every claim that held the lock before. Claims from unrelated queues do not wait on each
-other; ``queues=None`` claims without limits and takes no lock. Runs under flow control
-are claimed after the plain ones, in the same transaction, by ``_flow_claim``.
+other; ``queues=None`` claims without limits and takes no lock.
+
+The claim of plain runs, and what its rows call for, runs in the tick function
+(``_tick``, ``sql.ticking``). Runs under flow control are claimed after the plain ones,
+by ``_flow_claim``, in a transaction that takes the queues' locks again and counts the
+slots afresh: ``claim_gated_runs``, with the same follow-ups, sent from here.
 """
 
 from __future__ import annotations
@@ -15,10 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from slayq.model import CANCELLED, LEASE_EXPIRED, Claim, Lease, RunId
 from slayq.store.postgres._codec import dump, load_memo
-from slayq.store.postgres._flow_claim import GATED_QUEUES, claim_gated
+from slayq.store.postgres._flow_claim import claim_gated
 from slayq.store.postgres._transaction import pipelined_transaction
 from slayq.store.postgres.sql.claiming import (
-    CLAIM,
     END_EXPIRED,
     EXPIRE_PENDING,
     LOCK_QUEUES_GENERIC,
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-    from psycopg import AsyncConnection, AsyncCursor, AsyncPipeline
+    from psycopg import AsyncConnection
 
     from slayq.store.protocol import ClaimRequest, QueueLimit
 
@@ -55,69 +59,69 @@ def group_params(queues: Sequence[QueueLimit] | None) -> dict[str, Any]:
     }
 
 
-async def claim(
-    conn: AsyncConnection[Any], request: ClaimRequest, *, now: datetime | None, channel: str
-) -> list[Claim]:
-    async with pipelined_transaction(conn) as pipeline:
-        claimed = await claim_in_transaction(conn, pipeline, request, now=now, channel=channel)
-    return await claimed.read()
+def claim_params(request: ClaimRequest | None) -> dict[str, Any]:
+    """A claim's parameters (``limit`` 0: none), with ``locks``, the queues it locks."""
+    if request is None or not claims_anything(request):
+        return group_params(()) | {"locks": [], "limit": 0, "lease_for": None, "owner": None}
+    groups = group_params(request.queues)
+    locks = sorted(set(groups["member_queues"]))
+    return groups | {
+        "locks": locks,
+        "limit": request.limit,
+        "lease_for": request.lease_for,
+        "owner": request.owner,
+    }
 
 
-class ClaimedRuns:
-    """The runs a claim took, read once its transaction committed: their memos were
-    queued in its pipeline and arrive with the COMMIT, costing no round trip of their own."""
-
-    def __init__(self, rows: list[tuple[Any, ...]], memos: AsyncCursor[Any] | None) -> None:
-        self._rows = rows
-        self._memos = memos
-
-    async def read(self) -> list[Claim]:
-        memos = self._memos
-        memo_by_run: dict[str, str] = dict(await memos.fetchall()) if memos is not None else {}
-        return [_claim_of(row, memo_by_run.get(row[0])) for row in self._rows]
+def claims_anything(request: ClaimRequest) -> bool:
+    queues = request.queues
+    return request.limit > 0 and (queues is None or any(g.names for g in queues))
 
 
-async def claim_in_transaction(
+async def claim_gated_runs(
     conn: AsyncConnection[Any],
-    pipeline: AsyncPipeline,
     request: ClaimRequest,
+    queues: list[str],
+    limit: int,
     *,
     now: datetime | None,
     channel: str,
-) -> ClaimedRuns:
-    """Claim inside the caller's pipelined transaction; read the result after it commits."""
-    queues, limit = request.queues, request.limit
-    if limit <= 0 or (queues is not None and not any(g.names for g in queues)):
-        return ClaimedRuns([], None)
-    groups = group_params(queues)
-    params = groups | {
+) -> list[Claim]:
+    """Claim up to ``limit`` gated runs of ``queues`` (those of ``request`` that have had
+    gated runs), in a transaction of their own: the queues' locks first (as the tick
+    took them), then ``claim_gated``, then what the claimed and doomed runs call for."""
+    params = claim_params(request) | {
         "now": now,
         "limit": limit,
-        "lease_for": request.lease_for,
-        "owner": request.owner,
         "lease_expired": dump(LEASE_EXPIRED),
     }
-    # Planned once for any parameters (a generic plan), not afresh on each claim: a
-    # custom plan costs ~1.1 ms of planning for ~0.6 ms of execution, and the claim's
-    # shape keeps the generic plan right at any table size (bench.claim_plans: 1.1M runs,
-    # 220k due), planned without sequential scans (see ``INDEXED_PLANS``). Local to the
-    # statement: GATED_QUEUES resets the plan cache mode for the statements after it.
-    # Limited queues are locked first (see the module doc), in the same statement.
-    if queues is not None:
-        names = sorted(set(groups["member_queues"]))
-        await conn.execute(LOCK_QUEUES_GENERIC, {"ns": QUEUE_LOCKS, "names": names})
-    else:
-        await conn.execute(INDEXED_PLANS)
-    cursor = await conn.execute(CLAIM, params)
-    # Resets the mode, and names the claimed queues where gated runs (flow control)
-    # are due: CLAIM leaves them to claim_gated, with the slots it left.
-    gated = await conn.execute(GATED_QUEUES, params)
-    await pipeline.sync()
-    rows = await cursor.fetchall()
-    gated_queues: list[str] = (await gated.fetchone() or (None, []))[1]
-    left = limit - sum(1 for row in rows if row[1] is not None)
-    if gated_queues and left > 0:
-        rows += await claim_gated(conn, pipeline, request, gated_queues, params | {"limit": left})
+    async with pipelined_transaction(conn) as pipeline:
+        # Planned as in the tick function, by index (claim_gated then sets the plan
+        # cache mode around each of its statements, and leaves it at auto).
+        if request.queues is not None:
+            await conn.execute(LOCK_QUEUES_GENERIC, {"ns": QUEUE_LOCKS, "names": params["locks"]})
+        else:
+            await conn.execute(INDEXED_PLANS)
+        rows = await claim_gated(conn, pipeline, request, queues, params)
+        claimed = [row for row in rows if row[1] is not None]
+        await _follow_up(conn, rows, params, now=now, channel=channel)
+        resuming = [row[0] for row in claimed if row[15] is not None or row[16] is not None]
+        memos = await conn.execute(MEMOS, {"ids": resuming}) if resuming else None
+    memo_by_run: dict[str, str] = dict(await memos.fetchall()) if memos is not None else {}
+    return [claim_of_row(row, memo_by_run.get(row[0])) for row in claimed]
+
+
+async def _follow_up(
+    conn: AsyncConnection[Any],
+    rows: list[tuple[Any, ...]],
+    params: dict[str, Any],
+    *,
+    now: datetime | None,
+    channel: str,
+) -> None:
+    """What a claim's rows call for, as the tick function does for the plain claim: the
+    ended attempts of runs taken over or doomed, the doomed runs failed (answering their
+    callers), the pending steps of resumed runs expired."""
     # In claim order: a claimed run has a lease token (row[1]); a run that failed
     # instead has none, and names its caller (row[10]) if it was invoked.
     claimed = [row for row in rows if row[1] is not None]
@@ -153,12 +157,10 @@ async def claim_in_transaction(
     pending = [row[0] for row in claimed if row[16] is not None]
     if pending:
         await conn.execute(EXPIRE_PENDING, {"ids": pending, "now": now})
-    resuming = [row[0] for row in claimed if row[15] is not None or row[16] is not None]
-    memos = await conn.execute(MEMOS, {"ids": resuming}) if resuming else None
-    return ClaimedRuns(claimed, memos)
 
 
-def _claim_of(row: tuple[Any, ...], memo: str | None) -> Claim:
+def claim_of_row(row: tuple[Any, ...], memo: str | None) -> Claim:
+    """A claimed run, from a row as ``CLAIM_ROWS`` gives it (see ``CLAIM_COLUMNS``)."""
     (
         run_id,
         token,

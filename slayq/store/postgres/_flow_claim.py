@@ -3,10 +3,10 @@
 A run under either is gated (``runs.gated``, set with ``runs.flow_key``, its fair
 bucket, by migration 0012's trigger when the run is inserted). ``CLAIM`` never takes a
 gated run nor reads past one: runs_due sorts them after the plain runs of each (queue,
-priority). The claim goes on here, in the same transaction, only when it has slots left
-and ``GATED_QUEUES`` (sent in place of the statement that resets the plan cache mode,
-so a claim of queues without gated runs costs no statement more) names claimed queues
-that have had gated runs:
+priority). The claim goes on here, in a transaction of its own after the tick's
+(``_claim.claim_gated_runs``), only when the tick's claim left slots and named claimed
+queues that have had gated runs (``flow_queues``, a probe of a table of a few rows, so
+a claim of queues without gated runs pays nothing more):
 
 1. ``FLOW_CANDIDATES`` keeps those where gated runs are due, and reads what the decision
    needs: the buckets' offers (a walk over the buckets with timed runs from the queue's
@@ -49,18 +49,6 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection, AsyncPipeline
 
     from slayq.store.protocol import ClaimRequest
-
-# The claimed queues (every queue: all) that ever had gated runs and are not paused: a
-# probe of a table of a few rows, so a claim of queues without gated runs pays nothing
-# more. It also resets the plan cache mode that the claim forced (``INDEXED_PLANS``).
-GATED_QUEUES = compact("""
-select set_config('plan_cache_mode', 'auto', true), array(
-    select f.queue from flow_queues as f
-    where (%(all)s or f.queue = any(%(route_queues)s::text[]))
-      and f.queue not in (select queue from paused_queues)
-    order by f.queue
-)
-""")
 
 # Of the gated queues, those where gated runs are due now: the earliest due time of
 # their timed gated runs (runs_flow_due) or of their gated leases (runs_flow_leased) has
@@ -205,7 +193,7 @@ pick as (
     where case when t.token is null then r.status in {TIMED} and r.run_at <= {NOW}
                else r.status = 'running' and r.lease_token = t.token
                     and r.lease_expires_at <= {NOW} end
-      and r.queue not in (select queue from paused_queues)  -- paused since GATED_QUEUES
+      and r.queue not in (select queue from paused_queues)  -- paused since the tick
     order by r.id
     for update of r skip locked
 ),
@@ -296,7 +284,7 @@ async def claim_gated(
     params: dict[str, Any],
 ) -> list[tuple[Any, ...]]:
     """Claim up to ``params["limit"]`` gated runs of ``queues`` (see the module doc);
-    rows as ``CLAIM`` returns them."""
+    rows as ``CLAIM_ROWS`` gives them."""
     if request.queues is None:  # a claim of every queue took no queue's lock yet
         lock = {"ns": QUEUE_LOCKS, "names": queues, "exclusive": [True] * len(queues)}
         await conn.execute(LOCK_NAMES, lock)

@@ -19,6 +19,7 @@ from psycopg import sql
 from slayq.errors import InputError
 from slayq.store.postgres._connect import parse_url
 from slayq.store.postgres._errors import translated
+from slayq.store.postgres.sql.ticking import TICK_DDL, TICK_NAME
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -26,6 +27,13 @@ if TYPE_CHECKING:
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _LOCK_NAMESPACE = 0x736C_0004
+
+_ROUTINE_INSTALLED = """
+select exists (
+    select 1 from pg_proc as p join pg_namespace as n on n.oid = p.pronamespace
+    where n.nspname = %s and p.proname = %s
+)
+"""
 
 _LEDGER = """
 create table if not exists migrations (
@@ -82,14 +90,23 @@ async def _applied(conn: AsyncConnection[Any], schema: str) -> set[int] | None:
     return {version for (version,) in await cursor.fetchall()}
 
 
+async def _routines_installed(conn: AsyncConnection[Any], schema: str) -> bool:
+    cursor = await conn.execute(_ROUTINE_INSTALLED, [schema, TICK_NAME])
+    row = await cursor.fetchone()
+    return row is not None and bool(row[0])
+
+
 async def _up_to_date(conn: AsyncConnection[Any], schema: str) -> bool:
     """Read-only check first, so a role without DDL rights can open an up-to-date store."""
     done = await _applied(conn, schema)
-    return done is not None and all(m.version in done for m in load_migrations())
+    if done is None or not all(m.version in done for m in load_migrations()):
+        return False
+    return await _routines_installed(conn, schema)
 
 
 async def apply_migrations(conn: AsyncConnection[Any], schema: str) -> list[str]:
-    """Apply the missing migrations on ``conn`` (autocommit); returns the names applied."""
+    """Apply the missing migrations on ``conn`` (autocommit) and install this version's
+    tick function if missing; returns the names of what it applied and installed."""
     ident = sql.Identifier(check_schema(schema))
     if await _up_to_date(conn, schema):
         return []
@@ -112,11 +129,18 @@ async def apply_migrations(conn: AsyncConnection[Any], schema: str) -> list[str]
                 [migration.version, migration.name],
             )
             applied.append(f"{migration.version:04d}_{migration.name}")
+        # The routines made from the statements of this version (see ``sql.ticking``):
+        # named by a hash of their text, installed once, never replaced, so processes of
+        # an older version keep the ones they call.
+        if not await _routines_installed(conn, schema):
+            await conn.execute(TICK_DDL)
+            applied.append(TICK_NAME)
         # Least privilege: only the owner (the role that migrates) may touch slayq's data.
         for statement in (
             "revoke all on schema {} from public",
             "revoke all on all tables in schema {} from public",
             "revoke all on all sequences in schema {} from public",
+            "revoke all on all functions in schema {} from public",
         ):
             await conn.execute(sql.SQL(statement).format(ident))
     return applied
@@ -134,7 +158,8 @@ async def migrate(url: str, *, schema: str = "slayq") -> list[str]:
 
 async def pending_migrations(url: str, *, schema: str = "slayq") -> list[str]:
     """The migrations the database at ``url`` still lacks (all of them without a ledger
-    this role can read); reads only, so a health probe can call it."""
+    this role can read), and the tick function if it lacks this version's; reads only,
+    so a health probe can call it."""
     check_schema(schema)
     target = parse_url(url)
     with translated("check migrations"):
@@ -142,4 +167,6 @@ async def pending_migrations(url: str, *, schema: str = "slayq") -> list[str]:
             target.url, autocommit=True, **target.connect_options()
         ) as conn:
             done = await _applied(conn, schema) or set()
-    return [f"{m.version:04d}_{m.name}" for m in load_migrations() if m.version not in done]
+            routines = [] if await _routines_installed(conn, schema) else [TICK_NAME]
+    missing = [f"{m.version:04d}_{m.name}" for m in load_migrations() if m.version not in done]
+    return missing + routines

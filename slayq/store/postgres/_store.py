@@ -28,12 +28,12 @@ from slayq.store._queue_checks import checked_limit, checked_queue
 from slayq.store._run_stats import checked_window
 from slayq.store.postgres import (
     _batch,
-    _claim,
     _commit,
     _ops_queues,
     _ops_runs,
     _ops_stats,
     _schedules,
+    _tick,
 )
 from slayq.store.postgres._admit import admit, decided_at_send, prune_flow_sends
 from slayq.store.postgres._codec import dump, valid_id
@@ -296,7 +296,8 @@ class PostgresStore:
         )
 
         async def body(conn: psycopg.AsyncConnection[Any]) -> list[Claim]:
-            return await _claim.claim(conn, request, now=self._now(), channel=self.channel)
+            ticked = await _tick.tick(conn, None, [request], now=self._now(), channel=self.channel)
+            return ticked.claimed[0]
 
         return await self._run("claim runs", body)
 
@@ -339,7 +340,7 @@ class PostgresStore:
             return Batch(errors=[exc] * len(commits), claims=[[] for _ in claims], claim_error=exc)
         except StoreError:  # a value refused, a step name taken: find whose, alone
             return await commit_one_by_one(self._commit_alone, self.claim, commits, claims)
-        claimed: list[list[Claim]] = [await c.read() for c in done.claimed]
+        claimed = done.claimed
         for i, error in zip(valid, done.errors, strict=True):
             errors[i] = error
         for j in done.full_path:

@@ -14,6 +14,8 @@ import each other only, never the store's code (an import-linter contract):
   path (steps, retries, suspensions);
 - ``sending``: logging events, starting runs, and the cancels and wakes events cause;
 - ``finishing``: finishing runs and resolving pending steps (cancels, invoked runs);
+- ``ticking``: the tick function, a PL/pgSQL function made of the statements above (the
+  batch commit, the claim, what the claimed runs call for), called once per tick;
 - ``leases``, ``reading``, ``schedules``, ``retention``: as named.
 
 Conventions that hold for every statement:

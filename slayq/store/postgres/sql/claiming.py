@@ -1,7 +1,8 @@
-"""Claiming: ``CLAIM`` and the statements that follow it in its transaction for runs
-that resume (``_claim`` runs them), and the pieces that the claim of gated runs
-(``_flow_claim``) and the queue counts (``_ops_queues``) share with it: the loose scan
-over queues, queue groups, what a claim sets on a run."""
+"""Claiming: the claim (``CLAIM_CTES``, ``CLAIM_ROWS``) and the statements that follow
+it in its transaction for the runs it took over, doomed or resumes (the tick function
+runs them, ``sql.ticking``; ``_claim`` after a claim of gated runs), and the pieces that
+the claim of gated runs (``_flow_claim``) and the queue counts (``_ops_queues``) share
+with it: the loose scan over queues, queue groups, what a claim sets on a run."""
 
 from __future__ import annotations
 
@@ -66,8 +67,8 @@ def history(run: str) -> str:
     the claim's snapshot: a claimed run is locked, so none can appear since. Scalar
     subqueries, not EXISTS, which a generic plan may turn into a hash of the whole table."""
     return (
-        f"(select 1 from steps where run_id = {run}.id limit 1), "
-        f"(select 1 from pending where run_id = {run}.id limit 1)"
+        f"(select 1 from steps where run_id = {run}.id limit 1) as has_steps, "
+        f"(select 1 from pending where run_id = {run}.id limit 1) as has_pending"
     )
 
 
@@ -94,8 +95,7 @@ STEP_JSON = """json_build_object('name', s.name, 'kind', s.kind, 'output', s.out
 # order, so a million runs sleeping until next year cost nothing here. Paused queues
 # are dropped from the pairs before their runs are read (one hashed subplan over a few
 # rows), and their expired leases are left alone: nothing of a paused queue is claimed.
-CLAIM = compact(f"""
-with recursive
+CLAIM_CTES = compact(f"""
 {GROUPS},
 {PAIRS},
 due as (
@@ -160,30 +160,62 @@ claimed as (
     where r.id = any(array(select id from chosen))
     returning r.id, r.lease_token, r.lease_expires_at, r.event, r.data, r.queue, r.attempt,
               r.max_attempts, r.endpoint, r.trace
-)
-select k.id::text, lease_token, lease_expires_at, event, data, k.queue, attempt,
-       max_attempts, endpoint, previous_owner, null::text, priority, due_at, seq, trace,
-       {history("k")}
+)""")
+
+# The claim's rows, over ``CLAIM_CTES``: the claimed runs, and the doomed ones (no lease
+# token; ``parent`` names an invoked run's caller), to be put in ``CLAIM_ORDER``.
+CLAIM_ROWS = compact(f"""
+select k.id::text as id, lease_token, lease_expires_at, event, data, k.queue, attempt,
+       max_attempts, endpoint, previous_owner, null::text as parent, priority, due_at, seq,
+       trace, {history("k")}
 from claimed as k join chosen as c on c.id = k.id
 union all
 select d.id::text, null, null, null, null, null, null, null, null, null,
        r.parent_run_id::text, d.priority, d.due_at, d.seq, null, null, null
 from doomed as d
 join runs as r on r.id = d.id
-order by priority, due_at, seq
 """)
+CLAIM_ORDER = "priority, due_at, seq"
 
-# The attempts whose lease ran out, of runs this claim took over (``claimed``) or failed
-# (as ``runs``' walk reached them on their last attempt): ``number`` and ``owner`` of the
-# ended attempt (null: the run's own, unchanged by the claim). A taken-over run's new
-# attempt starts now; a failed one has none.
-END_EXPIRED = compact(f"""
+# The columns of a claim's row, as ``CLAIM_ROWS`` gives them.
+CLAIM_COLUMNS = (
+    ("id", "text"),
+    ("lease_token", "bigint"),
+    ("lease_expires_at", "timestamptz"),
+    ("event", "text"),
+    ("data", "json"),
+    ("queue", "text"),
+    ("attempt", "int"),
+    ("max_attempts", "int"),
+    ("endpoint", "text"),
+    ("previous_owner", "text"),
+    ("parent", "text"),
+    ("priority", "int"),
+    ("due_at", "timestamptz"),
+    ("seq", "bigint"),
+    ("trace", "json"),
+    ("has_steps", "int"),
+    ("has_pending", "int"),
+)
+
+
+# The claim as one statement, as ``_tick`` runs it inside the tick function (see
+# ``sql.ticking``): for EXPLAIN (bench.claim_plans).
+CLAIM = f"with recursive {CLAIM_CTES} {CLAIM_ROWS} order by {CLAIM_ORDER}"
+
+
+def end_expired(ended: str) -> str:
+    """The attempts whose lease ran out, of runs a claim took over (``claimed``) or failed
+    (as its walk reached them on their last attempt): ``ended`` is a query of (id, number,
+    owner, claimed), ``number`` and ``owner`` those of the ended attempt (null: the run's
+    own, unchanged by the claim). A taken-over run's new attempt starts now; a failed one
+    has none."""
+    return compact(f"""
 with ending as (
     select r.id, coalesce(t.number, r.attempt) as attempt, r.attempt_started_at,
            coalesce(t.owner, r.lease_owner) as lease_owner, r.attempt_replayed,
            r.attempt_executed, t.claimed
-    from unnest(%(ids)s::uuid[], %(numbers)s::int[], %(owners)s::text[], %(claimed)s::bool[])
-         as t(id, number, owner, claimed)
+    from ({ended}) as t(id, number, owner, claimed)
     join runs as r on r.id = t.id
 ),
 {ended_attempt("ending", "'lease_expired'", "%(lease_expired)s::json", now=NOW)},
@@ -195,6 +227,12 @@ reset as (
 )
 select count(*) from ending
 """)
+
+
+END_EXPIRED = end_expired(
+    "select * from unnest(%(ids)s::uuid[], %(numbers)s::int[], %(owners)s::text[], "
+    "%(claimed)s::bool[])"
+)
 
 # A claimed run that was suspended: whatever is still pending has expired (it was due)
 # and resolves to null. Only for runs whose claim found pending steps (``history``).

@@ -1,6 +1,6 @@
 """Committing: one run's transition on the full path (``_commit``: steps, retries,
-suspensions, sent events), and ``COMMIT_BATCH``, the batch of many runs' transitions in
-one statement (``_batch`` builds its rows)."""
+suspensions, sent events), and the batch commit of many runs' transitions in one
+statement (``COMMIT_BATCH_CTES``, run by the tick function; ``_batch`` builds its rows)."""
 
 from __future__ import annotations
 
@@ -198,8 +198,7 @@ where status = 'queued' or {backlog("suspended.queue")}
 
 # One row per transition (``idx``: its place in the batch), its steps and its sleeps.
 # JSON null arrives as SQL null: a result or output of None is stored as 'null'::json.
-COMMIT_BATCH = compact(f"""
-with
+COMMIT_BATCH_CTES = compact(f"""
 b as (
     select * from json_to_recordset(%(runs)s::json) as t(
         idx int, run uuid, token bigint, outcome text, ended text, finishes bool,
@@ -299,9 +298,11 @@ notified as (
           where not %(claim_all)s and queue <> all(%(claiming)s::text[])
             and ((status = 'queued' and run_at <= {NOW})
                  or (outcome <> 'continue' and {backlog("changed.queue")}))) as q
-)
-select b.idx, held.id is not null, coalesce(held.parented and held.finishes, false),
+)""")
+
+# Over ``COMMIT_BATCH_CTES``, a row per transition, in the batch's order: whether its
+# lease held, whether it is left to the full path (finishing answers a caller), and how
+# many queues were notified (``notified`` runs only if read).
+COMMIT_BATCH_ROWS = """select b.idx, held.id is not null, coalesce(held.parented and held.finishes, false),
        (select count(*) from notified)
-from b left join held on held.idx = b.idx
-order by b.idx
-""")
+from b left join held on held.idx = b.idx"""

@@ -34,16 +34,16 @@ HELD = """status collate "C" = 'running' and lease_token = %(token)s"""
 CLOCK = f"select {NOW}"
 
 
-# The claim's statements are planned once for any parameters (a generic plan), not
-# afresh on each claim (see ``_claim.claim_in_transaction``); local to the transaction.
+# A statement planned once for any parameters (a generic plan), not afresh on each run
+# (see ``_flow_claim.claim_gated``); local to the transaction.
 GENERIC_PLANS = "select set_config('plan_cache_mode', %(mode)s, true)"
 
 # Every read of a claim and of a batch commit is an index lookup, and their plans must
 # stay so as tables grow: a plan is kept once made (psycopg prepares a statement on its
 # fifth run), and one made while a table was small (a new database) scans it whole,
-# until autovacuum analyzes it. So a tick is planned without sequential scans, from its
-# commit to the end of the transaction (claims come last in theirs). With its switch to
-# generic plans, which GATED_QUEUES ends after the claim.
+# until autovacuum analyzes it. So a tick is planned without sequential scans: the tick
+# function has these settings as its own (``sql.ticking``), and the gated claim's
+# transaction (``_claim.claim_gated_runs``) begins with them, to its end.
 # Nor bitmap scans: the takeover of expired leases reads runs_leased by lease expiry,
 # where each run finished since the last vacuum left an entry whose time passes with
 # its lease's. A bitmap scan cannot mark those entries dead and read them all on every
