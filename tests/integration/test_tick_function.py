@@ -19,9 +19,11 @@ from psycopg import pq
 from slayq.model import Completed, Transition
 from slayq.store.postgres import PostgresStore, pending_migrations
 from slayq.store.postgres._batch import commit_batch
+from slayq.store.postgres._tick import GatedQueues, tick
 from slayq.store.postgres.sql.ticking import TICK_NAME
 from slayq.store.protocol import ClaimRequest, QueueLimit
 from tests.contract.helpers import LEASE, new_run, starting
+from tests.contract.test_flow_claims import keyed
 
 pytestmark = pytest.mark.anyio
 
@@ -29,8 +31,8 @@ DONE = Transition(steps=[], outcome=Completed(None))
 GENERAL = [QueueLimit(["general"], 10)]
 
 
-async def traced_messages(conn: psycopg.AsyncConnection[Any], body: Any) -> list[str]:
-    """The protocol messages the client sent (``F``) while ``body`` ran, by type."""
+async def traced_lines(conn: psycopg.AsyncConnection[Any], body: Any) -> list[str]:
+    """The protocol messages the client sent (``F``) while ``body`` ran, as traced."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "trace"
         with path.open("w") as trace:
@@ -41,7 +43,12 @@ async def traced_messages(conn: psycopg.AsyncConnection[Any], body: Any) -> list
             finally:
                 conn.pgconn.untrace()
         lines = path.read_text().splitlines()
-    return [line.split("\t")[2].split()[0] for line in lines if line.startswith("F\t")]
+    return [line for line in lines if line.startswith("F\t")]
+
+
+async def traced_messages(conn: psycopg.AsyncConnection[Any], body: Any) -> list[str]:
+    """The protocol messages the client sent while ``body`` ran, by type."""
+    return [line.split("\t")[2].split()[0] for line in await traced_lines(conn, body)]
 
 
 async def test_a_tick_of_ten_commits_and_a_claim_is_one_statement_and_one_round_trip(
@@ -68,6 +75,40 @@ async def test_a_tick_of_ten_commits_and_a_claim_is_one_statement_and_one_round_
         assert len(done.claimed[0]) == 10  # the other ten, into the slots freed
         assert sent.count("Sync") == 1, sent
         assert sent.count("Execute") == 1, sent
+
+
+async def test_a_claim_of_queues_with_gated_runs_takes_one_transaction_once_known(
+    pg_url: str,
+) -> None:
+    """Gated runs (flow control) are claimed after the tick. The first tick that finds
+    a claim's queues have had gated runs claims them in a transaction of its own; from
+    then on, the tick keeps its transaction open for them: one transaction a tick."""
+    async with (
+        PostgresStore(pg_url) as store,
+        await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn,
+    ):
+        await conn.execute("set search_path to slayq, public")
+        await conn.execute("set timezone to 'UTC'")
+        await store.send_events([starting(keyed(n % 4)) for n in range(8)])
+        request = ClaimRequest(GENERAL, 2, LEASE, "w")
+        gated_queues = GatedQueues()
+        claimed: list[int] = []
+        firsts: list[str] = []  # what each tick sent first
+        for _ in range(3):
+
+            async def claim() -> None:
+                ticked = await tick(
+                    conn, None, [request], now=None, channel="slayq", gated_queues=gated_queues
+                )
+                claimed.append(len(ticked.claimed[0]))
+
+            parsed = [line for line in await traced_lines(conn, claim) if "\tParse\t" in line]
+            firsts.append("begin" if '"begin"' in parsed[0] else "tick")
+        assert claimed == [2, 2, 2]  # four keys of two slots each: room for all six
+        # The first tick is a statement alone (its own transaction), the later ones
+        # begin the transaction the gated claim goes on in.
+        assert firsts == ["tick", "begin", "begin"], firsts
+        assert gated_queues.expected([request])
 
 
 async def test_a_store_installs_its_tick_function_and_health_reports_it_missing(

@@ -24,7 +24,7 @@ import msgspec
 from slayq.errors import LeaseLostError
 from slayq.model import Completed, Continue, ErrorInfo, Failed, PendingStep, Suspend
 from slayq.store.postgres._codec import dump
-from slayq.store.postgres._tick import tick
+from slayq.store.postgres._tick import GatedQueues, tick
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -154,6 +154,7 @@ async def commit_batch(
     *,
     now: datetime | None,
     channel: str,
+    gated_queues: GatedQueues | None = None,
 ) -> BatchCommitted:
     """Commit the batchable transitions and claim, in one tick (see ``_tick``)."""
     errors: list[StoreError | None] = [None] * len(commits)
@@ -164,7 +165,7 @@ async def commit_batch(
         claiming = sorted({n for c in claims if c.queues for g in c.queues for n in g.names})
         claim_all = any(c.queues is None for c in claims)
         batch = batch_params(batched) | {"claiming": claiming, "claim_all": claim_all}
-    ticked = await tick(conn, batch, claims, now=now, channel=channel)
+    ticked = await tick(conn, batch, claims, now=now, channel=channel, gated_queues=gated_queues)
     for idx, held, parented in ticked.commits:
         if not held:
             errors[idx] = lost_lease(commits[idx][0])

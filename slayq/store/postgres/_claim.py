@@ -10,8 +10,9 @@ other; ``queues=None`` claims without limits and takes no lock.
 
 The claim of plain runs, and what its rows call for, runs in the tick function
 (``_tick``, ``sql.ticking``). Runs under flow control are claimed after the plain ones,
-by ``_flow_claim``, in a transaction that takes the queues' locks again and counts the
-slots afresh: ``claim_gated_runs``, with the same follow-ups, sent from here.
+by ``_flow_claim``, in the tick's transaction or in one that takes the queues' locks
+again and counts the slots afresh: ``claim_gated_runs``, with the same follow-ups, sent
+from here.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from slayq.model import CANCELLED, LEASE_EXPIRED, Claim, Lease, RunId
 from slayq.store.postgres._codec import dump, load_memo
 from slayq.store.postgres._flow_claim import claim_gated
-from slayq.store.postgres._transaction import pipelined_transaction
 from slayq.store.postgres.sql.claiming import (
     END_EXPIRED,
     EXPIRE_PENDING,
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-    from psycopg import AsyncConnection
+    from psycopg import AsyncConnection, AsyncCursor, AsyncPipeline
 
     from slayq.store.protocol import ClaimRequest, QueueLimit
 
@@ -78,37 +78,52 @@ def claims_anything(request: ClaimRequest) -> bool:
     return request.limit > 0 and (queues is None or any(g.names for g in queues))
 
 
+class GatedClaims:
+    """The gated runs a claim took, read once its transaction committed: their memos
+    were queued in its pipeline and arrive with the COMMIT, costing no round trip."""
+
+    def __init__(self, rows: list[tuple[Any, ...]], memos: AsyncCursor[Any] | None) -> None:
+        self._rows = rows
+        self._memos = memos
+
+    async def read(self) -> list[Claim]:
+        memos = self._memos
+        memo_by_run: dict[str, str] = dict(await memos.fetchall()) if memos is not None else {}
+        return [claim_of_row(row, memo_by_run.get(row[0])) for row in self._rows]
+
+
 async def claim_gated_runs(
     conn: AsyncConnection[Any],
+    pipeline: AsyncPipeline,
     request: ClaimRequest,
     queues: list[str],
     limit: int,
     *,
+    locked: bool,
     now: datetime | None,
     channel: str,
-) -> list[Claim]:
+) -> GatedClaims:
     """Claim up to ``limit`` gated runs of ``queues`` (those of ``request`` that have had
-    gated runs), in a transaction of their own: the queues' locks first (as the tick
-    took them), then ``claim_gated``, then what the claimed and doomed runs call for."""
+    gated runs) in the caller's pipelined transaction: the queues' locks first, unless
+    the transaction holds them already (``locked``: the tick's), then ``claim_gated``,
+    then what the claimed and doomed runs call for."""
     params = claim_params(request) | {
         "now": now,
         "limit": limit,
         "lease_expired": dump(LEASE_EXPIRED),
     }
-    async with pipelined_transaction(conn) as pipeline:
-        # Planned as in the tick function, by index (claim_gated then sets the plan
-        # cache mode around each of its statements, and leaves it at auto).
-        if request.queues is not None:
-            await conn.execute(LOCK_QUEUES_GENERIC, {"ns": QUEUE_LOCKS, "names": params["locks"]})
-        else:
-            await conn.execute(INDEXED_PLANS)
-        rows = await claim_gated(conn, pipeline, request, queues, params)
-        claimed = [row for row in rows if row[1] is not None]
-        await _follow_up(conn, rows, params, now=now, channel=channel)
-        resuming = [row[0] for row in claimed if row[15] is not None or row[16] is not None]
-        memos = await conn.execute(MEMOS, {"ids": resuming}) if resuming else None
-    memo_by_run: dict[str, str] = dict(await memos.fetchall()) if memos is not None else {}
-    return [claim_of_row(row, memo_by_run.get(row[0])) for row in claimed]
+    # Planned as in the tick function, by index (claim_gated then sets the plan cache
+    # mode around each of its statements, and leaves it at auto).
+    if request.queues is not None and not locked:
+        await conn.execute(LOCK_QUEUES_GENERIC, {"ns": QUEUE_LOCKS, "names": params["locks"]})
+    else:
+        await conn.execute(INDEXED_PLANS)
+    rows = await claim_gated(conn, pipeline, request, queues, params)
+    claimed = [row for row in rows if row[1] is not None]
+    await _follow_up(conn, rows, params, now=now, channel=channel)
+    resuming = [row[0] for row in claimed if row[15] is not None or row[16] is not None]
+    memos = await conn.execute(MEMOS, {"ids": resuming}) if resuming else None
+    return GatedClaims(claimed, memos)
 
 
 async def _follow_up(

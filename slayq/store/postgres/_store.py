@@ -143,6 +143,7 @@ class PostgresStore:
         self._pool: AsyncConnectionPool | None = None
         self._opening = anyio.Lock()
         self._retention = Retention()
+        self._gated_queues = _tick.GatedQueues()
 
     @classmethod
     async def connect(cls, url: str, **options: Any) -> PostgresStore:
@@ -296,7 +297,14 @@ class PostgresStore:
         )
 
         async def body(conn: psycopg.AsyncConnection[Any]) -> list[Claim]:
-            ticked = await _tick.tick(conn, None, [request], now=self._now(), channel=self.channel)
+            ticked = await _tick.tick(
+                conn,
+                None,
+                [request],
+                now=self._now(),
+                channel=self.channel,
+                gated_queues=self._gated_queues,
+            )
             return ticked.claimed[0]
 
         return await self._run("claim runs", body)
@@ -332,7 +340,9 @@ class PostgresStore:
 
         async def body(conn: psycopg.AsyncConnection[Any]) -> _batch.BatchCommitted:
             now = self._now()
-            return await _batch.commit_batch(conn, ours, claims, now=now, channel=self.channel)
+            return await _batch.commit_batch(
+                conn, ours, claims, now=now, channel=self.channel, gated_queues=self._gated_queues
+            )
 
         try:
             done = await self._run(f"commit {len(ours)} runs", body)

@@ -19,8 +19,8 @@ in a later one holds inside it too.
 
 Rows out, by ``t_kind``: ``commit`` (one per transition of the batch, as
 ``COMMIT_BATCH_ROWS``), ``claim`` (one per claimed run, with its memo if it resumes),
-``gated`` (the claim's queues that have had gated runs, if slots are left: flow control
-claims those in a transaction of its own, ``_flow_claim``).
+``gated`` (the claim's queues that have had gated runs: flow control claims those after
+the tick, with the slots left, ``_tick``, ``_flow_claim``).
 """
 
 from __future__ import annotations
@@ -196,12 +196,10 @@ begin
         {bound(EXPIRE_PENDING, ids="v_ids")};
     end if;
 
-    if p_limit > (select count(*) from unnest(v_rows) as c where c.lease_token is not null) then
-        return query select 'gated'::text, {_nulls("int", "boolean", "boolean", "bigint")},
-            g.queues, {_nulls(*(kind for _name, kind in RESULT[6:]))}
-        from (select {_GATED} as queues) as g
-        where g.queues <> '{{}}';
-    end if;
+    return query select 'gated'::text, {_nulls("int", "boolean", "boolean", "bigint")},
+        g.queues, {_nulls(*(kind for _name, kind in RESULT[6:]))}
+    from (select {_GATED} as queues) as g
+    where g.queues <> '{{}}';
 
     return query
     select 'claim'::text, {_nulls("int", "boolean", "boolean", "bigint", "text[]")},
