@@ -176,7 +176,9 @@ async def _follow_up(
 
 def claim_of_row(row: tuple[Any, ...], memo: str | None) -> Claim:
     """A claimed run, from a row as ``CLAIM_ROWS`` gives it (see ``CLAIM_COLUMNS``)."""
-    (
+    (run_id, token, expires_at, event, data, queue, attempt, max_attempts, endpoint) = row[:9]
+    previous_owner, trace, due_at = row[9], row[14], row[12]
+    return claim_of(
         run_id,
         token,
         expires_at,
@@ -187,14 +189,28 @@ def claim_of_row(row: tuple[Any, ...], memo: str | None) -> Claim:
         max_attempts,
         endpoint,
         previous_owner,
-        _parent,
-        _priority,
-        due_at,
-        _seq,
         trace,
-        _has_steps,
-        _has_pending,
-    ) = row
+        due_at,
+        memo,
+    )
+
+
+def claim_of(
+    run_id: str,
+    token: int,
+    expires_at: datetime,
+    event: str,
+    data: Any,
+    queue: str,
+    attempt: int,
+    max_attempts: int,
+    endpoint: str | None,
+    previous_owner: str | None,
+    trace: Any,
+    due_at: datetime,
+    memo: str | None,
+) -> Claim:
+    """A claimed run, from its columns (``sql.ticking.CLAIMED``) and its memo."""
     return Claim(
         lease=Lease(run_id=RunId(run_id), token=token, expires_at=expires_at),
         event=event,

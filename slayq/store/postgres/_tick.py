@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from slayq.model import CANCELLED, LEASE_EXPIRED, Claim, Lease, RunId
-from slayq.store.postgres._claim import GatedClaims, claim_gated_runs, claim_params
-from slayq.store.postgres._codec import dump, load_memo
+from slayq.model import CANCELLED, LEASE_EXPIRED, Claim
+from slayq.store.postgres._claim import GatedClaims, claim_gated_runs, claim_of, claim_params
+from slayq.store.postgres._codec import dump
 from slayq.store.postgres._transaction import pipelined_transaction
 from slayq.store.postgres.sql.ticking import TICK
 
@@ -159,31 +159,4 @@ async def _read(
 
 def _claim_of(row: tuple[Any, ...]) -> Claim:
     """A claimed run, from a row of kind ``claim`` (see ``sql.ticking.RESULT``)."""
-    (
-        run_id,
-        token,
-        expires_at,
-        event,
-        data,
-        queue,
-        attempt,
-        max_attempts,
-        endpoint,
-        previous_owner,
-        trace,
-        due_at,
-        memo,
-    ) = row[6:]
-    return Claim(
-        lease=Lease(run_id=RunId(run_id), token=token, expires_at=expires_at),
-        event=event,
-        data=data,
-        queue=queue,
-        attempt=attempt,
-        max_attempts=max_attempts,
-        memo=load_memo(memo),
-        endpoint=endpoint,
-        taken_over_from=previous_owner,
-        trace=trace,
-        due_at=due_at,
-    )
+    return claim_of(*row[6:])

@@ -70,6 +70,23 @@ ARGUMENTS = (
     ("cancelled", "json"),
 )
 
+# A claimed run's columns in the function's rows (of those of ``CLAIM_COLUMNS``), in
+# the order ``_tick`` reads them; its memo follows them.
+CLAIMED = (
+    "id",
+    "lease_token",
+    "lease_expires_at",
+    "event",
+    "data",
+    "queue",
+    "attempt",
+    "max_attempts",
+    "endpoint",
+    "previous_owner",
+    "trace",
+    "due_at",
+)
+
 # Every row out has every column; a row of one kind leaves the others null.
 RESULT = (
     ("kind", "text"),
@@ -78,18 +95,7 @@ RESULT = (
     ("parented", "boolean"),
     ("notified", "bigint"),
     ("gated", "text[]"),
-    ("id", "text"),
-    ("lease_token", "bigint"),
-    ("lease_expires_at", "timestamptz"),
-    ("event", "text"),
-    ("data", "json"),
-    ("queue", "text"),
-    ("attempt", "int"),
-    ("max_attempts", "int"),
-    ("endpoint", "text"),
-    ("previous_owner", "text"),
-    ("trace", "json"),
-    ("due_at", "timestamptz"),
+    *((name, dict(CLAIM_COLUMNS)[name]) for name in CLAIMED),
     ("memo", "text"),
 )
 
@@ -203,8 +209,7 @@ begin
 
     return query
     select 'claim'::text, {_nulls("int", "boolean", "boolean", "bigint", "text[]")},
-           c.id, c.lease_token, c.lease_expires_at, c.event, c.data, c.queue, c.attempt,
-           c.max_attempts, c.endpoint, c.previous_owner, c.trace, c.due_at, {_MEMO}
+           {", ".join(f"c.{name}" for name in CLAIMED)}, {_MEMO}
     from unnest(v_rows) with ordinality as c
     where c.lease_token is not null
     order by c.ordinality;
