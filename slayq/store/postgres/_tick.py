@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-    from psycopg import AsyncConnection, AsyncCursor
+    from psycopg import AsyncConnection, AsyncCursor, AsyncPipeline
 
     from slayq.store.protocol import ClaimRequest
 
@@ -98,12 +98,7 @@ async def tick(
             cursors = [await conn.execute(TICK, call) for call in calls]
             await pipeline.sync()
             ticked, gated = await _read(cursors, requests, gated_queues)
-            for request, queues, i in gated:
-                left = request.limit - len(ticked.claimed[i])
-                claims = await claim_gated_runs(
-                    conn, pipeline, request, queues, left, locked=True, now=now, channel=channel
-                )
-                more.append((i, claims))
+            more = await _claim_gated(conn, pipeline, ticked, gated, True, now, channel)
     else:
         if len(calls) == 1:
             cursors = [await conn.execute(TICK, calls[0])]
@@ -113,22 +108,31 @@ async def tick(
         ticked, gated = await _read(cursors, requests, gated_queues)
         if gated:
             async with pipelined_transaction(conn) as pipeline:
-                for request, queues, i in gated:
-                    left = request.limit - len(ticked.claimed[i])
-                    claims = await claim_gated_runs(
-                        conn,
-                        pipeline,
-                        request,
-                        queues,
-                        left,
-                        locked=False,
-                        now=now,
-                        channel=channel,
-                    )
-                    more.append((i, claims))
+                more = await _claim_gated(conn, pipeline, ticked, gated, False, now, channel)
     for i, claims in more:
         ticked.claimed[i] += await claims.read()
     return ticked
+
+
+async def _claim_gated(
+    conn: AsyncConnection[Any],
+    pipeline: AsyncPipeline,
+    ticked: Ticked,
+    gated: list[tuple[ClaimRequest, list[str], int]],
+    locked: bool,
+    now: datetime | None,
+    channel: str,
+) -> list[tuple[int, GatedClaims]]:
+    """The claims of gated runs ``gated`` calls for, with each claim's slots left, in the
+    pipelined transaction of ``pipeline`` (``locked``: the tick's, holding the locks)."""
+    more = []
+    for request, queues, i in gated:
+        left = request.limit - len(ticked.claimed[i])
+        claims = await claim_gated_runs(
+            conn, pipeline, request, queues, left, locked=locked, now=now, channel=channel
+        )
+        more.append((i, claims))
+    return more
 
 
 async def _read(
