@@ -27,6 +27,7 @@ from slayq.transport.signing import (
 from slayq.transport.wire import (
     WIRE_VERSION,
     Answer,
+    BatchDelivery,
     ClaimDelivery,
     ContinueDelivery,
     Limits,
@@ -42,6 +43,7 @@ __all__ = [
     "TIMESTAMP_HEADER",
     "WIRE_VERSION",
     "Answer",
+    "BatchDelivery",
     "BodyTooLargeError",
     "ClaimDelivery",
     "ContinueDelivery",

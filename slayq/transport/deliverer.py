@@ -6,6 +6,18 @@ goes wrong (the app is down, slow, answers 500 or garbage, refuses the signature
 speaks another wire version) becomes a ``DeliveryError``; the server keeps the run and
 retries it later.
 
+Deliveries to one endpoint that start in the same turn of the event loop (the runs of
+one claim, the continues of one commit) go in one request, a ``BatchDelivery``: one
+POST, one signature, one request for the app's HTTP stack to parse, for all of them. The
+app answers each in a line of its own as soon as its run stops, and each caller gets its
+answer when its line arrives, not when the batch's slowest run is done. No task reads
+the answer in the background: the caller whose line has not come yet reads it, hands
+on the lines of the others as they pass, and when its own arrives, hands the reading on
+to one still waiting. A batch that cannot be sent, or whose lines stop, fails each of
+its deliveries as a delivery of its own would have failed. One delivery alone, or one
+that would take a batch over the body limit, goes alone, as a ``ClaimDelivery`` or
+``ContinueDelivery``.
+
 All deliveries go through one aiohttp session whose pool keeps up to ``connections``
 connections alive, so a delivery reuses a connection instead of opening one. aiohttp,
 not httpx (which the rest of slayq uses): a delivery is the server's hot path, and httpx
@@ -15,9 +27,13 @@ in flight to a uvicorn app on loopback), the most of the server's CPU per run.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 import aiohttp
+import anyio
+import anyio.lowlevel
 import msgspec
 
 from slayq.runtime.limits import describe
@@ -30,10 +46,11 @@ from slayq.transport.wire import (
     Answer,
     ClaimDelivery,
     ContinueDelivery,
-    Delivery,
     Limits,
+    Single,
     check_size,
     decode_answer,
+    decode_batch_line,
     encode_delivery,
 )
 
@@ -44,6 +61,47 @@ if TYPE_CHECKING:
 
 ERROR_TEXT_CHARS = 500
 DEFAULT_CONNECTIONS = 100
+BATCH_OVERHEAD = 64  # bytes of a batch's body around its deliveries'
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """How a request failed, for each delivery it carried (``DeliveryError``'s fields)."""
+
+    message: str
+    status: int | None = None
+    ran: bool = False
+    permanent: bool = False
+
+
+@dataclass(eq=False)
+class _Item:
+    """A delivery in a batch, and its caller's wait for its answer."""
+
+    claim: Claim
+    delivery: Single
+    body: bytes  # the delivery alone, encoded
+    done: bool = False
+    answer: Answer | None = None
+    error: DeliveryError | None = None
+    gone: bool = False  # its caller stopped waiting (cancelled)
+    alone: bool = False  # to be sent again on its own (the batch was too large for the app)
+    wake: anyio.Event = field(default_factory=anyio.Event)
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Deliveries to one endpoint in one request; ``reader`` reads its answer's lines."""
+
+    endpoint: str
+    items: list[_Item] = field(default_factory=list)
+    size: int = 0  # bytes of the items' bodies
+    delivery_id: str = ""
+    lines: _Lines | None = None
+    reader: _Item | None = None
+
+    def undone(self) -> list[_Item]:
+        return [item for item in self.items if not item.done]
 
 
 class Deliverer:
@@ -73,6 +131,8 @@ class Deliverer:
         # Connecting (a free pooled connection or a new one) and each read of the answer;
         # no bound on the whole, which a long step handler may take.
         self._timeouts = aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout)
+        # Per endpoint, the batch gathering this turn's deliveries (see the module doc).
+        self._gathering: dict[str, _Batch] = {}
 
     def _session(self) -> aiohttp.ClientSession:
         if self._client is None:
@@ -86,7 +146,7 @@ class Deliverer:
     async def deliver(self, endpoint: str, claim: Claim) -> Answer:
         """POST the whole ``claim`` to ``endpoint``; return the app's answer or raise
         DeliveryError."""
-        answer = await self._post(endpoint, claim, ClaimDelivery(claim))
+        answer = await self._deliver(endpoint, claim, ClaimDelivery(claim))
         assert answer is not None  # only a continue may be answered "send the claim"
         return answer
 
@@ -95,27 +155,202 @@ class Deliverer:
         return the app's answer, or None when the app does not hold the run live and asks
         for the whole claim. Raises DeliveryError."""
         lease = claim.lease
-        return await self._post(
+        return await self._deliver(
             endpoint, claim, ContinueDelivery(lease.run_id, lease.token, memo_size)
         )
 
-    async def _post(self, endpoint: str, claim: Claim, delivery: Delivery) -> Answer | None:
+    async def _deliver(self, endpoint: str, claim: Claim, delivery: Single) -> Answer | None:
+        """Deliver alone, or in the batch of this turn's deliveries to ``endpoint``."""
         body = encode_delivery(delivery)
+        item = _Item(claim, delivery, body)
+        batch = self._gathering.get(endpoint)
+        if batch is not None and batch.size + len(body) <= self.limits.body_bytes:
+            batch.items.append(item)
+            batch.size += len(body)
+            return await self._answer_in(batch, item)
+        if batch is not None:  # it would take the batch over the limit: alone
+            return await self._post(endpoint, claim, delivery, body)
+        batch = self._gathering[endpoint] = _Batch(endpoint, [item], BATCH_OVERHEAD + len(body))
+        try:
+            await anyio.lowlevel.checkpoint()  # the deliveries started in this turn join
+        finally:
+            del self._gathering[endpoint]
+        if len(batch.items) == 1:
+            return await self._post(endpoint, claim, delivery, body)
+        try:
+            batch.lines = await self._open_batch(batch)
+        except _SendAlone:
+            for other in batch.items:
+                other.alone = other.done = True
+                other.wake.set()
+            return await self._post(endpoint, claim, delivery, body)
+        except BaseException as exc:
+            failure = (
+                exc.args[0]
+                if isinstance(exc, _FailedRequest)
+                # cut off while sending: the app may have the runs
+                else _Failure("the request was cut off while sent", ran=True)
+            )
+            self._fail(batch, failure)
+            if isinstance(exc, _FailedRequest):
+                assert item.error is not None
+                raise item.error from exc.__cause__
+            raise
+        batch.reader = item
+        return await self._answer_in(batch, item)
+
+    async def _answer_in(self, batch: _Batch, item: _Item) -> Answer | None:
+        """Wait for ``item``'s answer, reading the batch's lines when it is the reader."""
+        try:
+            while not item.done:
+                if batch.reader is item:
+                    await self._read_lines(batch, item)
+                else:
+                    await item.wake.wait()
+                    item.wake = anyio.Event()
+        except BaseException:
+            item.gone = True
+            if batch.reader is item:
+                self._hand_on(batch)
+            raise
+        if item.alone:
+            return await self._post(batch.endpoint, item.claim, item.delivery, item.body)
+        if item.error is not None:
+            raise item.error
+        return item.answer
+
+    async def _read_lines(self, batch: _Batch, item: _Item) -> None:
+        """Read the batch's lines until ``item``'s has come, resolving those that pass;
+        then hand the reading on."""
+        assert batch.lines is not None
+        try:
+            while not item.done:
+                line = await batch.lines.next()
+                if line is None:
+                    raise WireError("the answer ended before every delivery of it was answered")
+                answered = decode_batch_line(line, size=len(batch.items))
+                target = batch.items[answered.i]
+                if target.done:
+                    raise WireError(f"delivery {answered.i} of the batch was answered twice")
+                content = bytes(answered.body)
+                try:
+                    target.answer = self._answered(
+                        answered.status, content, target.delivery, self._error_of(batch, target)
+                    )
+                except DeliveryError as exc:
+                    target.error = exc
+                target.done = True
+                target.wake.set()
+            if not batch.undone():
+                await batch.lines.finish()
+        except TimeoutError as exc:
+            self._fail(
+                batch,
+                _Failure(f"timed out after {self.timeout:g} s ({type(exc).__name__})", ran=True),
+            )
+        except (aiohttp.ClientError, WireError) as exc:
+            # The connection dropped, or the answer is garbage: the runs not answered may
+            # have run.
+            self._fail(
+                batch, _Failure(f"the answer broke off: {type(exc).__name__}: {exc}", ran=True)
+            )
+        finally:
+            if batch.reader is item:
+                self._hand_on(batch)
+
+    def _hand_on(self, batch: _Batch) -> None:
+        """The reader is done: the next delivery still waiting reads, or, if none is, the
+        response is let go."""
+        batch.reader = next((i for i in batch.undone() if not i.gone), None)
+        if batch.reader is not None:
+            batch.reader.wake.set()
+        elif batch.lines is not None:
+            batch.lines.release(finished=not batch.undone())
+
+    def _fail(self, batch: _Batch, failure: _Failure) -> None:
+        """Every delivery of ``batch`` not yet answered fails with ``failure``."""
+        for item in batch.undone():
+            item.error = self._error_of(batch, item)(
+                failure.message, failure.status, ran=failure.ran, permanent=failure.permanent
+            )
+            item.done = True
+            item.wake.set()
+
+    def _error_of(self, batch: _Batch, item: _Item) -> _ErrorMaker:
+        return _error_maker(
+            batch.delivery_id,
+            f"run {item.claim.lease.run_id} (one of {len(batch.items)} in the request)",
+            batch.endpoint,
+        )
+
+    async def _open_batch(self, batch: _Batch) -> _Lines:
+        """POST the batch; its answer's lines once it is answered 200, else
+        ``_FailedRequest``."""
+        bodies = [item.body for item in batch.items]
+        body = (
+            b'{"kind":"batch","deliveries":[' + b",".join(bodies) + b'],"wire":%d}' % (WIRE_VERSION)
+        )
+        headers = self._signer.sign(body)
+        batch.delivery_id = headers[DELIVERY_HEADER]
+        headers["Content-Type"] = "application/json"
+        try:
+            response = await self._session().post(
+                batch.endpoint, data=body, headers=headers, timeout=self._timeouts
+            )
+        except TimeoutError as exc:
+            failure = _Failure(
+                f"timed out after {self.timeout:g} s ({type(exc).__name__})",
+                ran=isinstance(exc, aiohttp.SocketTimeoutError),
+            )
+            raise _FailedRequest(failure) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise _FailedRequest(_Failure(f"could not connect: {exc}")) from exc
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
+            message = f"the request failed: {type(exc).__name__}: {exc}"
+            raise _FailedRequest(_Failure(message, permanent=True)) from exc
+        except aiohttp.ClientError as exc:
+            message = f"the request failed: {type(exc).__name__}: {exc}"
+            raise _FailedRequest(_Failure(message, ran=True)) from exc
+        if response.status != 200:
+            try:
+                text = await _start_of(response)
+            finally:
+                response.release()
+            if response.status == 413:  # the app's limit is lower: each goes on its own
+                raise _SendAlone
+            raise _FailedRequest(
+                _Failure(
+                    f"the app answered {response.status} {response.reason}: "
+                    f"{text}{_version_hint(response.status, text)}",
+                    response.status,
+                )
+            )
+        return _Lines(response, self.limits)
+
+    def _answered(
+        self, status: int, content: bytes, delivery: Single, error: _ErrorMaker
+    ) -> Answer | None:
+        """The answer in a line of a batch's answer: as ``_post`` reads a response."""
+        if status == 200:
+            try:
+                return decode_answer(content, limits=self.limits)
+            except WireError as exc:
+                raise error(f"the app answered 200 with a bad body: {exc}", 200, ran=True) from exc
+        text = content.decode("utf-8", "replace")
+        text = text[:ERROR_TEXT_CHARS] + "..." if len(text) > ERROR_TEXT_CHARS else text
+        if status == 409 and isinstance(delivery, ContinueDelivery) and _asks_for_claim(text):
+            return None
+        reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+        raise error(
+            f"the app answered {status} {reason}: {text}{_version_hint(status, text)}", status
+        )
+
+    async def _post(
+        self, endpoint: str, claim: Claim, delivery: Single, body: bytes
+    ) -> Answer | None:
         headers = self._signer.sign(body)
         delivery_id = headers[DELIVERY_HEADER]
-
-        def error(
-            message: str, status: int | None = None, *, ran: bool = False, permanent: bool = False
-        ) -> DeliveryError:
-            return DeliveryError(
-                f"delivery {delivery_id} of run {claim.lease.run_id} to {endpoint}: {message}",
-                endpoint=endpoint,
-                delivery_id=delivery_id,
-                status=status,
-                may_have_run=ran,
-                permanent=permanent,
-            )
-
+        error = _error_maker(delivery_id, f"run {claim.lease.run_id}", endpoint)
         try:
             check_size(len(body), self.limits, what="delivery")
         except BodyTooLargeError as exc:
@@ -192,6 +427,74 @@ class Deliverer:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+class _SendAlone(Exception):
+    """The app refused a batch as too large: send each of its deliveries on its own."""
+
+
+class _FailedRequest(Exception):
+    """A batch's request failed as a whole; ``args[0]`` says how."""
+
+
+class _ErrorMaker:
+    """Makes the ``DeliveryError`` of one delivery of a request."""
+
+    def __init__(self, delivery_id: str, what: str, endpoint: str) -> None:
+        self.delivery_id, self.what, self.endpoint = delivery_id, what, endpoint
+
+    def __call__(
+        self, message: str, status: int | None = None, *, ran: bool = False, permanent: bool = False
+    ) -> DeliveryError:
+        return DeliveryError(
+            f"delivery {self.delivery_id} of {self.what} to {self.endpoint}: {message}",
+            endpoint=self.endpoint,
+            delivery_id=self.delivery_id,
+            status=status,
+            may_have_run=ran,
+            permanent=permanent,
+        )
+
+
+_error_maker = _ErrorMaker
+
+
+class _Lines:
+    """The lines of a batch's answer, read as they come."""
+
+    def __init__(self, response: aiohttp.ClientResponse, limits: Limits) -> None:
+        self._response = response
+        self._limits = limits
+        self._buffer = bytearray()
+
+    async def next(self) -> bytes | None:
+        """The next line (without its newline), or None at the end."""
+        while True:
+            newline = self._buffer.find(b"\n")
+            if newline >= 0:
+                line = bytes(self._buffer[:newline])
+                del self._buffer[: newline + 1]
+                return line
+            check_size(len(self._buffer), self._limits, what="response", at_least=True)
+            chunk = await self._response.content.readany()
+            if not chunk:
+                if self._buffer:
+                    raise WireError("the answer ended within a line")
+                return None
+            self._buffer += chunk
+
+    async def finish(self) -> None:
+        """Read to the end (nothing more should come), so the connection can be reused."""
+        if await self.next() is not None:
+            raise WireError("the answer has more lines than the batch has deliveries")
+
+    def release(self, *, finished: bool) -> None:
+        """Let the response go: its connection back to the pool if it was read to the
+        end, else closed (lines would still come on it)."""
+        if finished:
+            self._response.release()
+        else:
+            self._response.close()
 
 
 def _asks_for_claim(text: str) -> bool:

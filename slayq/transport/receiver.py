@@ -5,9 +5,15 @@ A ``ClaimDelivery`` starts the run's ``Execution`` (replaying its memo); a
 answer, a ``Continue``, was committed. Either way the answer is the ``Transition`` (see
 ``slayq.transport.wire``).
 
+A ``BatchDelivery`` carries several of these: each runs in a task of its own, and its
+answer is a line of the response, sent as soon as its run stops (``asgi_app`` streams
+them), so a quick run's answer does not wait for a slow one's.
+
 ``Receiver.receive`` is the framework-agnostic core; ``asgi_app`` wraps it for any ASGI
 server (uvicorn, hypercorn) or framework that mounts ASGI apps (Starlette, FastAPI,
-Django). Every answer but 200 is JSON ``{"error": "...", "wire": 2}``:
+Django). Every answer but 200 is JSON ``{"error": "...", "wire": 3}``; within a batch's
+200, each delivery's line carries the status its own request would have had (404, 409,
+500):
 
 =====  ==============================================================================
 413    the body is over ``Limits.body_bytes``: refused on its declared Content-Length
@@ -54,8 +60,12 @@ from slayq.transport.signing import (
 from slayq.transport.wire import (
     DEFAULT_LIMITS,
     RAISE_LIMITS,
+    WIRE_VERSION,
+    BatchDelivery,
     ClaimDelivery,
     Limits,
+    Single,
+    batch_line,
     check_size,
     decode_delivery,
     encode_answer,
@@ -73,10 +83,22 @@ Message = MutableMapping[str, Any]
 ASGIReceive = Callable[[], Awaitable[Message]]
 ASGISend = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, ASGIReceive, ASGISend], Awaitable[None]]
+Emit = Callable[[bytes], Awaitable[None]]
 
 DEFAULT_READ_DEADLINE = 10.0
 # A stalled client may still be sending: close rather than wait for the rest.
 CLOSE = (b"connection", b"close")
+# A batch's answer: lines, as they come (no length: chunked).
+LINES = [(b"content-type", b"application/x-ndjson")]
+
+
+class _Refused(Exception):
+    """A request answered with an error before any run: its status and body."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
 
 
 class Receiver:
@@ -115,35 +137,85 @@ class Receiver:
         self._replays = ReplayGuard(tolerance)
         self.live = LiveRuns(max_runs=live_runs, idle=live_idle)
 
-    async def receive(self, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
-        """Answer one delivery: an HTTP status and a JSON body. Never raises ``Exception``."""
+    async def receive(
+        self, headers: Mapping[str, str], body: bytes, *, emit: Emit | None = None
+    ) -> tuple[int, bytes]:
+        """Answer one request: an HTTP status and a JSON body. Never raises ``Exception``.
+
+        A batch is answered 200 with a line per delivery, in the order they are made:
+        each is passed to ``emit`` as soon as it is made (and the body returned is
+        empty), or, without ``emit``, all of them make the body. ``emit(b"")`` comes
+        first, as soon as the batch is accepted: the answer can begin."""
         try:
-            return await self._receive(headers, body)
+            delivery = await self._open(headers, body)
+            if not isinstance(delivery, BatchDelivery):
+                return await self._serve(delivery, delivery.wire)
+            lines: list[bytes] = []
+
+            async def collect(line: bytes) -> None:
+                if line:
+                    lines.append(line)
+
+            await self._serve_batch(delivery, emit or collect)
+            return 200, b"".join(lines)
+        except _Refused as refused:
+            return refused.status, refused.body
         except Exception as exc:
             logger.exception("slayq receiver failed on a delivery")
             return 500, _error(
                 f"the slayq receiver failed unexpectedly ({type(exc).__name__}); see the app's log"
             )
 
-    async def _receive(self, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
+    async def _open(self, headers: Mapping[str, str], body: bytes) -> Single | BatchDelivery:
+        """The delivery in a request that passes the checks, else ``_Refused``."""
         now = time.time()
         try:
             check_size(len(body), self.limits, what="delivery")
         except BodyTooLargeError as exc:
-            return 413, _error(str(exc))
+            raise _Refused(413, _error(str(exc))) from None
         try:
             self._verifier.verify(headers, body, now=now)
         except SignatureError as exc:
             logger.warning("refused a delivery: %s", exc.reason)
-            return 401, _error(exc.reason)
+            raise _Refused(401, _error(exc.reason)) from None
         if not self._replays.first_sight(headers, now):
             delivery_id = {k.lower(): v for k, v in headers.items()}[DELIVERY_HEADER.lower()]
             logger.warning("refused a replayed delivery %s", delivery_id)
-            return 401, _error(f"delivery {delivery_id} was already received; replays are refused")
+            reason = f"delivery {delivery_id} was already received; replays are refused"
+            raise _Refused(401, _error(reason))
         try:
-            delivery = decode_delivery(body, limits=self.limits)
+            return decode_delivery(body, limits=self.limits)
         except WireError as exc:
-            return 400, _error(str(exc))
+            raise _Refused(400, _error(str(exc))) from None
+
+    async def _serve_batch(self, batch: BatchDelivery, emit: Emit) -> None:
+        """Each delivery of ``batch`` in a task of its own; its line is emitted once its
+        run stops."""
+        emitting = anyio.Lock()
+        await emit(b"")  # accepted: its runs start now, and may take long
+
+        async def one(i: int, delivery: Single) -> None:
+            try:
+                status, answer = await self._serve(delivery, batch.wire)
+            except Exception as exc:
+                logger.exception("slayq receiver failed on a delivery of a batch")
+                status, answer = (
+                    500,
+                    _error(
+                        f"the slayq receiver failed unexpectedly ({type(exc).__name__}); "
+                        "see the app's log",
+                        wire=batch.wire,
+                    ),
+                )
+            async with emitting:
+                await emit(batch_line(i, status, answer))
+
+        async with anyio.create_task_group() as group:
+            for i, delivery in enumerate(batch.deliveries):
+                group.start_soon(one, i, delivery)
+
+    async def _serve(self, delivery: Single, wire: int) -> tuple[int, bytes]:
+        """Drive the run of one delivery to its next stop; the answer in version ``wire``."""
         if isinstance(delivery, ClaimDelivery):
             claim = delivery.claim
             await self.live.discard(claim.lease.run_id)  # a new claim: any kept one is stale
@@ -151,7 +223,8 @@ class Receiver:
                 logger.warning("delivery for unknown event %r", claim.event, extra=_extra(claim))
                 return 404, _error(
                     f"no function of this app runs on event {claim.event!r} "
-                    f"(known: {sorted(self.registry.functions)})"
+                    f"(known: {sorted(self.registry.functions)})",
+                    wire=wire,
                 )
             execution = Execution.start(self.registry, claim, max_new_steps=self.max_new_steps)
             memo_size = len(claim.memo)
@@ -162,13 +235,14 @@ class Receiver:
                 return 409, error_body(
                     f"run {delivery.run_id} is not live in this app process (it restarted, "
                     "another process holds it, or it was closed): send the whole claim",
+                    wire=wire,
                     resend="claim",
                 )
             claim, execution, memo_size = live.claim, live.execution, live.memo_size
         try:
             transition = await self._advance(claim, execution)
             keep = isinstance(transition.outcome, Continue) and self.live.enabled
-            answer, keep = self._answer(claim, transition, keep=keep)
+            answer, keep = self._answer(claim, transition, keep=keep, wire=wire)
             if keep:
                 await self.live.keep(LiveRun(claim, execution, memo_size + len(transition.steps)))
             else:
@@ -196,18 +270,20 @@ class Receiver:
         )
         return transition
 
-    def _answer(self, claim: Claim, transition: Transition, *, keep: bool) -> tuple[bytes, bool]:
+    def _answer(
+        self, claim: Claim, transition: Transition, *, keep: bool, wire: int
+    ) -> tuple[bytes, bool]:
         """The answer's body, and whether the run is kept live (``keep``, unless the
         answer had to be replaced: one that cannot be encoded or is over the limit
         becomes a failure)."""
         try:
-            answer = encode_answer(transition, live=keep)
+            answer = encode_answer(transition, live=keep, wire=wire)
         except WireError as exc:
             # A 500 here would be delivered again without spending an attempt, running
             # the handler again each time: answer a failure the server can commit.
             logger.error("run %s: %s", claim.lease.run_id, exc, extra=_extra(claim))
             failed = Failed(ErrorInfo(type="WireError", message=str(exc)))
-            return encode_answer(Transition(steps=[], outcome=failed)), False
+            return encode_answer(Transition(steps=[], outcome=failed), wire=wire), False
         if len(answer) > self.limits.body_bytes:
             # Refused by the server, this answer would be re-run on every attempt: the
             # run cannot go on, so it fails for good now, saying why.
@@ -215,7 +291,7 @@ class Receiver:
             logger.error(
                 "run %s: %s", claim.lease.run_id, failed.error.message, extra=_extra(claim)
             )
-            return encode_answer(Transition(steps=[], outcome=failed)), False
+            return encode_answer(Transition(steps=[], outcome=failed), wire=wire), False
         return answer, keep
 
 
@@ -223,7 +299,8 @@ def asgi_app(receiver: Receiver) -> ASGIApp:
     """An ASGI app that answers POSTs (on any path) with ``receiver``.
 
     The body is read as raw bytes, since the signature covers them exactly. A body over
-    the limit is answered 413 without being kept in memory.
+    the limit is answered 413 without being kept in memory. A batch's answer is streamed
+    (chunked), a line per delivery as soon as it is made.
     """
 
     async def app(scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
@@ -273,7 +350,20 @@ def asgi_app(receiver: Receiver) -> ASGIApp:
                 return
             if body is None:
                 return  # the client went away
-            await respond(*await receiver.receive(headers, body))
+
+            async def emit(line: bytes) -> None:
+                nonlocal started
+                if not started:
+                    started = True
+                    await send({"type": "http.response.start", "status": 200, "headers": LINES})
+                if line:
+                    await send({"type": "http.response.body", "body": line, "more_body": True})
+
+            status, answer = await receiver.receive(headers, body, emit=emit)
+            if started:  # a batch's lines: the end of them
+                await send({"type": "http.response.body", "body": b""})
+            else:
+                await respond(status, answer)
         except Exception:
             logger.exception("slayq receiver app failed")
             if not started:
@@ -374,8 +464,8 @@ def _too_large(transition: Transition, size: int, limits: Limits) -> Failed:
     )
 
 
-def _error(reason: str) -> bytes:
-    return error_body(reason)
+def _error(reason: str, *, wire: int = WIRE_VERSION) -> bytes:
+    return error_body(reason, wire=wire)
 
 
 def _extra(claim: Claim) -> dict[str, object]:

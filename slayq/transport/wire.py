@@ -1,24 +1,33 @@
-"""The wire format between the slayq server and the app's receiver: msgspec JSON, version 2.
+"""The wire format between the slayq server and the app's receiver: msgspec JSON, version 3.
 
 Every delivery (server to app) names the wire version and its kind:
 
-* ``{"wire": 2, "kind": "claim", "claim": {...}}``: a ``ClaimDelivery``, the whole
+* ``{"wire": 3, "kind": "claim", "claim": {...}}``: a ``ClaimDelivery``, the whole
   ``Claim`` (event, data, attempt, the memo of finished steps). The first delivery of an
   attempt, and any delivery the app asks to be resent whole.
-* ``{"wire": 2, "kind": "continue", "run_id": "...", "token": 7, "memo_size": 12}``: a
+* ``{"wire": 3, "kind": "continue", "run_id": "...", "token": 7, "memo_size": 12}``: a
   ``ContinueDelivery``. The app answered ``Continue`` to the last delivery of this lease
   and said it kept the run live; the server committed that answer. The app goes on from
   where it stopped, running the next step, without the memo being sent again.
   ``memo_size`` (the steps the run has committed) lets it check that both sides agree.
+* ``{"wire": 3, "kind": "batch", "deliveries": [{...}, {...}]}``: a ``BatchDelivery``,
+  several of the above in one request (version 3). The server sends one when deliveries
+  to the same endpoint start together (the runs of one claim, the continues of one
+  commit), so that a request's fixed costs (HTTP on both sides, the signature) are paid
+  once for all of them.
 
-The answer (app to server) is the ``Transition`` as JSON plus ``"wire": 2`` and
+The answer (app to server) is the ``Transition`` as JSON plus ``"wire": 3`` and
 ``"live"``: true when the app keeps the run's execution for a ``ContinueDelivery``. Error
-answers are ``{"error": "...", "wire": 2}``; the app answers 409 with ``"resend": "claim"``
+answers are ``{"error": "...", "wire": 3}``; the app answers 409 with ``"resend": "claim"``
 to a continue it cannot serve (restarted, another replica, evicted), and the server then
-sends the whole claim at once.
+sends the whole claim at once. A batch is answered 200 with one line per delivery
+(``application/x-ndjson``), each as soon as its run stops, whatever order that is:
+``{"i": 0, "status": 200, "body": {...}}``, ``i`` the delivery's place in the batch and
+``body`` what a delivery of its own would have been answered with that status.
 
 A delivery or answer of another (or no) wire version raises ``WireVersionError`` saying
-which side to upgrade, never a misparse. The Structs inside are the model's own, so a
+which side to upgrade, never a misparse. A receiver also reads deliveries of version 2
+(no batches), and answers them in version 2: apps can be upgraded before the server. The Structs inside are the model's own, so a
 field added there is on the wire too. Bodies over ``Limits.body_bytes`` are refused
 before any decoding, and a body that does not decode raises ``WireError`` naming what
 was wrong (``Expected `int`, got `str` - at `$.claim.attempt```).
@@ -93,7 +102,9 @@ def parse_size(text: str, *, what: str = "a body limit") -> int:
     return size
 
 
-WIRE_VERSION = 2
+WIRE_VERSION = 3
+# The versions of deliveries a receiver reads (it answers each in its own version).
+READS = (2, 3)
 
 
 class ClaimDelivery(msgspec.Struct, frozen=True, tag="claim", tag_field="kind"):
@@ -113,7 +124,26 @@ class ContinueDelivery(msgspec.Struct, frozen=True, tag="continue", tag_field="k
     wire: int = WIRE_VERSION
 
 
-Delivery = ClaimDelivery | ContinueDelivery
+Single = ClaimDelivery | ContinueDelivery
+
+
+class BatchDelivery(msgspec.Struct, frozen=True, tag="batch", tag_field="kind"):
+    """Several deliveries in one request, each answered by a line of its own."""
+
+    deliveries: list[Single]
+    wire: int = WIRE_VERSION
+
+
+Delivery = ClaimDelivery | ContinueDelivery | BatchDelivery
+
+
+class BatchLine(msgspec.Struct, frozen=True):
+    """One line of a batch's answer: delivery ``i`` of the batch was answered ``status``
+    with ``body`` (an answer, or an error answer)."""
+
+    i: int
+    status: int
+    body: msgspec.Raw
 
 
 class Answer(msgspec.Struct, frozen=True):
@@ -130,6 +160,7 @@ class _Version(msgspec.Struct):
 
 _encoder = msgspec.json.Encoder()
 _delivery_decoder: msgspec.json.Decoder[Delivery] = msgspec.json.Decoder(Delivery)
+_line_decoder: msgspec.json.Decoder[BatchLine] = msgspec.json.Decoder(BatchLine)
 
 
 def events_to_wire(events: list[OutgoingEvent]) -> list[Any]:
@@ -186,20 +217,26 @@ def decode_delivery(body: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Delivery
     except RecursionError:
         raise WireError("delivery body is not a valid delivery: JSON nested too deeply") from None
     _check_delivery_version(delivery.wire)
+    if isinstance(delivery, BatchDelivery):
+        if delivery.wire < 3:
+            raise WireError("delivery body is not a valid delivery: batches are wire version 3")
+        if not delivery.deliveries:
+            raise WireError("delivery body is not a valid delivery: the batch is empty")
     return delivery
 
 
-def encode_answer(transition: Transition, *, live: bool = False) -> bytes:
+def encode_answer(transition: Transition, *, live: bool = False, wire: int = WIRE_VERSION) -> bytes:
     """The body of the app's answer: ``transition`` as JSON, sent event data once, with
-    the wire version and whether the app keeps the run ``live`` for a continue."""
+    the wire version (the delivery's) and whether the app keeps the run ``live`` for a
+    continue."""
     try:
-        wire = msgspec.to_builtins(msgspec.structs.replace(transition, sent=[]))
-        wire["sent"] = events_to_wire(transition.sent)
+        body = msgspec.to_builtins(msgspec.structs.replace(transition, sent=[]))
+        body["sent"] = events_to_wire(transition.sent)
     except (TypeError, msgspec.EncodeError) as exc:
         raise WireError(f"the transition cannot be encoded as JSON: {exc}") from None
-    wire["wire"] = WIRE_VERSION
-    wire["live"] = live
-    return _encoder.encode(wire)
+    body["wire"] = wire
+    body["live"] = live
+    return _encoder.encode(body)
 
 
 def decode_answer(body: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Answer:
@@ -227,9 +264,32 @@ def decode_answer(body: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Answer:
     return Answer(transition, live=live)
 
 
-def error_body(reason: str, **extra: object) -> bytes:
-    """An error answer: ``{"error": reason, "wire": 2, ...extra}``."""
-    return _encoder.encode({"error": reason, "wire": WIRE_VERSION, **extra})
+def error_body(reason: str, *, wire: int = WIRE_VERSION, **extra: object) -> bytes:
+    """An error answer: ``{"error": reason, "wire": 3, ...extra}``."""
+    return _encoder.encode({"error": reason, "wire": wire, **extra})
+
+
+def encode_batch(deliveries: list[Single]) -> bytes:
+    """The body of a batch of ``deliveries``."""
+    return encode_delivery(BatchDelivery(deliveries))
+
+
+def batch_line(i: int, status: int, body: bytes) -> bytes:
+    """The line that answers delivery ``i`` of a batch with ``status`` and ``body`` (a
+    JSON answer or error answer, put in as it is)."""
+    return b'{"i":%d,"status":%d,"body":%b}\n' % (i, status, body)
+
+
+def decode_batch_line(line: bytes, *, size: int) -> BatchLine:
+    """A line of a batch's answer, for a batch of ``size`` deliveries. Raises
+    ``WireError``."""
+    try:
+        decoded = _line_decoder.decode(line)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise WireError(f"a line of the batch's answer is not valid: {exc}") from None
+    if not 0 <= decoded.i < size:
+        raise WireError(f"a line of the batch's answer names delivery {decoded.i} of {size}")
+    return decoded
 
 
 def check_size(size: int, limits: Limits, *, what: str, at_least: bool = False) -> None:
@@ -257,7 +317,7 @@ def _version_of(body: bytes) -> object:
 
 
 def _check_delivery_version(version: object) -> None:
-    if version == WIRE_VERSION:
+    if version in READS and isinstance(version, int):
         return
     if version is None:
         raise WireVersionError(

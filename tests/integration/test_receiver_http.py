@@ -35,6 +35,7 @@ from slayq.model import (
 from slayq.runtime.functions import Function
 from slayq.runtime.registry import Registry
 from slayq.transport import (
+    WIRE_VERSION,
     ClaimDelivery,
     Deliverer,
     DeliveryError,
@@ -477,7 +478,7 @@ async def test_a_200_with_a_body_that_is_not_a_transition_is_a_delivery_error(
 @pytest.mark.parametrize("length", [True, False])
 async def test_an_oversized_response_is_refused(length: bool) -> None:
     body = b'{"steps": [], "outcome": {"type": "completed", "result": "' + b"x" * 5000 + b'"}'
-    body += b', "wire": 2}'
+    body += b', "wire": %d}' % WIRE_VERSION
     with serve(fixed_response(200, body, chunks=10, length=length)) as url:
         async with Deliverer(SECRET, limits=Limits(body_bytes=1000)) as small:
             with pytest.raises(

@@ -28,6 +28,7 @@ from slayq.model import (
 from slayq.transport import (
     WIRE_VERSION,
     Answer,
+    BatchDelivery,
     BodyTooLargeError,
     ClaimDelivery,
     ContinueDelivery,
@@ -39,7 +40,7 @@ from slayq.transport import (
     encode_answer,
     encode_delivery,
 )
-from slayq.transport.wire import parse_size
+from slayq.transport.wire import batch_line, decode_batch_line, parse_size
 
 AT = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 RUN = RunId("run_01")
@@ -178,11 +179,13 @@ def test_a_delivery_of_an_older_server_names_who_to_upgrade() -> None:
 def test_a_delivery_of_a_newer_server_names_who_to_upgrade() -> None:
     newer = msgspec.json.decode(delivery_of(claim()))
     newer["wire"] = WIRE_VERSION + 1
-    with pytest.raises(WireVersionError, match=r"wire version 3, .* upgrade slayq in the app"):
+    with pytest.raises(
+        WireVersionError, match=rf"wire version {WIRE_VERSION + 1}, .* upgrade slayq in the app"
+    ):
         decode_delivery(msgspec.json.encode(newer))
     # Even in a shape this version cannot read: the version is named, not the shape.
     other = {"wire": WIRE_VERSION + 1, "kind": "teleport"}
-    with pytest.raises(WireVersionError, match="wire version 3"):
+    with pytest.raises(WireVersionError, match=f"wire version {WIRE_VERSION + 1}"):
         decode_delivery(msgspec.json.encode(other))
 
 
@@ -389,3 +392,31 @@ def test_sizes_are_read_with_units(text: str, size: int) -> None:
 def test_a_size_that_cannot_be_read_is_a_config_error_naming_it(text: str) -> None:
     with pytest.raises(ConfigError, match=f"SLAY_Q_BODY_LIMIT: {text!r} is not a size"):
         parse_size(text, what="SLAY_Q_BODY_LIMIT")
+
+
+def test_a_batch_holds_deliveries_of_version_3_and_is_never_empty() -> None:
+    claim_delivery = msgspec.json.decode(delivery_of(claim()))
+    batch = {"wire": WIRE_VERSION, "kind": "batch", "deliveries": [claim_delivery]}
+    decoded = decode_delivery(msgspec.json.encode(batch))
+    assert isinstance(decoded, BatchDelivery)
+    assert decoded.deliveries == [ClaimDelivery(claim())]
+    with pytest.raises(WireError, match="the batch is empty"):
+        decode_delivery(msgspec.json.encode({**batch, "deliveries": []}))
+    with pytest.raises(WireError, match="batches are wire version 3"):
+        decode_delivery(msgspec.json.encode({**batch, "wire": 2}))
+    nested = {**batch, "deliveries": [batch]}
+    with pytest.raises(WireError, match="not a valid delivery"):
+        decode_delivery(msgspec.json.encode(nested))
+
+
+def test_a_line_of_a_batch_answer_names_a_delivery_of_the_batch() -> None:
+    body = encode_answer(TRANSITIONS["completed"])
+    line = batch_line(1, 200, body)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    decoded = decode_batch_line(line, size=2)
+    assert (decoded.i, decoded.status) == (1, 200)
+    assert decode_answer(bytes(decoded.body)).transition == TRANSITIONS["completed"]
+    with pytest.raises(WireError, match="names delivery 1 of 1"):
+        decode_batch_line(line, size=1)
+    with pytest.raises(WireError, match="line of the batch's answer is not valid"):
+        decode_batch_line(b'{"i": 0}', size=1)
