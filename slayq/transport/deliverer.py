@@ -173,6 +173,11 @@ class Deliverer:
         batch = self._gathering[endpoint] = _Batch(endpoint, [item], BATCH_OVERHEAD + len(body))
         try:
             await anyio.lowlevel.checkpoint()  # the deliveries started in this turn join
+        except BaseException:  # cancelled: those that joined go on their own
+            for other in batch.items[1:]:
+                other.alone = other.done = True
+                other.wake.set()
+            raise
         finally:
             del self._gathering[endpoint]
         if len(batch.items) == 1:

@@ -183,6 +183,28 @@ async def test_a_caller_that_stops_waiting_leaves_the_others_their_answers(
     assert [s.name for s in answer.transition.steps] == ["dawdle"]
 
 
+async def test_deliveries_that_joined_a_cancelled_first_one_go_on_their_own(
+    url: str, requests: Requests
+) -> None:
+    async with Deliverer(SECRET, timeout=10) as deliverer:
+        first_scope = anyio.CancelScope()
+        outcomes: dict[str, Answer] = {}
+
+        async def first() -> None:  # gathers this turn's deliveries, then is cancelled
+            with first_scope:
+                outcomes["first"] = await deliverer.deliver(url, claim_of("test/slow", "run_1"))
+
+        async def joins() -> None:  # runs after first() reached its gathering
+            first_scope.cancel()
+            outcomes["joined"] = await deliverer.deliver(url, claim_of("test/two-steps", "run_2"))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(first)
+            group.start_soon(joins)
+    assert list(outcomes) == ["joined"]
+    assert requests.count == 1  # the one that joined, alone
+
+
 def answers_one_line_then_drops(requests: Requests) -> ASGIApp:
     """Answers a batch's first delivery, then breaks the connection off."""
 
