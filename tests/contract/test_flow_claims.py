@@ -228,6 +228,37 @@ async def test_a_lease_that_ran_out_on_the_last_attempt_fails_the_run(
     assert (await store.get_run(run_id)).status == "failed"
 
 
+async def test_a_gated_run_taken_over_records_the_crashed_holders_attempt(
+    store: Store, clock: VirtualClock
+) -> None:
+    (run_id,) = await send(store, [keyed("a", limit=1)])
+    await claim_all(store, owner="crashed")
+    clock.advance(LEASE + timedelta(seconds=1))
+    (taken,) = await claim_all(store, owner="w2")
+    assert (taken.attempt, taken.taken_over_from) == (2, "crashed")
+    history = (await store.get_run(run_id)).history
+    assert [(a.number, a.outcome, a.owner) for a in history] == [
+        (1, "lease_expired", "crashed"),
+        (2, "running", "w2"),
+    ]
+
+
+async def test_a_gated_run_resumed_after_its_wait_timed_out_finds_the_wait_expired(
+    store: Store, clock: VirtualClock
+) -> None:
+    (run_id,) = await send(store, [keyed("a", limit=1)])
+    (claim,) = await claim_all(store)
+    approval = PendingStep(
+        name="approval", kind="wait", delay=timedelta(hours=2), event="test/approved"
+    )
+    await store.commit(claim.lease, Transition([], Suspend([approval])))
+    clock.advance(timedelta(hours=2))
+    (resumed,) = await claim_all(store)
+    assert [(s.name, s.output) for s in resumed.memo] == [("approval", None)]
+    (step,) = (await store.get_run(run_id)).steps
+    assert (step.name, step.output, step.duration) == ("approval", None, timedelta(hours=2))
+
+
 async def test_send_time_controls_alone_leave_a_run_ungated(store: Store) -> None:
     run = new_run()
     once = FlowOnce(bucket="test/run", ttl=timedelta(hours=1))

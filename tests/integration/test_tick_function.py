@@ -20,7 +20,7 @@ from slayq.model import Completed, Transition
 from slayq.store.postgres import PostgresStore, pending_migrations
 from slayq.store.postgres._batch import commit_batch
 from slayq.store.postgres._tick import GatedQueues, tick
-from slayq.store.postgres.sql.ticking import TICK_NAME
+from slayq.store.postgres.sql.ticking import FOLLOW_UP_NAME, TICK_NAME
 from slayq.store.protocol import ClaimRequest, QueueLimit
 from tests.contract.helpers import LEASE, new_run, starting
 from tests.contract.test_flow_claims import keyed
@@ -118,6 +118,7 @@ async def test_a_store_installs_its_tick_function_and_health_reports_it_missing(
     ``pending_migrations`` (``slayq health``) names it, and opening a store installs it."""
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute(f"drop function slayq.{TICK_NAME}")
+        await conn.execute(f"drop function slayq.{FOLLOW_UP_NAME}")
         await conn.execute(f"drop type slayq.{TICK_NAME}_row")
         assert await pending_migrations(pg_url) == [TICK_NAME]
         async with PostgresStore(pg_url) as store:
@@ -126,6 +127,6 @@ async def test_a_store_installs_its_tick_function_and_health_reports_it_missing(
             assert len(claims) == 1
         assert await pending_migrations(pg_url) == []
         installed = await conn.execute(
-            "select count(*) from pg_proc where proname = %s", [TICK_NAME]
+            "select count(*) from pg_proc where proname = any(%s)", [[TICK_NAME, FOLLOW_UP_NAME]]
         )
-        assert await installed.fetchone() == (1,)
+        assert await installed.fetchone() == (2,)

@@ -22,14 +22,9 @@ from typing import TYPE_CHECKING, Any
 from slayq.model import CANCELLED, LEASE_EXPIRED, Claim, Lease, RunId
 from slayq.store.postgres._codec import dump, load_memo
 from slayq.store.postgres._flow_claim import claim_gated
-from slayq.store.postgres.sql.claiming import (
-    END_EXPIRED,
-    EXPIRE_PENDING,
-    LOCK_QUEUES_GENERIC,
-    MEMOS,
-)
+from slayq.store.postgres.sql.claiming import CLAIM_COLUMNS, LOCK_QUEUES_GENERIC, MEMOS
 from slayq.store.postgres.sql.common import INDEXED_PLANS, QUEUE_LOCKS
-from slayq.store.postgres.sql.finishing import FINISH_IDS, LOCK_PARENTS, RESOLVE_PARENTS
+from slayq.store.postgres.sql.ticking import FOLLOW_UP, FOLLOW_UP_COLUMNS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -120,7 +115,7 @@ async def claim_gated_runs(
         await conn.execute(INDEXED_PLANS)
     rows = await claim_gated(conn, pipeline, request, queues, params)
     claimed = [row for row in rows if row[1] is not None]
-    await _follow_up(conn, rows, params, now=now, channel=channel)
+    await _follow_up(conn, rows, now=now, channel=channel)
     resuming = [row[0] for row in claimed if row[15] is not None or row[16] is not None]
     memos = await conn.execute(MEMOS, {"ids": resuming}) if resuming else None
     return GatedClaims(claimed, memos)
@@ -129,49 +124,32 @@ async def claim_gated_runs(
 async def _follow_up(
     conn: AsyncConnection[Any],
     rows: list[tuple[Any, ...]],
-    params: dict[str, Any],
     *,
     now: datetime | None,
     channel: str,
 ) -> None:
-    """What a claim's rows call for, as the tick function does for the plain claim: the
-    ended attempts of runs taken over or doomed, the doomed runs failed (answering their
-    callers), the pending steps of resumed runs expired."""
-    # In claim order: a claimed run has a lease token (row[1]); a run that failed
-    # instead has none, and names its caller (row[10]) if it was invoked.
-    claimed = [row for row in rows if row[1] is not None]
-    dead = [row[0] for row in rows if row[1] is None]
-    taken = [(row[0], row[6] - 1, row[9]) for row in claimed if row[9] is not None]
-    if taken or dead:
-        ended = [*taken, *((run_id, None, None) for run_id in dead)]
-        expired = {
-            "ids": [e[0] for e in ended],
-            "numbers": [e[1] for e in ended],
-            "owners": [e[2] for e in ended],
-            "claimed": [e[1] is not None for e in ended],
-        }
-        await conn.execute(END_EXPIRED, params | expired)
-    if dead:
-        # A caller claimed before its callee failed here already had its pending
-        # steps resolve to None at its claim; otherwise the callee's error answers it.
-        seen: set[str] = set()
-        answering: list[str] = []
-        for row in rows:
-            if row[1] is not None:
-                seen.add(row[0])
-            elif row[10] not in seen:
-                answering.append(row[0])
-        base = {"now": now, "channel": channel, "ids": dead}
-        finish = {"status": "failed", "result": None, "error": dump(LEASE_EXPIRED)}
-        await conn.execute(FINISH_IDS, base | finish)
-        if answering:
-            parents = base | {"ids": answering, "seq": None, "cancelled": dump(CANCELLED)}
-            await conn.execute(LOCK_PARENTS, parents)
-            await conn.execute(RESOLVE_PARENTS, parents)
-    # Runs claimed for the first time (most) have no steps and nothing pending.
-    pending = [row[0] for row in claimed if row[16] is not None]
-    if pending:
-        await conn.execute(EXPIRE_PENDING, {"ids": pending, "now": now})
+    """What a claim's rows call for, by the tick function's follow-up (``FOLLOW_UP``):
+    sent only if a run was taken over, doomed, or resumes with pending steps, which runs
+    claimed for the first time (most) are not."""
+    columns = {name: i for i, (name, _kind) in enumerate(CLAIM_COLUMNS)}
+    token, previous, pending = (
+        columns["lease_token"],
+        columns["previous_owner"],
+        columns["has_pending"],
+    )
+    if not any(r[token] is None or r[previous] is not None or r[pending] is not None for r in rows):
+        return
+    docs = [{name: row[columns[name]] for name in FOLLOW_UP_COLUMNS} for row in rows]
+    await conn.execute(
+        FOLLOW_UP,
+        {
+            "rows": dump(docs),
+            "now": now,
+            "channel": channel,
+            "lease_expired": dump(LEASE_EXPIRED),
+            "cancelled": dump(CANCELLED),
+        },
+    )
 
 
 def claim_of_row(row: tuple[Any, ...], memo: str | None) -> Claim:

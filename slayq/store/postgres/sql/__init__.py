@@ -15,7 +15,8 @@ import each other only, never the store's code (an import-linter contract):
 - ``sending``: logging events, starting runs, and the cancels and wakes events cause;
 - ``finishing``: finishing runs and resolving pending steps (cancels, invoked runs);
 - ``ticking``: the tick function, a PL/pgSQL function made of the statements above (the
-  batch commit, the claim, what the claimed runs call for), called once per tick;
+  batch commit, the claim), called once per tick, and its follow-up function (what the
+  claimed runs call for), which the claim of gated runs (``_claim``) calls too;
 - ``leases``, ``reading``, ``schedules``, ``retention``: as named.
 
 Conventions that hold for every statement:

@@ -17,6 +17,13 @@ and for the same reasons (see there). Each statement in it takes a fresh snapsho
 statement sent alone does, so the module rule on locking in one statement and reading
 in a later one holds inside it too.
 
+What the claim's rows call for (the ended attempts of runs taken over or doomed, the
+doomed runs failed, the pending steps of resumed runs expired) is a second function,
+``FOLLOW_UP_NAME``, installed with it and under the same hash: the tick function calls
+it when a claimed row needs it, and the claim of gated runs, decided in Python
+(``_claim``), calls it with its own rows (``FOLLOW_UP``), so both claims follow up the
+same way.
+
 Rows out, by ``t_kind``: ``commit`` (one per transition of the batch, as
 ``COMMIT_BATCH_ROWS``), ``claim`` (one per claimed run, with its memo if it resumes),
 ``gated`` (the claim's queues that have had gated runs: flow control claims those after
@@ -69,6 +76,9 @@ ARGUMENTS = (
     ("lease_expired", "json"),
     ("cancelled", "json"),
 )
+
+# The arguments of the follow-up function after its rows (those its statements use).
+FOLLOW_UP_ARGUMENTS = ("now", "channel", "lease_expired", "cancelled")
 
 # A claimed run's columns in the function's rows (of those of ``CLAIM_COLUMNS``), in
 # the order ``_tick`` reads them; its memo follows them.
@@ -126,17 +136,24 @@ def _nulls(*kinds: str) -> str:
 _ENDED = """select c.id::uuid, case when c.lease_token is not null then c.attempt - 1 end,
        case when c.lease_token is not null then c.previous_owner end,
        c.lease_token is not null
-from unnest(v_rows) as c
+from unnest(p_rows) as c
 where c.lease_token is null or c.previous_owner is not null"""
 
 # Doomed runs whose failure answers their caller: a caller claimed before (in claim
 # order) had its pending steps resolve to null at its claim, so it is not answered.
 _ANSWERING = """array(
-    select c.id::uuid from unnest(v_rows) with ordinality as c
+    select c.id::uuid from unnest(p_rows) with ordinality as c
     where c.lease_token is null and not exists (
-        select 1 from unnest(v_rows) with ordinality as e
+        select 1 from unnest(p_rows) with ordinality as e
         where e.lease_token is not null and e.id = c.parent and e.ordinality < c.ordinality
     )
+)"""
+
+# Whether claim rows ``rows`` call for the follow-up: a run taken over, doomed, or
+# resuming with pending steps (most claimed runs are none of these).
+_CALL_FOR_FOLLOW_UP = """exists (
+    select 1 from unnest({rows}) as c
+    where c.lease_token is null or c.previous_owner is not null or c.has_pending is not null
 )"""
 
 _MEMO = f"""case when c.has_steps is not null or c.has_pending is not null then (
@@ -151,13 +168,46 @@ _GATED = """array(
 )"""
 
 
-def _body(row_type: str) -> str:
+def _follow_up_body() -> str:
+    """What a claim's rows (``p_rows``, in claim order) call for: the ended attempts of
+    runs taken over or doomed, the doomed runs failed (answering their callers), the
+    pending steps of resumed runs expired. The tick function calls it for the plain
+    claim, ``_claim`` for a claim of gated runs."""
+    return f"""
+declare
+    v_row record;  -- a statement's first row, unread: its work is in its CTEs
+    v_ids uuid[];
+begin
+    if exists (select 1 from unnest(p_rows) as c
+               where c.lease_token is null or c.previous_owner is not null) then
+        {bound(end_expired(_ENDED))} into v_row;
+    end if;
+
+    v_ids := array(select c.id::uuid from unnest(p_rows) as c where c.lease_token is null);
+    if v_ids <> '{{}}' then
+        {bound(FINISH_IDS, ids="v_ids", status="'failed'", result="null", error="p_lease_expired")}
+        into v_row;
+        v_ids := {_ANSWERING};
+        if v_ids <> '{{}}' then
+            perform count(*) from ({bound(LOCK_PARENTS, ids="v_ids")}) as locked;
+            {bound(RESOLVE_PARENTS, ids="v_ids")} into v_row;
+        end if;
+    end if;
+
+    v_ids := array(select c.id::uuid from unnest(p_rows) as c
+                   where c.lease_token is not null and c.has_pending is not null);
+    if v_ids <> '{{}}' then
+        {bound(EXPIRE_PENDING, ids="v_ids")};
+    end if;
+end
+"""
+
+
+def _body(row_type: str, follow_up: str) -> str:
     claim_columns = ", ".join(f"c.{name}" for name, _type in CLAIM_COLUMNS)
     return f"""
 declare
     v_rows {row_type}[];
-    v_row record;  -- a statement's first row, unread: its work is in its CTEs
-    v_ids uuid[];
 begin
     -- the claim's queue locks, exclusive, in key order (as LOCK_NAMES takes them)
     perform count(pg_advisory_xact_lock({QUEUE_LOCKS}, hashtext(t.name)))
@@ -180,26 +230,8 @@ begin
     from claim_rows as c
     into v_rows;
 
-    if exists (select 1 from unnest(v_rows) as c
-               where c.lease_token is null or c.previous_owner is not null) then
-        {bound(end_expired(_ENDED))} into v_row;
-    end if;
-
-    v_ids := array(select c.id::uuid from unnest(v_rows) as c where c.lease_token is null);
-    if v_ids <> '{{}}' then
-        {bound(FINISH_IDS, ids="v_ids", status="'failed'", result="null", error="p_lease_expired")}
-        into v_row;
-        v_ids := {_ANSWERING};
-        if v_ids <> '{{}}' then
-            perform count(*) from ({bound(LOCK_PARENTS, ids="v_ids")}) as locked;
-            {bound(RESOLVE_PARENTS, ids="v_ids")} into v_row;
-        end if;
-    end if;
-
-    v_ids := array(select c.id::uuid from unnest(v_rows) as c
-                   where c.lease_token is not null and c.has_pending is not null);
-    if v_ids <> '{{}}' then
-        {bound(EXPIRE_PENDING, ids="v_ids")};
+    if {_CALL_FOR_FOLLOW_UP.format(rows="v_rows")} then
+        perform {follow_up}(v_rows, {", ".join(f"p_{name}" for name in FOLLOW_UP_ARGUMENTS)});
     end if;
 
     return query select 'gated'::text, {_nulls("int", "boolean", "boolean", "bigint")},
@@ -217,33 +249,58 @@ end
 """
 
 
-def _routine() -> tuple[str, str]:
-    # The hash is of the body with placeholders for the names it makes from it.
-    body = _body("{row_type}")
-    digest = hashlib.sha256(body.encode()).hexdigest()[:12]
+def _routine() -> tuple[str, str, str]:
+    # The hash is of the bodies with placeholders for the names it makes from it.
+    follow_up_body = _follow_up_body()
+    digest = hashlib.sha256(
+        (_body("{row_type}", "{follow_up}") + follow_up_body).encode()
+    ).hexdigest()[:12]
     name = f"tick_{digest}"
     row_type = f"{name}_row"
+    follow_up = f"{name}_follow_up"
     arguments = ", ".join(f"p_{arg} {kind}" for arg, kind in ARGUMENTS)
+    kinds = dict(ARGUMENTS)
+    follow_up_arguments = ", ".join(
+        [f"p_rows {row_type}[]", *(f"p_{arg} {kinds[arg]}" for arg in FOLLOW_UP_ARGUMENTS)]
+    )
     result = ", ".join(f"t_{column} {kind}" for column, kind in RESULT)
     claim_row = ", ".join(f"{column} {kind}" for column, kind in CLAIM_COLUMNS)
+    settings = """set search_path from current
+set plan_cache_mode = force_generic_plan
+set enable_seqscan = off
+set enable_bitmapscan = off"""
     ddl = f"""
 create type {row_type} as ({claim_row});
+create function {follow_up}({follow_up_arguments})
+returns void
+language plpgsql
+{settings}
+as $follow_up$
+#variable_conflict use_column
+{follow_up_body}
+$follow_up$;
 create function {name}({arguments})
 returns table({result})
 language plpgsql
-set search_path from current
-set plan_cache_mode = force_generic_plan
-set enable_seqscan = off
-set enable_bitmapscan = off
+{settings}
 as $tick$
 #variable_conflict use_column
-{body.replace("{row_type}", row_type)}
+{_body(row_type, follow_up)}
 $tick$;
 """
-    return name, ddl
+    return name, follow_up, ddl
 
 
-TICK_NAME, TICK_DDL = _routine()
+TICK_NAME, FOLLOW_UP_NAME, TICK_DDL = _routine()
 
 # The call: one statement, one round trip, for the whole tick.
 TICK = f"select * from {TICK_NAME}({', '.join(f'%({a})s::{k}' for a, k in ARGUMENTS)})"
+
+# The follow-up of a claim of gated runs (``_claim``): its rows as JSON documents, in
+# claim order, with the columns of ``FOLLOW_UP_COLUMNS``.
+FOLLOW_UP_COLUMNS = ("id", "lease_token", "attempt", "previous_owner", "parent", "has_pending")
+FOLLOW_UP = f"""select {FOLLOW_UP_NAME}(
+    array(select json_populate_record(null::{TICK_NAME}_row, e.doc)
+          from json_array_elements(%(rows)s::json) with ordinality as e(doc, n)
+          order by e.n),
+    {", ".join(f"%({a})s::{dict(ARGUMENTS)[a]}" for a in FOLLOW_UP_ARGUMENTS)})"""
