@@ -101,19 +101,24 @@ async def test_a_tick_waits_no_longer_than_gather_for_a_slow_run() -> None:
 
 
 async def run_spread(gather: timedelta, runs: int, gap: float) -> list[int]:
-    """``runs`` runs claimed together, the i-th answering ``i * gap`` seconds after the
-    first; the batch sizes."""
+    """``runs`` runs claimed together, each answering ``gap`` seconds after the one
+    before (chained, not timed from the start: a stalled event loop cannot bunch the
+    answers up); the batch sizes."""
     store = BatchSizes()
     client = Client([answer], store=store)
     await client.send_events([("t/answer", {})] * runs)
     started = committed = 0
     all_committed = anyio.Event()
+    answered = [anyio.Event() for _ in range(runs)]
 
     async def execute(claim: Claim, commit: Commit) -> None:
         nonlocal started, committed
         nth = started
         started += 1
-        await anyio.sleep(nth * gap)
+        if nth > 0:
+            await answered[nth - 1].wait()
+            await anyio.sleep(gap)
+        answered[nth].set()  # the next one's gap starts as this one's commit queues
         await commit(claim.lease, DONE)
         committed += 1
         if committed == runs:
