@@ -282,7 +282,7 @@ class Deliverer:
             item.wake.set()
 
     def _error_of(self, batch: _Batch, item: _Item) -> _ErrorMaker:
-        return _error_maker(
+        return _ErrorMaker(
             batch.delivery_id,
             f"run {item.claim.lease.run_id} (one of {len(batch.items)} in the request)",
             batch.endpoint,
@@ -345,7 +345,10 @@ class Deliverer:
         text = text[:ERROR_TEXT_CHARS] + "..." if len(text) > ERROR_TEXT_CHARS else text
         if status == 409 and isinstance(delivery, ContinueDelivery) and _asks_for_claim(text):
             return None
-        reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:  # a status HTTP does not name
+            reason = ""
         raise error(
             f"the app answered {status} {reason}: {text}{_version_hint(status, text)}", status
         )
@@ -355,7 +358,7 @@ class Deliverer:
     ) -> Answer | None:
         headers = self._signer.sign(body)
         delivery_id = headers[DELIVERY_HEADER]
-        error = _error_maker(delivery_id, f"run {claim.lease.run_id}", endpoint)
+        error = _ErrorMaker(delivery_id, f"run {claim.lease.run_id}", endpoint)
         try:
             check_size(len(body), self.limits, what="delivery")
         except BodyTooLargeError as exc:
@@ -459,9 +462,6 @@ class _ErrorMaker:
             may_have_run=ran,
             permanent=permanent,
         )
-
-
-_error_maker = _ErrorMaker
 
 
 class _Lines:
