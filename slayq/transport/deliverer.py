@@ -27,6 +27,7 @@ in flight to a uvicorn app on loopback), the most of the server's CPU per run.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
 ERROR_TEXT_CHARS = 500
 DEFAULT_CONNECTIONS = 100
 BATCH_OVERHEAD = 64  # bytes of a batch's body around its deliveries'
+LINE_OVERHEAD = 64  # bytes of a line of a batch's answer around its body
+_LINE_HEAD = re.compile(rb'\{"i":(\d+),')  # how ``batch_line`` begins a line
 
 
 @dataclass(frozen=True)
@@ -230,7 +233,12 @@ class Deliverer:
         assert batch.lines is not None
         try:
             while not item.done:
-                line = await batch.lines.next()
+                try:
+                    line = await batch.lines.next()
+                except _LineTooLarge as too_large:
+                    self._refuse_line(batch, *too_large.args)
+                    await batch.lines.skip()
+                    continue
                 if line is None:
                     raise WireError("the answer ended before every delivery of it was answered")
                 answered = decode_batch_line(line, size=len(batch.items))
@@ -262,6 +270,20 @@ class Deliverer:
         finally:
             if batch.reader is item:
                 self._hand_on(batch)
+
+    def _refuse_line(self, batch: _Batch, i: int | None, size: int) -> None:
+        """The answer of delivery ``i`` is over the limit: the run cannot go on, as when
+        a delivery of its own is answered so (``_post``)."""
+        if i is None or not 0 <= i < len(batch.items) or batch.items[i].done:
+            raise WireError("a line of the batch's answer is over the limit, of no delivery")
+        target = batch.items[i]
+        try:
+            check_size(size, self.limits, what="response", at_least=True)
+            raise AssertionError("a line this long is over the limit")  # pragma: no cover
+        except BodyTooLargeError as exc:
+            target.error = _too_large(self._error_of(batch, target), exc)
+        target.done = True
+        target.wake.set()
 
     def _hand_on(self, batch: _Batch) -> None:
         """The reader is done: the next delivery still waiting reads, or, if none is, the
@@ -335,10 +357,14 @@ class Deliverer:
     def _answered(
         self, status: int, content: bytes, delivery: Single, error: _ErrorMaker
     ) -> Answer | None:
-        """The answer in a line of a batch's answer: as ``_post`` reads a response."""
+        """The answer a delivery got: ``status`` and ``content``, the body of its response
+        (the start of it, for an error) or of its line in a batch's answer. Raises
+        DeliveryError."""
         if status == 200:
             try:
                 return decode_answer(content, limits=self.limits)
+            except BodyTooLargeError as exc:
+                raise _too_large(error, exc) from exc
             except WireError as exc:
                 raise error(f"the app answered 200 with a bad body: {exc}", 200, ran=True) from exc
         text = content.decode("utf-8", "replace")
@@ -384,17 +410,11 @@ class Deliverer:
                         413,
                         permanent=True,
                     )
-                if response.status != 200:
-                    text = await _start_of(response)
-                    resend = isinstance(delivery, ContinueDelivery) and _asks_for_claim(text)
-                    if response.status == 409 and resend:
-                        return None
-                    raise error(
-                        f"the app answered {response.status} {response.reason}: "
-                        f"{text}{_version_hint(response.status, text)}",
-                        response.status,
-                    )
-                content = await _read(response, self.limits)
+                status = response.status
+                if status == 200:
+                    content = await _read(response, self.limits)
+                else:
+                    content = (await _start_of(response)).encode()
         except TimeoutError as exc:  # connecting, or waiting for (part of) the answer
             raise error(
                 f"timed out after {self.timeout:g} s ({type(exc).__name__})",
@@ -409,17 +429,8 @@ class Deliverer:
             # reset cannot say whether it came while sending or while reading).
             raise error(f"the request failed: {type(exc).__name__}: {exc}", ran=True) from exc
         except BodyTooLargeError as exc:
-            raise error(
-                f"the app answered 200 with a body too large: {_server_side(exc)} The run "
-                f"cannot go on. {RAISE_LIMITS}",
-                200,
-                ran=True,
-                permanent=True,
-            ) from exc
-        try:
-            return decode_answer(content, limits=self.limits)
-        except WireError as exc:
-            raise error(f"the app answered 200 with a bad body: {exc}", 200, ran=True) from exc
+            raise _too_large(error, exc) from exc
+        return self._answered(status, content, delivery, error)
 
     async def aclose(self) -> None:
         if self._owns_client and self._client is not None:
@@ -435,6 +446,11 @@ class Deliverer:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+class _LineTooLarge(Exception):
+    """A line of a batch's answer grew over the limit: ``args`` are the index of its
+    delivery (None if its start is not a line's) and the bytes read of it."""
 
 
 class _SendAlone(Exception):
@@ -473,20 +489,34 @@ class _Lines:
         self._buffer = bytearray()
 
     async def next(self) -> bytes | None:
-        """The next line (without its newline), or None at the end."""
+        """The next line (without its newline), or None at the end. A line that grows
+        over the limit before its end raises ``_LineTooLarge``, naming its delivery;
+        ``skip`` then drops the rest of it."""
         while True:
             newline = self._buffer.find(b"\n")
             if newline >= 0:
                 line = bytes(self._buffer[:newline])
                 del self._buffer[: newline + 1]
                 return line
-            check_size(len(self._buffer), self._limits, what="response", at_least=True)
+            if len(self._buffer) > self._limits.body_bytes + LINE_OVERHEAD:
+                head = _LINE_HEAD.match(self._buffer)
+                raise _LineTooLarge(int(head[1]) if head else None, len(self._buffer))
             chunk = await self._response.content.readany()
             if not chunk:
                 if self._buffer:
                     raise WireError("the answer ended within a line")
                 return None
             self._buffer += chunk
+
+    async def skip(self) -> None:
+        """Drop the rest of the current line."""
+        while (newline := self._buffer.find(b"\n")) < 0:
+            self._buffer.clear()
+            chunk = await self._response.content.readany()
+            if not chunk:
+                raise WireError("the answer ended within a line")
+            self._buffer += chunk
+        del self._buffer[: newline + 1]
 
     async def finish(self) -> None:
         """Read to the end (nothing more should come), so the connection can be reused."""
@@ -500,6 +530,20 @@ class _Lines:
             self._response.release()
         else:
             self._response.close()
+
+
+def _too_large(error: _ErrorMaker, exc: BodyTooLargeError) -> DeliveryError:
+    """The app's answer is over the server's limit: the run cannot go on (caused by
+    ``exc``, which names the run's error type, ``BodyTooLargeError``)."""
+    too_large = error(
+        f"the app answered 200 with a body too large: {_server_side(exc)} The run cannot go "
+        f"on. {RAISE_LIMITS}",
+        200,
+        ran=True,
+        permanent=True,
+    )
+    too_large.__cause__ = exc
+    return too_large
 
 
 def _asks_for_claim(text: str) -> bool:

@@ -18,6 +18,7 @@ from slayq.model import Claim, Completed, Continue, Failed, Transition
 from slayq.runtime.registry import Registry
 from slayq.transport import (
     Answer,
+    BodyTooLargeError,
     ClaimDelivery,
     Deliverer,
     DeliveryError,
@@ -238,6 +239,52 @@ async def test_a_batch_cut_off_mid_answer_fails_the_unanswered_as_may_have_run(
     assert isinstance(second, DeliveryError)
     assert "the answer broke off" in str(second)
     assert (second.may_have_run, second.permanent) == (True, False)
+
+
+def answers_a_line_over_the_limit(requests: Requests, *, chunks: int) -> ASGIApp:
+    """Answers delivery 0 of a batch with 5,000 bytes of result, in ``chunks`` pieces,
+    and delivery 1 with a small one."""
+
+    async def app(scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        big = encode_answer(Transition(steps=[], outcome=Completed("x" * 5000)))
+        lines = batch_line(0, 200, big) + batch_line(
+            1, 200, encode_answer(Transition(steps=[], outcome=Completed(1)))
+        )
+        size = -(-len(lines) // chunks)
+        for start in range(0, len(lines), size):
+            piece = lines[start : start + size]
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    return requests.wrap(app)
+
+
+@pytest.mark.parametrize("chunks", [1, 20])
+async def test_an_answer_over_the_servers_limit_fails_its_run_for_good_and_no_other(
+    requests: Requests, chunks: int
+) -> None:
+    with serve(answers_a_line_over_the_limit(requests, chunks=chunks)) as url:
+        async with Deliverer(SECRET, timeout=10, limits=Limits(body_bytes=2000)) as deliverer:
+            (big, small), _order = await all_at_once(
+                lambda: deliverer.deliver(url, claim_of("test/two-steps", "run_big")),
+                lambda: deliverer.deliver(url, claim_of("test/two-steps", "run_small")),
+            )
+    assert requests.count == 1
+    assert isinstance(big, DeliveryError)
+    assert (big.status, big.permanent, big.may_have_run) == (200, True, True)
+    assert "the app answered 200 with a body too large" in str(big)
+    assert "over the server's limit of 2.0 KiB" in str(big)
+    assert isinstance(big.__cause__, BodyTooLargeError)  # the run's error type
+    assert isinstance(small, Answer)
+    assert small.transition.outcome == Completed(1)
 
 
 async def test_a_batch_the_app_finds_too_large_is_sent_one_by_one(requests: Requests) -> None:
