@@ -27,7 +27,6 @@ in flight to a uvicorn app on loopback), the most of the server's CPU per run.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -49,9 +48,11 @@ from slayq.transport.wire import (
     ContinueDelivery,
     Limits,
     Single,
+    batch_line_index,
     check_size,
     decode_answer,
     decode_batch_line,
+    encode_batch,
     encode_delivery,
 )
 
@@ -64,7 +65,6 @@ ERROR_TEXT_CHARS = 500
 DEFAULT_CONNECTIONS = 100
 BATCH_OVERHEAD = 64  # bytes of a batch's body around its deliveries'
 LINE_OVERHEAD = 64  # bytes of a line of a batch's answer around its body
-_LINE_HEAD = re.compile(rb'\{"i":(\d+),')  # how ``batch_line`` begins a line
 
 
 @dataclass(frozen=True)
@@ -313,10 +313,7 @@ class Deliverer:
     async def _open_batch(self, batch: _Batch) -> _Lines:
         """POST the batch; its answer's lines once it is answered 200, else
         ``_FailedRequest``."""
-        bodies = [item.body for item in batch.items]
-        body = (
-            b'{"kind":"batch","deliveries":[' + b",".join(bodies) + b'],"wire":%d}' % (WIRE_VERSION)
-        )
+        body = encode_batch([item.body for item in batch.items])
         headers = self._signer.sign(body)
         batch.delivery_id = headers[DELIVERY_HEADER]
         headers["Content-Type"] = "application/json"
@@ -499,8 +496,7 @@ class _Lines:
                 del self._buffer[: newline + 1]
                 return line
             if len(self._buffer) > self._limits.body_bytes + LINE_OVERHEAD:
-                head = _LINE_HEAD.match(self._buffer)
-                raise _LineTooLarge(int(head[1]) if head else None, len(self._buffer))
+                raise _LineTooLarge(batch_line_index(self._buffer), len(self._buffer))
             chunk = await self._response.content.readany()
             if not chunk:
                 if self._buffer:

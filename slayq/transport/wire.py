@@ -27,8 +27,8 @@ sends the whole claim at once. A batch is answered 200 with one line per deliver
 
 A delivery or answer of another (or no) wire version raises ``WireVersionError`` saying
 which side to upgrade, never a misparse. A receiver also reads deliveries of version 2
-(no batches), and answers them in version 2: apps can be upgraded before the server. The Structs inside are the model's own, so a
-field added there is on the wire too. Bodies over ``Limits.body_bytes`` are refused
+(no batches), and answers them in version 2: apps can be upgraded before the server.
+The Structs inside are the model's own, so a field added there is on the wire too. Bodies over ``Limits.body_bytes`` are refused
 before any decoding, and a body that does not decode raises ``WireError`` naming what
 was wrong (``Expected `int`, got `str` - at `$.claim.attempt```).
 
@@ -269,15 +269,26 @@ def error_body(reason: str, *, wire: int = WIRE_VERSION, **extra: object) -> byt
     return _encoder.encode({"error": reason, "wire": wire, **extra})
 
 
-def encode_batch(deliveries: list[Single]) -> bytes:
-    """The body of a batch of ``deliveries``."""
-    return encode_delivery(BatchDelivery(deliveries))
+def encode_batch(deliveries: list[bytes]) -> bytes:
+    """The body of a batch of ``deliveries``, each encoded already (``encode_delivery``):
+    they are put in as they are, not encoded again."""
+    return b'{"kind":"batch","deliveries":[%b],"wire":%d}' % (b",".join(deliveries), WIRE_VERSION)
 
 
 def batch_line(i: int, status: int, body: bytes) -> bytes:
     """The line that answers delivery ``i`` of a batch with ``status`` and ``body`` (a
     JSON answer or error answer, put in as it is)."""
     return b'{"i":%d,"status":%d,"body":%b}\n' % (i, status, body)
+
+
+_LINE_HEAD = re.compile(rb'\{"i":(\d+),')
+
+
+def batch_line_index(head: bytes | bytearray) -> int | None:
+    """The delivery a line of a batch's answer is for, from the line's first bytes (its
+    body may be too large to read whole); None if they are not a line's."""
+    match = _LINE_HEAD.match(head)
+    return int(match[1]) if match else None
 
 
 def decode_batch_line(line: bytes, *, size: int) -> BatchLine:

@@ -29,7 +29,7 @@ from slayq.transport import (
     sign,
 )
 from slayq.transport.receiver import ASGIApp, ASGIReceive, ASGISend, Scope
-from slayq.transport.wire import batch_line, encode_answer
+from slayq.transport.wire import batch_line, encode_answer, encode_batch
 from tests.integration.test_receiver_http import SECRET, app_functions, claim_for, serve
 
 pytestmark = pytest.mark.anyio
@@ -315,8 +315,7 @@ async def test_a_receiver_answers_a_version_2_delivery_in_version_2(url: str) ->
 
 async def test_a_batch_answer_is_streamed_line_by_line(url: str) -> None:
     claims = [claim_of("test/slow", "run_slow"), claim_of("test/two-steps", "run_quick")]
-    deliveries = b",".join(encode_delivery(ClaimDelivery(c)) for c in claims)
-    body = b'{"wire":3,"kind":"batch","deliveries":[' + deliveries + b"]}"
+    body = encode_batch([encode_delivery(ClaimDelivery(c)) for c in claims])
     lines: list[tuple[float, dict[str, Any]]] = []
     async with httpx.AsyncClient(timeout=10) as http:
         began = time.monotonic()

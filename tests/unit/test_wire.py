@@ -40,7 +40,13 @@ from slayq.transport import (
     encode_answer,
     encode_delivery,
 )
-from slayq.transport.wire import batch_line, decode_batch_line, parse_size
+from slayq.transport.wire import (
+    batch_line,
+    batch_line_index,
+    decode_batch_line,
+    encode_batch,
+    parse_size,
+)
 
 AT = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 RUN = RunId("run_01")
@@ -420,3 +426,17 @@ def test_a_line_of_a_batch_answer_names_a_delivery_of_the_batch() -> None:
         decode_batch_line(line, size=1)
     with pytest.raises(WireError, match="line of the batch's answer is not valid"):
         decode_batch_line(b'{"i": 0}', size=1)
+    assert batch_line_index(line[:12]) == 1  # read from its head alone
+    assert batch_line_index(b'{"steps": []') is None
+
+
+def test_a_batch_of_encoded_deliveries_decodes_to_them() -> None:
+    deliveries: list[ClaimDelivery | ContinueDelivery] = [
+        ClaimDelivery(claim()),
+        ContinueDelivery(RUN, 7, 2),
+    ]
+    body = encode_batch([encode_delivery(d) for d in deliveries])
+    decoded = decode_delivery(body)
+    assert isinstance(decoded, BatchDelivery)
+    assert decoded.deliveries == deliveries
+    assert decoded.wire == WIRE_VERSION
