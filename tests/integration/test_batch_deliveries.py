@@ -206,8 +206,9 @@ async def test_deliveries_that_joined_a_cancelled_first_one_go_on_their_own(
     assert requests.count == 1  # the one that joined, alone
 
 
-def answers_one_line_then_drops(requests: Requests) -> ASGIApp:
-    """Answers a batch's first delivery, then breaks the connection off."""
+def answering(requests: Requests, answer: Callable[[ASGISend], Awaitable[None]]) -> ASGIApp:
+    """An app that reads each request whole, starts a 200 and leaves the rest to
+    ``answer``; its requests counted by ``requests``."""
 
     async def app(scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
         if scope["type"] == "lifespan":
@@ -218,11 +219,20 @@ def answers_one_line_then_drops(requests: Requests) -> ASGIApp:
         while (await receive()).get("more_body"):
             pass
         await send({"type": "http.response.start", "status": 200, "headers": []})
+        await answer(send)
+
+    return requests.wrap(app)
+
+
+def answers_one_line_then_drops(requests: Requests) -> ASGIApp:
+    """Answers a batch's first delivery, then breaks the connection off."""
+
+    async def answer(send: ASGISend) -> None:
         line = batch_line(0, 200, encode_answer(Transition(steps=[], outcome=Completed(1))))
         await send({"type": "http.response.body", "body": line, "more_body": True})
         raise RuntimeError("the app went down mid-answer")
 
-    return requests.wrap(app)
+    return answering(requests, answer)
 
 
 async def test_a_batch_cut_off_mid_answer_fails_the_unanswered_as_may_have_run(
@@ -245,15 +255,7 @@ def answers_a_line_over_the_limit(requests: Requests, *, chunks: int) -> ASGIApp
     """Answers delivery 0 of a batch with 5,000 bytes of result, in ``chunks`` pieces,
     and delivery 1 with a small one."""
 
-    async def app(scope: Scope, receive: ASGIReceive, send: ASGISend) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        while (await receive()).get("more_body"):
-            pass
-        await send({"type": "http.response.start", "status": 200, "headers": []})
+    async def answer(send: ASGISend) -> None:
         big = encode_answer(Transition(steps=[], outcome=Completed("x" * 5000)))
         lines = batch_line(0, 200, big) + batch_line(
             1, 200, encode_answer(Transition(steps=[], outcome=Completed(1)))
@@ -264,7 +266,7 @@ def answers_a_line_over_the_limit(requests: Requests, *, chunks: int) -> ASGIApp
             await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
-    return requests.wrap(app)
+    return answering(requests, answer)
 
 
 @pytest.mark.parametrize("chunks", [1, 20])
