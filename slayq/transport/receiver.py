@@ -162,9 +162,7 @@ class Receiver:
             return refused.status, refused.body
         except Exception as exc:
             logger.exception("slayq receiver failed on a delivery")
-            return 500, _error(
-                f"the slayq receiver failed unexpectedly ({type(exc).__name__}); see the app's log"
-            )
+            return 500, _unexpected(exc)
 
     async def _open(self, headers: Mapping[str, str], body: bytes) -> Single | BatchDelivery:
         """The delivery in a request that passes the checks, else ``_Refused``."""
@@ -199,14 +197,7 @@ class Receiver:
                 status, answer = await self._serve(delivery, batch.wire)
             except Exception as exc:
                 logger.exception("slayq receiver failed on a delivery of a batch")
-                status, answer = (
-                    500,
-                    _error(
-                        f"the slayq receiver failed unexpectedly ({type(exc).__name__}); "
-                        "see the app's log",
-                        wire=batch.wire,
-                    ),
-                )
+                status, answer = 500, _unexpected(exc, wire=batch.wire)
             async with emitting:
                 await emit(batch_line(i, status, answer))
 
@@ -466,6 +457,14 @@ def _too_large(transition: Transition, size: int, limits: Limits) -> Failed:
 
 def _error(reason: str, *, wire: int = WIRE_VERSION) -> bytes:
     return error_body(reason, wire=wire)
+
+
+def _unexpected(exc: Exception, *, wire: int = WIRE_VERSION) -> bytes:
+    """The 500 answer to a delivery the receiver failed on (logged where it is caught)."""
+    return _error(
+        f"the slayq receiver failed unexpectedly ({type(exc).__name__}); see the app's log",
+        wire=wire,
+    )
 
 
 def _extra(claim: Claim) -> dict[str, object]:
