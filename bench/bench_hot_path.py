@@ -6,7 +6,10 @@
 Each round runs, in alternating order (odd rounds slayq first, even rounds the peers):
 - ``bench.bench_postgres`` through an in-process worker: every figure (no-op runs/s,
   10-step workflow steps/s, send->handler latency, single ``send_event``/s,
-  ``send_events`` batch events/s);
+  ``send_events`` batch events/s), its queue under a cluster-wide concurrency of 10;
+- the same worker without a config (``--via worker-local``: ten at once in the process,
+  no limit across processes, claiming ahead, as PgQueuer's bench runs): no-op runs/s and
+  10-step workflow steps/s;
 - ``bench.bench_postgres`` through ``slayq.server`` (HTTP to the app on loopback): no-op
   runs/s and 10-step workflow steps/s on one database, 100-step workflow steps/s (a tenth
   as many workflows: the same number of steps) on another;
@@ -58,6 +61,18 @@ TARGETS = [
     Target(
         "10-step steps/s, worker / pgqueuer",
         "worker.workflow_steps_per_s",
+        "pgqueuer.process_jobs_s",
+        1.5,
+    ),
+    Target(
+        "no-op runs/s, local worker / pgqueuer",
+        "local.noop_runs_per_s",
+        "pgqueuer.process_jobs_s",
+        1.0,
+    ),
+    Target(
+        "10-step steps/s, local worker / pgqueuer",
+        "local.workflow_steps_per_s",
         "pgqueuer.process_jobs_s",
         1.5,
     ),
@@ -119,13 +134,21 @@ async def slayq_round(sizes: Sizes) -> dict[str, float]:
     worker = await one_round(
         sizes.runs, sizes.workflows, sizes.samples, "worker", singles=sizes.singles
     )
+    local = await one_round(
+        sizes.runs, sizes.workflows, 0, "worker-local", figures_wanted=("noop", "workflow")
+    )
     server = await one_round(
         sizes.runs, sizes.workflows, 0, "server", figures_wanted=("noop", "workflow")
     )
     server100 = await one_round(
         0, max(sizes.workflows // 10, 1), 0, "server", steps=100, figures_wanted=("workflow",)
     )
-    return flatten("worker", worker) | flatten("server", server) | flatten("server100", server100)
+    return (
+        flatten("worker", worker)
+        | flatten("local", local)
+        | flatten("server", server)
+        | flatten("server100", server100)
+    )
 
 
 def peers_round(script: Path, sizes: Sizes) -> dict[str, float]:

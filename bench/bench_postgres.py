@@ -6,6 +6,9 @@
 
 With ``--via server``, runs go through ``python -m slayq.server`` to the app
 (``bench.app:app`` under uvicorn) over loopback HTTP instead of an in-process worker.
+The worker's queue has a cluster-wide concurrency of 10 (a config file); with ``--via
+worker-local`` it runs without a config: 10 at once in its process, no limit across
+processes, claiming ahead (PgQueuer's setting in ``peers.sh``).
 
 Figures (medians over ``--repeat`` rounds, each on a fresh database; ``--figures`` picks
 some, e.g. ``noop,workflow``; the no-op runs are those sent singly and in batches):
@@ -75,8 +78,12 @@ def start_executors(
         "SLAY_Q_BODY_LIMIT": str(BODY_BYTES),
     }
     quiet = ["--log-level", "WARNING", "--retention", "off"]
-    if via == "worker":
-        command = [sys.executable, "-m", "slayq.worker", "bench.app:client", str(config), *quiet]
+    if via in ("worker", "worker-local"):
+        # worker: the queue's concurrency is cluster-wide (a config); worker-local: ten at
+        # once in this process and no limit across processes (no config), as PgQueuer's
+        # bench runs (batch_size=10, no concurrency limit)
+        queues = [str(config)] if via == "worker" else ["--concurrency", "10"]
+        command = [sys.executable, "-m", "slayq.worker", "bench.app:client", *queues, *quiet]
         return [subprocess.Popen(command, cwd=REPO, env=env)]
     app = subprocess.Popen(
         [
@@ -284,7 +291,7 @@ def main() -> None:
         help=f"comma-separated, of {','.join(FIGURES)} (default: all)",
     )
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--via", choices=["worker", "server"], default="worker")
+    parser.add_argument("--via", choices=["worker", "worker-local", "server"], default="worker")
     args = parser.parse_args()
     rounds = [
         anyio.run(

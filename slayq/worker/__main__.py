@@ -1,7 +1,11 @@
 """``python -m slayq.worker myapp.module:client slay-config.json [--queues a,b]``
+``python -m slayq.worker myapp.module:client [--concurrency N]``
 
 Runs the functions of ``client`` in this process, claiming from its store (Postgres) the
-queues the config file defines. SIGTERM or SIGINT drains in-flight runs within
+queues the config file defines, each under its cluster-wide concurrency. Without a config
+file it claims from every queue, at most ``--concurrency`` runs at once in this process
+and no limit across processes (add processes to run more), claiming the next runs while
+these run (``claim_ahead``). SIGTERM or SIGINT drains in-flight runs within
 ``--grace``, then hands back what is left. ``--metrics-port`` serves Prometheus metrics
 on ``/metrics``; ``--log-format json`` writes one JSON object per log line.
 """
@@ -14,6 +18,7 @@ import logging
 import signal
 import sys
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import anyio
 import prometheus_client
@@ -27,6 +32,9 @@ from slayq.store.postgres import parse_url
 from slayq.telemetry.logs import configure_logging
 from slayq.worker.config import load_config
 from slayq.worker.worker import Worker
+
+if TYPE_CHECKING:
+    from slayq.store.protocol import QueueLimit
 
 logger = logging.getLogger("slayq.worker")
 
@@ -72,9 +80,19 @@ def load_client(target: str) -> Client:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m slayq.worker", description=__doc__)
     parser.add_argument("client", help="the app's slayq.Client, as module.path:attribute")
-    parser.add_argument("config", help="slay-config.json: queues and their concurrency")
     parser.add_argument(
-        "--queues", help="comma-separated queues (or aliases) to serve; default all"
+        "config",
+        nargs="?",
+        help="slay-config.json: queues and their cluster-wide concurrency; without it, "
+        "every queue, --concurrency runs at once in this process",
+    )
+    parser.add_argument(
+        "--queues", help="comma-separated queues (or aliases) of the config to serve; default all"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        help="without a config: runs at once in this process, no limit across processes (10)",
     )
     parser.add_argument("--grace", default="30s", help="how long to drain on shutdown (30s)")
     parser.add_argument(
@@ -100,13 +118,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def serve(args: argparse.Namespace) -> None:
+def queue_limits(args: argparse.Namespace) -> list[QueueLimit] | None:
+    """The config's queue limits (``--queues`` of them), or None: every queue, with
+    ``--concurrency`` slots in this process and no cluster-wide limit."""
+    if args.config is None:
+        if args.queues:
+            raise ConfigError("--queues picks queues of a config file: give one (slay-config.json)")
+        if args.concurrency is not None and args.concurrency < 1:
+            raise ConfigError(f"--concurrency is {args.concurrency}; it must be at least 1")
+        return None
+    if args.concurrency is not None:
+        raise ConfigError(
+            f"--concurrency is for a worker without a config; {args.config} sets each "
+            "queue's concurrency"
+        )
     config = load_config(args.config)
-    queues = config.queue_limits(args.queues.split(",") if args.queues else None)
+    return config.queue_limits(args.queues.split(",") if args.queues else None)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    queues = queue_limits(args)
     client = load_client(args.client)
     worker = Worker(
         client,
         queues=queues,
+        concurrency=args.concurrency or 10,
         grace=parse_duration(args.grace, what="--grace"),
         lease_for=parse_duration(args.lease, what="--lease"),
         retention=None
@@ -120,7 +156,11 @@ async def serve(args: argparse.Namespace) -> None:
         # A daemon thread: scrapes never wait on the event loop running the handlers.
         prometheus_client.start_http_server(args.metrics_port, addr=args.metrics_host)
         logger.info("metrics on http://%s:%d/metrics", args.metrics_host, args.metrics_port)
-    served = ", ".join("/".join(limit.names) + f"={limit.concurrency}" for limit in queues)
+    served = (
+        f"all, {args.concurrency or 10} at once in this process"
+        if queues is None
+        else ", ".join("/".join(limit.names) + f"={limit.concurrency}" for limit in queues)
+    )
     logger.info(
         "worker %s: %d function(s), queues %s, database %s",
         worker.owner,

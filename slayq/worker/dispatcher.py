@@ -9,7 +9,10 @@ for its own) and claims into the local slots they freed, as one ``commit_batch``
 PostgreSQL applies in one transaction. No timer: what arrives while a tick is in flight
 forms the next batch, so under load batches grow and the cost per run falls, while an
 idle worker commits a lone run at once. (The server sets ``gather``: a tick waits for the
-other runs in flight to answer while answers keep coming, see ``_gathered``.) Around it:
+other runs in flight to answer while answers keep coming, see ``_gathered``.) Without a
+cluster-wide limit (``queues=None``), ticks claim ``claim_ahead`` runs (default: as many as
+the slots) beyond the free slots, and a run gives its slot to another while its commit is
+in a tick: the handlers go on while the ticker commits and claims. Around it:
 
 * a listener wakes the ticker to claim when the store announces new work (LISTEN/NOTIFY
   on Postgres), so an idle worker starts a sent event within milliseconds; without one,
@@ -68,7 +71,12 @@ logger = logging.getLogger(__name__)
 class _Group:
     limit: QueueLimit | None  # None: every queue, no cluster-wide limit
     slots: int
-    in_flight: int = 0
+    # Runs claimed beyond its slots, to start as soon as a slot is free (see ``claim_ahead``).
+    ahead: int = 0
+    in_flight: int = 0  # claimed here and not released: running or waiting for a slot
+    # With runs claimed ahead, its slots: a run holds one while its handler may run, not
+    # while its commit is in a tick (made by run(); None: a run holds its task's slot).
+    handlers: anyio.Semaphore | None = None
     shared_at: float = float("-inf")  # when a tick last left its freed slots to others
     held_back_until: float = float("-inf")  # its free slots are left to others until then
 
@@ -82,6 +90,9 @@ class _InFlight:
     # refilled by that tick's claim), before its task ended.
     released: bool = False
     committing: bool = False  # a commit of it is queued or in a tick
+    begun: bool = False  # its handler began (else it is claimed ahead, waiting for a slot)
+    holding: bool = False  # it holds one of its group's ``handlers``
+    waiting: bool = False  # for one of them
     cancel_after_commit: bool = False
 
     def cancel(self) -> None:
@@ -150,6 +161,7 @@ class Dispatcher:
         retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
         queue_metrics_interval: timedelta | None = timedelta(seconds=15),
         gather: timedelta = timedelta(0),
+        claim_ahead: int | None = None,
     ) -> None:
         # How long a tick with commits waits for the next of the other runs in flight to
         # queue theirs (0: not at all; see _gathered). The server's deliveries of one
@@ -169,10 +181,21 @@ class Dispatcher:
         self._gauged_queues: set[str] = set()
         # None: every queue is served here, so none can be unserved.
         self.served = None if queues is None else {name for limit in queues for name in limit.names}
+        # Claiming ahead: only without a cluster-wide limit, where a run claimed but not
+        # started takes nobody's slot (under a limit it would hold one of the cluster's).
+        # While the slots run one batch, the next is claimed and waits: the slots do not
+        # sit idle through the tick that commits their runs and claims the next ones.
+        if claim_ahead is not None and claim_ahead < 0:
+            raise ValueError(f"claim_ahead must be 0 or more, not {claim_ahead}")
+        if claim_ahead and queues is not None:
+            raise ValueError(
+                "claim_ahead is for a worker without queue limits (queues=None): a run "
+                "claimed ahead would hold one of a cluster-wide limit's slots unstarted"
+            )
         self._groups = (
             [_Group(limit, limit.concurrency) for limit in queues]
             if queues is not None
-            else [_Group(None, concurrency)]
+            else [_Group(None, concurrency, concurrency if claim_ahead is None else claim_ahead)]
         )
         self._in_flight: dict[str, _InFlight] = {}
         self._to_slots: MemoryObjectSendStream[tuple[Claim, _InFlight]]  # made by run()
@@ -214,10 +237,14 @@ class Dispatcher:
                 async with anyio.create_task_group() as slots:
                     # The ticker outlives the runs: their last commits go through it.
                     services.start_soon(self._ticker)
-                    for _ in range(sum(group.slots for group in self._groups)):
+                    for group in self._groups:
+                        if group.ahead:
+                            group.handlers = anyio.Semaphore(group.slots)
+                    for _ in range(sum(group.slots + group.ahead for group in self._groups)):
                         slots.start_soon(self._slot, claimed)
                     self.started.set()
                     await self._stopping.wait()
+                    await self._hand_back_unstarted(claimed)
                     with anyio.move_on_after(self.grace):
                         while self._in_flight:
                             await self._run_ended.wait()
@@ -229,10 +256,45 @@ class Dispatcher:
                     self._to_slots.close()
                 services.cancel_scope.cancel()
 
+    async def _hand_back_unstarted(
+        self, claimed: MemoryObjectReceiveStream[tuple[Claim, _InFlight]]
+    ) -> None:
+        """At ``stop()``: the runs whose handler has not begun (claimed ahead, waiting for
+        a slot) go back to the queue now, for another process to start, instead of
+        starting here during the grace."""
+        for entry in list(self._in_flight.values()):
+            if not entry.begun:
+                entry.scope.cancel()
+        while True:  # and those no task has taken yet
+            try:
+                claim, entry = claimed.receive_nowait()
+            except anyio.WouldBlock:
+                return
+            await self._execute(claim, entry)  # skips the handler, releases the lease
+
     async def _slot(self, claimed: MemoryObjectReceiveStream[tuple[Claim, _InFlight]]) -> None:
-        """One unit of concurrency: executes claimed runs one after another."""
+        """Executes claimed runs one after another: one task per unit of concurrency, and
+        per run claimed ahead (those wait for one of the group's ``handlers``)."""
         async for claim, entry in claimed:
             await self._execute(claim, entry)
+
+    @staticmethod
+    async def _hold_slot(entry: _InFlight) -> None:
+        handlers = entry.group.handlers
+        if handlers is not None and not entry.holding:
+            entry.waiting = True
+            try:
+                await handlers.acquire()
+            finally:
+                entry.waiting = False
+        entry.holding = True
+
+    @staticmethod
+    def _let_go_slot(entry: _InFlight) -> None:
+        handlers = entry.group.handlers
+        if handlers is not None and entry.holding:
+            handlers.release()
+        entry.holding = False
 
     # -- claiming ----------------------------------------------------------------------
 
@@ -289,7 +351,7 @@ class Dispatcher:
         slots, the time to claim), so resetting the event loses none; the commits taken
         share the batch's ``done`` event, made before they queued."""
         with anyio.move_on_after(self.gather * GATHER_AT_MOST):
-            while any(not entry.committing for entry in self._in_flight.values()):
+            while any(not (e.committing or e.waiting) for e in self._in_flight.values()):
                 with anyio.move_on_after(self.gather) as lull:
                     await self._tick_needed.wait()
                 if lull.cancelled_caught:
@@ -311,7 +373,7 @@ class Dispatcher:
         requests = []
         now = anyio.current_time()
         for group in self._groups:
-            free = group.slots - group.in_flight + freed.get(id(group), 0)
+            free = group.slots + group.ahead - group.in_flight + freed.get(id(group), 0)
             if freed.get(id(group)) and self._shares_now(group, now):
                 continue
             if now < group.held_back_until:  # its free slots are left to others a while
@@ -395,7 +457,7 @@ class Dispatcher:
             at_most = self.poll_interval
             now = anyio.current_time()
             for group in self._groups:
-                if group.in_flight < group.slots:
+                if group.in_flight < group.slots + group.ahead:
                     # It claims when it may again and its slots left to others (if any)
                     # are its own again; waking before, the ticker would only spin.
                     claims_at = max(self._claim_after, group.held_back_until)
@@ -420,28 +482,26 @@ class Dispatcher:
         return min(self.poll_interval, until + 0.002)
 
     async def _execute(self, claim: Claim, entry: _InFlight) -> None:
-        if claim.taken_over_from is not None:
-            logger.warning(
-                "run %s (%s): taken over from %s, whose lease ran out (it crashed or stalled); "
-                "now attempt %d/%d",
-                claim.lease.run_id,
-                claim.event,
-                claim.taken_over_from,
-                claim.attempt,
-                claim.max_attempts,
-                extra=_run_fields(claim) | {"previous_owner": claim.taken_over_from},
-            )
-
         committed = False
 
         async def commit(lease: Lease, transition: Transition) -> None:
             nonlocal committed
+            # Its handler waits for the commit: another run's may have its slot meanwhile.
+            self._let_go_slot(entry)
             await self._commit(claim, entry, lease, transition, first=not committed)
             committed = True
+            if isinstance(transition.outcome, Continue):  # its handler goes on
+                await self._hold_slot(entry)
 
         try:
             with entry.scope:
-                await self.execute(claim, commit)
+                await self._hold_slot(entry)
+                if self._stopping.is_set():  # stopped before its handler began: hand it back
+                    entry.scope.cancel()
+                else:
+                    entry.begun = True
+                    _log_takeover(claim)
+                    await self.execute(claim, commit)
         except LeaseLostError:
             logger.info(
                 "run %s was taken over or cancelled", claim.lease.run_id, extra=_run_fields(claim)
@@ -453,6 +513,7 @@ class Dispatcher:
                 "executing run %s failed", claim.lease.run_id, extra=_run_fields(claim)
             )
         finally:
+            self._let_go_slot(entry)
             metrics.record_release()
             self._in_flight.pop(claim.lease.run_id, None)
             if entry.scope.cancel_called and self._stopping.is_set():
@@ -638,6 +699,20 @@ class Dispatcher:
 def _run_fields(claim: Claim) -> dict[str, object]:
     """The run's fields for a log record's ``extra`` (made only when one is logged)."""
     return {"run_id": claim.lease.run_id, "event": claim.event, "queue": claim.queue}
+
+
+def _log_takeover(claim: Claim) -> None:
+    if claim.taken_over_from is not None:
+        logger.warning(
+            "run %s (%s): taken over from %s, whose lease ran out (it crashed or stalled); "
+            "now attempt %d/%d",
+            claim.lease.run_id,
+            claim.event,
+            claim.taken_over_from,
+            claim.attempt,
+            claim.max_attempts,
+            extra=_run_fields(claim) | {"previous_owner": claim.taken_over_from},
+        )
 
 
 def _log_failure(claim: Claim, failed: Failed) -> None:

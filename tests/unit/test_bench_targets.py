@@ -19,6 +19,7 @@ def test_each_target_passes_or_fails_by_its_bound_and_direction() -> None:
         "pgqueuer.process_jobs_s": 1000.0,
         "worker.noop_runs_per_s": 1000.0,  # 1.0x: at the bound, passes
         "worker.workflow_steps_per_s": 1400.0,  # 1.4x of 1.5x: fails
+        "local.noop_runs_per_s": 1200.0,
         "worker.latency_p50_ms": 4.0,
         "pgqueuer.lat_p50_ms": 5.0,  # 0.8x of at most 1.0x: passes
         "worker.latency_p99_ms": 12.0,  # absolute, at most 10 ms: fails
@@ -29,6 +30,8 @@ def test_each_target_passes_or_fails_by_its_bound_and_direction() -> None:
     assert verdicts == {
         "no-op runs/s, worker / pgqueuer": (1.0, True),
         "10-step steps/s, worker / pgqueuer": (1.4, False),
+        "no-op runs/s, local worker / pgqueuer": (1.2, True),
+        "10-step steps/s, local worker / pgqueuer": (None, None),
         "send->start p50, worker / pgqueuer": (0.8, True),
         "send->start p99 ms, worker": (12.0, False),
         "single send_event/s / pgqueuer": (None, None),

@@ -241,7 +241,12 @@ async def test_a_run_stopped_while_its_commit_is_in_flight_learns_how_it_ended_f
     store = SlowFirstCommit()
     client = Client([stepping], store=store)
     run_id = await client.send_event("test/steps", {})
-    worker = Worker(client, poll_interval=timedelta(milliseconds=10), grace=timedelta(0))
+    # Without claiming ahead: a run then keeps its slot through its commits, and its second
+    # step follows the first without suspending (claiming ahead, it waits for its slot
+    # again, and the stop lands there, before the second step).
+    worker = Worker(
+        client, poll_interval=timedelta(milliseconds=10), grace=timedelta(0), claim_ahead=0
+    )
     with anyio.fail_after(10):
         async with anyio.create_task_group() as group:
             group.start_soon(worker.run)
