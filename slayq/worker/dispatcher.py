@@ -10,8 +10,8 @@ PostgreSQL applies in one transaction. No timer: what arrives while a tick is in
 forms the next batch, so under load batches grow and the cost per run falls, while an
 idle worker commits a lone run at once. (The server sets ``gather``: a tick waits for the
 other runs in flight to answer while answers keep coming, see ``_gathered``.) Without a
-cluster-wide limit (``queues=None``), ticks claim ``claim_ahead`` runs (default: as many as
-the slots) beyond the free slots, and a run gives its slot to another while its commit is
+cluster-wide limit (``queues=None``), ticks claim ``claim_ahead`` runs (default: twice as
+many as the slots) beyond the free slots, and a run gives its slot to another while its commit is
 in a tick: the handlers go on while the ticker commits and claims. Around it:
 
 * a listener wakes the ticker to claim when the store announces new work (LISTEN/NOTIFY
@@ -195,7 +195,11 @@ class Dispatcher:
         self._groups = (
             [_Group(limit, limit.concurrency) for limit in queues]
             if queues is not None
-            else [_Group(None, concurrency, concurrency if claim_ahead is None else claim_ahead)]
+            # Twice the slots: ticks of 20-30 runs for 10 slots cost less per run than
+            # ticks of 10-20 (no-op runs/s +35%, 3 times the slots no better: claiming.md).
+            else [
+                _Group(None, concurrency, 2 * concurrency if claim_ahead is None else claim_ahead)
+            ]
         )
         self._in_flight: dict[str, _InFlight] = {}
         self._to_slots: MemoryObjectSendStream[tuple[Claim, _InFlight]]  # made by run()

@@ -80,11 +80,11 @@ async def settled(client: Client, gate: Gate, started: int, running: int) -> Non
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("ahead", "claimed"), [(3, 5), (0, 2), (None, 4)])
+@pytest.mark.parametrize(("ahead", "claimed"), [(3, 5), (0, 2), (None, 6)])
 async def test_runs_are_claimed_ahead_of_the_slots_and_start_as_slots_free_up(
     ahead: int | None, claimed: int
 ) -> None:
-    """Two slots, ``ahead`` runs claimed beyond them (default: as many as the slots)."""
+    """Two slots, ``ahead`` runs claimed beyond them (default: twice the slots)."""
     gate = Gate()
     client = Client([gate.function], store=MemoryStore())
     ids = [await client.send_event("test/gated", {}) for _ in range(8)]
