@@ -26,10 +26,13 @@ def write_config(path: Path, **queues: int) -> Path:
 
 
 def start_worker(
-    url: str, config: Path, log: Path, *extra: str, output: Path | None = None
+    url: str, config: Path | None, log: Path, *extra: str, output: Path | None = None
 ) -> subprocess.Popen[bytes]:
+    """A worker of ``config``'s queues; None: of every queue, ten at once (no config),
+    claiming ahead."""
     env = {**os.environ, "SLAY_Q_DATABASE_URL": url, "FAULT_LOG": str(log)}
-    command = [sys.executable, "-m", "slayq.worker", "tests.faults.app:client", str(config)]
+    queues = [str(config)] if config is not None else ["--concurrency", "10"]
+    command = [sys.executable, "-m", "slayq.worker", "tests.faults.app:client", *queues]
     with open(output or log.with_suffix(".workers.out"), "ab") as sink:  # the child keeps a copy
         return subprocess.Popen(
             [*command, "--lease", "2s", "--grace", "5s", *extra],

@@ -31,10 +31,13 @@ from tests.faults.processes import (
 pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.parametrize("configured", [True, False], ids=["config", "claiming-ahead"])
 async def test_kill_9_mid_step_loses_nothing_and_reruns_no_committed_step(
-    pg_url: str, tmp_path: Path
+    pg_url: str, tmp_path: Path, configured: bool
 ) -> None:
-    config = write_config(tmp_path / "slay-config.json", general=10, solo=1)
+    """With a config file, and without one: workers then serve every queue and claim
+    ahead, and each kill also takes down runs claimed but not started."""
+    config = write_config(tmp_path / "slay-config.json", general=10, solo=1) if configured else None
     log = tmp_path / "handlers.log"
     workers = [start_worker(pg_url, config, log) for _ in range(3)]
     kills = 0
