@@ -11,8 +11,8 @@ forms the next batch, so under load batches grow and the cost per run falls, whi
 idle worker commits a lone run at once. (The server sets ``gather``: a tick waits for the
 other runs in flight to answer while answers keep coming, see ``_gathered``.) Without a
 cluster-wide limit (``queues=None``), ticks claim ``claim_ahead`` runs (default: twice as
-many as the slots) beyond the free slots, and a run gives its slot to another while its commit is
-in a tick: the handlers go on while the ticker commits and claims. Around it:
+many as the slots) beyond the free slots, and a run gives its slot to another while its
+commit is in a tick: the handlers go on while the ticker commits and claims. Around it:
 
 * a listener wakes the ticker to claim when the store announces new work (LISTEN/NOTIFY
   on Postgres), so an idle worker starts a sent event within milliseconds; without one,
