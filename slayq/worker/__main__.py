@@ -94,6 +94,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="without a config: runs at once in this process, no limit across processes (10)",
     )
+    parser.add_argument(
+        "--claim-ahead",
+        type=int,
+        help="without a config: runs claimed beyond --concurrency, to start as slots free "
+        "up (twice --concurrency); 0 for long handlers, which would hold them from idle "
+        "workers",
+    )
     parser.add_argument("--grace", default="30s", help="how long to drain on shutdown (30s)")
     parser.add_argument(
         "--lease",
@@ -126,12 +133,15 @@ def queue_limits(args: argparse.Namespace) -> list[QueueLimit] | None:
             raise ConfigError("--queues picks queues of a config file: give one (slay-config.json)")
         if args.concurrency is not None and args.concurrency < 1:
             raise ConfigError(f"--concurrency is {args.concurrency}; it must be at least 1")
+        if args.claim_ahead is not None and args.claim_ahead < 0:
+            raise ConfigError(f"--claim-ahead is {args.claim_ahead}; it must be 0 or more")
         return None
-    if args.concurrency is not None:
-        raise ConfigError(
-            f"--concurrency is for a worker without a config; {args.config} sets each "
-            "queue's concurrency"
-        )
+    for flag, value in (("--concurrency", args.concurrency), ("--claim-ahead", args.claim_ahead)):
+        if value is not None:
+            raise ConfigError(
+                f"{flag} is for a worker without a config; {args.config} sets each queue's "
+                "concurrency, across every process (nothing is claimed ahead under it)"
+            )
     config = load_config(args.config)
     return config.queue_limits(args.queues.split(",") if args.queues else None)
 
@@ -143,6 +153,7 @@ async def serve(args: argparse.Namespace) -> None:
         client,
         queues=queues,
         concurrency=args.concurrency or 10,
+        claim_ahead=args.claim_ahead,
         grace=parse_duration(args.grace, what="--grace"),
         lease_for=parse_duration(args.lease, what="--lease"),
         retention=None
@@ -157,7 +168,7 @@ async def serve(args: argparse.Namespace) -> None:
         prometheus_client.start_http_server(args.metrics_port, addr=args.metrics_host)
         logger.info("metrics on http://%s:%d/metrics", args.metrics_host, args.metrics_port)
     served = (
-        f"all, {args.concurrency or 10} at once in this process"
+        f"all, {args.concurrency or 10} at once in this process, {worker.claim_ahead} claimed ahead"
         if queues is None
         else ", ".join("/".join(limit.names) + f"={limit.concurrency}" for limit in queues)
     )

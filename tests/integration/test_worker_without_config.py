@@ -37,13 +37,13 @@ async def test_a_worker_without_a_config_runs_every_queue(pg_url: str, tmp_path:
     output = tmp_path / "worker.out"
     async with client:
         ids = [await client.send_event(e) for e in ["tel/ok"] * 5 + ["tel/nap", "tel/parked"]]
-        worker = start_worker(pg_url, output, "--concurrency", "2")
+        worker = start_worker(pg_url, output, "--concurrency", "2", "--claim-ahead", "3")
         try:
             for run_id in ids:
                 assert (await finished(client, run_id, seconds=30)).status == "completed"
         finally:
             stop(worker)
-    assert "queues all, 2 at once in this process" in output.read_text()
+    assert "queues all, 2 at once in this process, 3 claimed ahead" in output.read_text()
 
 
 @pytest.mark.parametrize(
@@ -51,9 +51,14 @@ async def test_a_worker_without_a_config_runs_every_queue(pg_url: str, tmp_path:
     [
         (["app:client", "--queues", "mail"], "--queues picks queues of a config file"),
         (["app:client", "--concurrency", "0"], "--concurrency is 0; it must be at least 1"),
+        (["app:client", "--claim-ahead", "-1"], "--claim-ahead is -1; it must be 0 or more"),
         (
             ["app:client", "slay-config.json", "--concurrency", "4"],
             "--concurrency is for a worker without a config; slay-config.json sets",
+        ),
+        (
+            ["app:client", "slay-config.json", "--claim-ahead", "0"],
+            "--claim-ahead is for a worker without a config; slay-config.json sets",
         ),
     ],
 )
