@@ -168,7 +168,8 @@ async def serve(args: argparse.Namespace) -> None:
         prometheus_client.start_http_server(args.metrics_port, addr=args.metrics_host)
         logger.info("metrics on http://%s:%d/metrics", args.metrics_host, args.metrics_port)
     served = (
-        f"all, {args.concurrency or 10} at once in this process, {worker.claim_ahead} claimed ahead"
+        f"all, {args.concurrency or 10} at once in this process, "
+        f"{'up to ' if worker.claim_ahead_adapts else ''}{worker.claim_ahead} claimed ahead"
         if queues is None
         else ", ".join("/".join(limit.names) + f"={limit.concurrency}" for limit in queues)
     )

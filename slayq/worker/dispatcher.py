@@ -67,18 +67,42 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+# A run claimed ahead should start within about this long, going by how long the group's
+# runs take: a run that would wait longer is left to other processes (``_Group.ahead_now``).
+AHEAD_WAIT = 1.0
+
+
 @dataclass
 class _Group:
     limit: QueueLimit | None  # None: every queue, no cluster-wide limit
     slots: int
-    # Runs claimed beyond its slots, to start as soon as a slot is free (see ``claim_ahead``).
+    # Runs claimed beyond its slots, to start as soon as a slot is free (see ``claim_ahead``):
+    # at most this many, fewer if its runs are slow (``adaptive``), or this many.
     ahead: int = 0
+    adaptive: bool = False
+    run_seconds: float | None = None  # a moving average of its runs' times, start to end
     in_flight: int = 0  # claimed here and not released: running or waiting for a slot
     # With runs claimed ahead, its slots: a run holds one while its handler may run, not
     # while its commit is in a tick (made by run(); None: a run holds its task's slot).
     handlers: anyio.Semaphore | None = None
     shared_at: float = float("-inf")  # when a tick last left its freed slots to others
     held_back_until: float = float("-inf")  # its free slots are left to others until then
+
+    def ahead_now(self) -> int:
+        """How many runs to hold claimed beyond the slots now. Adaptive: as many as start
+        within ``AHEAD_WAIT`` on average (the k-th waits k/slots run times), none until a
+        run has ended. Short runs get them all; runs of minutes, none, so that runs do not
+        wait here behind them while another process may be idle."""
+        if not self.adaptive:
+            return self.ahead
+        if self.run_seconds is None:
+            return 0
+        return min(self.ahead, int(AHEAD_WAIT * self.slots / max(self.run_seconds, 1e-6)))
+
+    def ran(self, seconds: float) -> None:
+        """A run of the group took ``seconds`` from its start to its end."""
+        last = self.run_seconds
+        self.run_seconds = seconds if last is None else last + (seconds - last) / 5
 
 
 @dataclass
@@ -192,15 +216,17 @@ class Dispatcher:
                 "claim_ahead is for a worker without queue limits (queues=None): a run "
                 "claimed ahead would hold one of a cluster-wide limit's slots unstarted"
             )
-        # Twice the slots by default: ticks of 20-30 runs for 10 slots cost less per run
-        # than ticks of 10-20 (no-op runs/s +35%, 3 times the slots no better: claiming.md).
+        # By default at most twice the slots, fewer for slow runs (``_Group.ahead_now``):
+        # ticks of 20-30 runs for 10 slots cost less per run than ticks of 10-20 (no-op
+        # runs/s +35%, 3 times the slots no better: claiming.md).
         self.claim_ahead = (
             0 if queues is not None else 2 * concurrency if claim_ahead is None else claim_ahead
         )
+        self.claim_ahead_adapts = queues is None and claim_ahead is None
         self._groups = (
             [_Group(limit, limit.concurrency) for limit in queues]
             if queues is not None
-            else [_Group(None, concurrency, self.claim_ahead)]
+            else [_Group(None, concurrency, self.claim_ahead, self.claim_ahead_adapts)]
         )
         self._in_flight: dict[str, _InFlight] = {}
         self._to_slots: MemoryObjectSendStream[tuple[Claim, _InFlight]]  # made by run()
@@ -378,7 +404,7 @@ class Dispatcher:
         requests = []
         now = anyio.current_time()
         for group in self._groups:
-            free = group.slots + group.ahead - group.in_flight + freed.get(id(group), 0)
+            free = group.slots + group.ahead_now() - group.in_flight + freed.get(id(group), 0)
             if freed.get(id(group)) and self._shares_now(group, now):
                 continue
             if now < group.held_back_until:  # its free slots are left to others a while
@@ -462,7 +488,7 @@ class Dispatcher:
             at_most = self.poll_interval
             now = anyio.current_time()
             for group in self._groups:
-                if group.in_flight < group.slots + group.ahead:
+                if group.in_flight < group.slots + group.ahead_now():
                     # It claims when it may again and its slots left to others (if any)
                     # are its own again; waking before, the ticker would only spin.
                     claims_at = max(self._claim_after, group.held_back_until)
@@ -488,6 +514,7 @@ class Dispatcher:
 
     async def _execute(self, claim: Claim, entry: _InFlight) -> None:
         committed = False
+        began: float | None = None
 
         async def commit(lease: Lease, transition: Transition) -> None:
             nonlocal committed
@@ -505,6 +532,7 @@ class Dispatcher:
                     entry.scope.cancel()
                 else:
                     entry.begun = True
+                    began = time.monotonic()
                     _log_takeover(claim)
                     await self.execute(claim, commit)
         except LeaseLostError:
@@ -519,6 +547,8 @@ class Dispatcher:
             )
         finally:
             self._let_go_slot(entry)
+            if began is not None:
+                entry.group.ran(time.monotonic() - began)
             metrics.record_release()
             self._in_flight.pop(claim.lease.run_id, None)
             if entry.scope.cancel_called and self._stopping.is_set():

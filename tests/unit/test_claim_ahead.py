@@ -18,7 +18,7 @@ from slayq.client import Client
 from slayq.model import Lease, RunStatus, Transition
 from slayq.store.memory import MemoryStore
 from slayq.store.protocol import Batch, ClaimRequest, QueueLimit
-from slayq.worker import Worker
+from slayq.worker import Worker, dispatcher
 
 
 class Gate:
@@ -80,11 +80,11 @@ async def settled(client: Client, gate: Gate, started: int, running: int) -> Non
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("ahead", "claimed"), [(3, 5), (0, 2), (None, 6)])
+@pytest.mark.parametrize(("ahead", "claimed"), [(3, 5), (0, 2)])
 async def test_runs_are_claimed_ahead_of_the_slots_and_start_as_slots_free_up(
-    ahead: int | None, claimed: int
+    ahead: int, claimed: int
 ) -> None:
-    """Two slots, ``ahead`` runs claimed beyond them (default: twice the slots)."""
+    """Two slots, ``ahead`` runs claimed beyond them."""
     gate = Gate()
     client = Client([gate.function], store=MemoryStore())
     ids = [await client.send_event("test/gated", {}) for _ in range(8)]
@@ -198,3 +198,44 @@ async def test_no_more_handlers_run_at_once_than_the_slots() -> None:
     async with working(client, concurrency=2, claim_ahead=4):
         await at_least(client, "completed", 12)
     assert peak == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("wait", "claimed"), [(1.0, 6), (0.01, 2)])
+async def test_by_default_only_runs_that_start_soon_are_claimed_ahead(
+    wait: float, claimed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two slots, at most four ahead by default: after runs of ~50 ms, a run claimed
+    ahead starts within 1 s (all four are), not within 10 ms (none is)."""
+    monkeypatch.setattr(dispatcher, "AHEAD_WAIT", wait)
+    gate = Gate()
+
+    @slayq.function(event="test/quick")
+    async def quick(ctx: slayq.Context[slayq.EmptyEvent]) -> slayq.Workflow:
+        yield step.run("nap", anyio.sleep, 0.05)
+
+    client = Client([gate.function, quick], store=MemoryStore())
+    for _ in range(2):
+        await client.send_event("test/quick", {})
+    async with working(client, concurrency=2):
+        await at_least(client, "completed", 2)  # how long runs take is known now
+        for _ in range(8):
+            await client.send_event("test/gated", {})
+        await settled(client, gate, started=2, running=claimed)
+        assert await count(client, "running") == claimed
+        gate.opened.set()
+        await at_least(client, "completed", 10)
+
+
+def test_how_many_are_claimed_ahead_follows_how_long_runs_take() -> None:
+    group = dispatcher._Group(None, slots=10, ahead=20, adaptive=True)
+    assert group.ahead_now() == 0  # no run has ended: nothing to go by
+    group.ran(0.005)
+    assert group.ahead_now() == 20  # 2,000 would start within a second: the bound
+    group.run_seconds = 1.0
+    assert group.ahead_now() == 10
+    group.run_seconds = 60.0
+    assert group.ahead_now() == 0
+    group.ran(0.0)  # a moving average: one quick run does not undo the slow ones
+    assert group.run_seconds == 48.0
+    assert dispatcher._Group(None, slots=10, ahead=3).ahead_now() == 3  # fixed
