@@ -25,9 +25,10 @@ pytestmark = pytest.mark.anyio
 
 
 class Stack:
-    def __init__(self, client: Client, log: Path) -> None:
+    def __init__(self, client: Client, log: Path, outputs: list[Path]) -> None:
         self.client = client
         self.log = log
+        self.outputs = outputs  # the server's and the app's, shown if a run never ends
 
     async def send(self, event: str, **data: int) -> RunId:
         run_id = await self.client.send_event(event, data)
@@ -38,7 +39,18 @@ class Stack:
         async def done() -> bool:
             return (await self.client.get_run(run_id)).status in ("completed", "failed")
 
-        await wait_for(done, seconds=seconds, what=f"run {run_id} to finish")
+        try:
+            await wait_for(done, seconds=seconds, what=f"run {run_id} to finish")
+        except AssertionError as exc:
+            run = await self.client.get_run(run_id)
+            tails = "\n".join(
+                f"--- {path.name}:\n" + "\n".join(path.read_text().splitlines()[-20:])
+                for path in self.outputs
+                if path.exists()
+            )
+            raise AssertionError(
+                f"{exc}: {run.status}, attempt {run.attempts}, error {run.error}\n{tails}"
+            ) from exc
         return await self.client.get_run(run_id)
 
     def ran(self) -> list[str]:
@@ -89,7 +101,7 @@ def stack(pg_url: str, tmp_path: Path, *, server_limit: str, app_limit: str) -> 
             store=PostgresStore(pg_url),
             endpoint=f"http://127.0.0.1:{app_port}/api/slay-q",
         )
-        yield Stack(client, log)
+        yield Stack(client, log, [tmp_path / "server.out", tmp_path / "app.out"])
     finally:
         stop(app, server)
 
