@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 import slayq
@@ -20,6 +21,10 @@ from slayq.model import Lease, RunStatus, Transition
 from slayq.store.memory import MemoryStore
 from slayq.store.protocol import Batch, ClaimRequest, QueueLimit
 from slayq.worker import Worker, dispatcher
+
+
+class Named(msgspec.Struct):
+    name: str
 
 
 class Gate:
@@ -235,3 +240,35 @@ def test_how_many_are_claimed_ahead_follows_how_long_runs_take() -> None:
     group.ran(0.0)  # a moving average: one quick run does not undo the slow ones
     assert group.run_seconds == 48.0
     assert dispatcher._Group(None, slots=10, ahead=3).ahead_now() == 3  # fixed
+
+
+@pytest.mark.anyio
+async def test_a_run_claimed_ahead_keeps_its_lease_while_it_waits() -> None:
+    """It waits longer than its lease behind a slow run: the heartbeat extends it, and
+    it runs once, on its first attempt; a second worker finds nothing to take over."""
+    started: list[str] = []
+
+    async def slow(name: str) -> str:
+        started.append(name)
+        await anyio.sleep(1.0 if name == "first" else 0)
+        return name
+
+    @slayq.function(event="test/slow", schema=Named)
+    async def slowly(ctx: slayq.Context[Named]) -> slayq.Workflow:
+        yield step.run("slow", slow, ctx.data.name)
+
+    client = Client([slowly], store=MemoryStore())
+    first = await client.send_event("test/slow", {"name": "first"})
+    second = await client.send_event("test/slow", {"name": "second"})
+    lease = {"lease_for": timedelta(milliseconds=300)}
+    async with working(client, concurrency=1, claim_ahead=1, **lease):
+        await until(lambda: _running(client, 2))
+        async with working(client, concurrency=2, claim_ahead=0, **lease):
+            await at_least(client, "completed", 2)
+    runs = [await client.get_run(i) for i in (first, second) if i is not None]
+    assert [(r.status, r.attempts) for r in runs] == [("completed", 1), ("completed", 1)]
+    assert started == ["first", "second"]
+
+
+async def _running(client: Client, n: int) -> bool:
+    return await count(client, "running") >= n
