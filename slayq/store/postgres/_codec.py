@@ -108,6 +108,25 @@ def run_rows(
     }
 
 
+def run_params(run: NewRun) -> dict[str, Any]:
+    """Parameters of INSERT_QUIET_RUN for a run with no key, cancel rules or parent:
+    each column as ``run_rows`` puts it in its row."""
+    return {
+        "id": run.id,
+        "event": run.event,
+        "data": dump(run.data),
+        "queue": run.queue,
+        "priority": run.priority,
+        "max_attempts": run.max_attempts,
+        "delay_us": None if run.delay is None else run.delay // _MICROSECOND,
+        "run_at": run.run_at,
+        "endpoint": run.endpoint,
+        "may_wait": run.may_wait,
+        "trace": dump_or_none(run.trace),
+        "flow": dump_or_none(run.flow),
+    }
+
+
 def step_rows(run_id: RunId, token: int, steps: Sequence[StepRecord]) -> dict[str, Any]:
     return {
         "id": run_id,

@@ -138,6 +138,36 @@ notified as (
     )
 
 
+# One unlogged event starting one run with neither a key nor cancel rules (the common
+# ``send_event``): ``INSERT_QUIET_RUNS``'s work with a parameter per column. This spares
+# the client the JSON document and the arrays, and spares the server their parsing, the
+# unnests and the sort. ``%(notify)s`` says whether the run is due at once. The first
+# column is the verdict, as ``INSERT_QUIET_RUNS``'s row of idx -1. A send took 427 µs
+# with that statement and 355 µs with this one (docs/claiming.md).
+INSERT_QUIET_RUN = compact(f"""
+with q as (
+    select not exists (select 1 from cancel_rules where event = %(event)s limit 1)
+       and not exists (
+           select 1 from pending where kind = 'wait' and event = %(event)s limit 1
+       ) as quiet
+),
+inserted as (
+    insert into runs (id, event, data, queue, priority, max_attempts, created_at, updated_at,
+                      run_at, event_cursor, endpoint, may_wait, trace, flow)
+    select %(id)s::uuid, %(event)s, %(data)s::json, %(queue)s, %(priority)s::int,
+           %(max_attempts)s::int, {NOW}, {NOW},
+           coalesce(%(run_at)s::timestamptz,
+                    {NOW} + coalesce(%(delay_us)s::bigint, 0) * interval '1 microsecond'),
+           (select coalesce(max(seq), 0) from events), %(endpoint)s, %(may_wait)s::boolean,
+           %(trace)s::json, %(flow)s::json
+    from q
+    where q.quiet
+    returning queue
+)
+select q.quiet, (select count(pg_notify(%(channel)s, queue)) from inserted where %(notify)s)
+from q
+""")
+
 # By (whether a run of the batch has a key, whether one has cancel rules).
 INSERT_QUIET_RUNS = {
     (keyed, rules): _insert_quiet_runs(keyed=keyed, rules=rules)
