@@ -44,6 +44,8 @@ def variety() -> list[NewRun]:
         new_run("single/at", {"n": 2}, run_at=NOW + timedelta(days=400)),
         new_run("single/past", {"n": 3}, run_at=NOW - timedelta(hours=1)),
         new_run("single/waits", {"n": 4}, may_wait=True),
+        # text that spells a NUL's escape: kept (it takes the batch statement, see run_params)
+        new_run("single/spelled", {"t": "back\\u0000slash"}),
     ]
     runs.append(
         msgspec.structs.replace(
@@ -95,6 +97,7 @@ async def test_a_run_sent_alone_is_written_as_the_same_run_sent_in_a_batch(
     assert plain["data"] == '{"b":1,"a":[1.5,"x",null],"big":1180591620717411303424}'
     assert plain["created_at"] == NOW and plain["run_at"] == NOW
     assert later["run_at"] == NOW + timedelta(minutes=5)
+    assert named(single_rows[6])["data"] == '{"t":"back\\\\u0000slash"}'
 
 
 async def listened(url: str, channel: str, send: NewRun) -> list[str]:

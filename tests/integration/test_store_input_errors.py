@@ -12,13 +12,23 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Literal
 
+import msgspec
 import psycopg
 import pytest
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
 
 from slayq.errors import RunNotFoundError, StoreError, StoreInputError, StoreUnavailableError
-from slayq.model import Completed, PendingStep, StepRecord, Suspend, Transition
+from slayq.model import (
+    Completed,
+    Flow,
+    FlowSlot,
+    NewRun,
+    PendingStep,
+    StepRecord,
+    Suspend,
+    Transition,
+)
 from slayq.store.postgres import PostgresStore
 from slayq.store.postgres._errors import is_conflict, translated
 from tests.contract.helpers import LEASE, claim_one, new_run, start, starting
@@ -150,5 +160,31 @@ async def test_event_data_with_a_nul_is_refused_as_input(pg_store: PostgresStore
     run = new_run(event="a", data={"text": "x\u0000y"})
     with pytest.raises(StoreInputError, match=r"send events: .*\\u0000"):
         await pg_store.send_events([starting(run)])
+    with pytest.raises(RunNotFoundError):
+        await pg_store.get_run(run.id)
+
+
+def _with_a_nul(where: str) -> NewRun:
+    """A run holding a NUL in one of its JSON values."""
+    run = new_run(event="a")
+    if where == "data":
+        return msgspec.structs.replace(run, data={"text": "x\u0000y"})
+    if where == "trace":
+        return msgspec.structs.replace(run, trace={"traceparent": "00-\u0000"})
+    flow = Flow(concurrency=[FlowSlot(bucket="a k=\u0000", limit=1)])
+    return msgspec.structs.replace(run, flow=flow)
+
+
+@pytest.mark.parametrize("where", ["data", "trace", "flow"])
+@pytest.mark.parametrize("batch", [False, True], ids=["alone", "in-a-batch"])
+async def test_a_nul_in_any_json_value_of_a_run_is_refused_alone_as_in_a_batch(
+    pg_store: PostgresStore, batch: bool, where: str
+) -> None:
+    """A lone run takes its own statement (``INSERT_QUIET_RUN``): it must refuse what the
+    batch statement refuses, in its data, its trace context or its flow keys."""
+    run = _with_a_nul(where)
+    events = [starting(run), starting(new_run(event="b"))] if batch else [starting(run)]
+    with pytest.raises(StoreInputError, match=r"send events: .*\\u0000"):
+        await pg_store.send_events(events)
     with pytest.raises(RunNotFoundError):
         await pg_store.get_run(run.id)

@@ -80,7 +80,9 @@ class Ingest:
         if len(self.events) == 1:
             run = self.events[0].run
             if run is not None and run.key is None and not run.cancel_on and not run.parent:
-                return await self._try_quiet_one(conn, run)
+                one = run_params(run)
+                if one is not None:
+                    return await self._try_quiet_one(conn, run, one)
         runs = [(i, e.run, None) for i, e in enumerate(self.events) if e.run is not None]
         keyed = any(run.key is not None for _, run, _ in runs)
         ruled = any(run.cancel_on for _, run, _ in runs)
@@ -97,11 +99,13 @@ class Ingest:
             self._found = {i: run.id for i, run, _ in runs}
         return True
 
-    async def _try_quiet_one(self, conn: AsyncConnection[Any], run: NewRun) -> bool:
+    async def _try_quiet_one(
+        self, conn: AsyncConnection[Any], run: NewRun, params: dict[str, Any]
+    ) -> bool:
         """``try_quiet`` for the batch of one run without a key, cancel rules or caller:
-        ``INSERT_QUIET_RUN``, a parameter per column (a send ~17% faster)."""
+        ``INSERT_QUIET_RUN``, a parameter per column (``run_params``)."""
         due = due_now(run, self._now or datetime.now(UTC))
-        params = run_params(run) | {"now": self._now, "channel": self._channel, "notify": due}
+        params = params | {"now": self._now, "channel": self._channel, "notify": due}
         cursor = await conn.execute(INSERT_QUIET_RUN, params)
         row = await cursor.fetchone()
         if row is None or not row[0]:
