@@ -15,7 +15,7 @@ import msgspec
 import psycopg
 import pytest
 
-from slayq.model import Flow, FlowRate, FlowSlot, NewRun, RunId
+from slayq.model import CancelRule, Flow, FlowRate, FlowSlot, NewRun, RunId
 from slayq.runtime.clock import VirtualClock
 from slayq.store.postgres import PostgresStore
 from tests.contract.helpers import new_run, starting
@@ -125,8 +125,6 @@ async def test_a_lone_event_someone_waits_on_or_cancels_on_takes_the_full_path(
 ) -> None:
     """The statement declines (nothing written) when a rule or wait matches the name;
     the send then goes the transactional way, which cancels the run with the rule."""
-    from slayq.model import CancelRule
-
     async with PostgresStore(pg_url) as store:
         rule = CancelRule(event="single/stop", field="order", value=7)
         (doomed,) = await store.send_events([starting(new_run("single/job", cancel_on=[rule]))])

@@ -69,6 +69,11 @@ class _RunRow(msgspec.Struct, kw_only=True, omit_defaults=True):
     flow: Flow | None = None
 
 
+def _delay_us(run: NewRun) -> int | None:
+    # In microseconds: ISO 8601 durations cannot be negative in Postgres.
+    return None if run.delay is None else run.delay // _MICROSECOND
+
+
 def run_rows(
     runs: Sequence[tuple[int, NewRun, int | None]],
     *,
@@ -88,7 +93,7 @@ def run_rows(
             priority=run.priority,
             max_attempts=run.max_attempts,
             key=run.key,
-            delay_us=None if run.delay is None else run.delay // _MICROSECOND,
+            delay_us=_delay_us(run),
             run_at=run.run_at,
             parent_id=run.parent.run_id if run.parent else None,
             parent_step=run.parent.step if run.parent else None,
@@ -118,8 +123,11 @@ def run_params(run: NewRun) -> dict[str, Any] | None:
     """Parameters of INSERT_QUIET_RUN for a run with no key, cancel rules or parent:
     each column as ``run_rows`` puts it in its row. None if a JSON value may hold a NUL
     (INSERT_QUIET_RUN would keep it; the batch statement refuses it)."""
-    values = {"data": dump(run.data), "trace": dump_or_none(run.trace)}
-    values["flow"] = dump_or_none(run.flow)
+    values = {
+        "data": dump(run.data),
+        "trace": dump_or_none(run.trace),
+        "flow": dump_or_none(run.flow),
+    }
     if any(NUL_ESCAPE in text for text in values.values() if text is not None):
         return None
     return values | {
@@ -128,7 +136,7 @@ def run_params(run: NewRun) -> dict[str, Any] | None:
         "queue": run.queue,
         "priority": run.priority,
         "max_attempts": run.max_attempts,
-        "delay_us": None if run.delay is None else run.delay // _MICROSECOND,
+        "delay_us": _delay_us(run),
         "run_at": run.run_at,
         "endpoint": run.endpoint,
         "may_wait": run.may_wait,

@@ -75,8 +75,9 @@ class Ingest:
         return not self.logged_names and not self._cancelled_within_batch()
 
     async def try_quiet(self, conn: AsyncConnection[Any]) -> bool:
-        """Apply the batch in one statement (``INSERT_QUIET_RUNS``) if nothing can cancel
-        or wake on its names; False if something can (then nothing was applied)."""
+        """Apply the batch in one statement (``INSERT_QUIET_RUNS``; ``INSERT_QUIET_RUN``
+        for a lone run without a key, cancel rules or caller) if nothing can cancel or
+        wake on its names; False if something can (then nothing was applied)."""
         if len(self.events) == 1:
             run = self.events[0].run
             if run is not None and run.key is None and not run.cancel_on and not run.parent:
