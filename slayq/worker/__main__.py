@@ -98,8 +98,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--claim-ahead",
         type=int,
         help="without a config: runs claimed beyond --concurrency, to start as slots free "
-        "up (twice --concurrency); 0 for long handlers, which would hold them from idle "
-        "workers",
+        "up (default: up to twice --concurrency, fewer for slow runs); 0 for none",
     )
     parser.add_argument("--grace", default="30s", help="how long to drain on shutdown (30s)")
     parser.add_argument(
